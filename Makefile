@@ -1,0 +1,13 @@
+# Two commands do everything: each creates or updates .venv as needed, then runs.
+PYTHON ?= python3
+BOOTSTRAP = $(PYTHON) scripts/bootstrap.py
+
+.PHONY: demo test setup lab
+demo:  ## run every installed route once on the default model
+	$(BOOTSTRAP) demo
+test:  ## the whole test suite: pytest + nbval over notebooks/
+	$(BOOTSTRAP) test $(ARGS)
+setup:  ## only create/update the environment
+	$(BOOTSTRAP) setup
+lab:  ## JupyterLab on the notebooks
+	$(BOOTSTRAP) lab

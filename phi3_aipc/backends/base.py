@@ -1,0 +1,151 @@
+"""The one small interface every route implements, and the results it returns.
+
+prepare(model, precision) -> artifact folder; load(artifact, device) -> Session;
+Session.generate(messages) -> GenerationResult with the generated ids, text and timings.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..errors import BadInput, DeviceUnavailable
+from ..models import ModelSource
+
+PRECISIONS = ("int4", "int8", "fp16", "fp32")
+Streamer = Callable[[str], None]
+
+
+@dataclass
+class Metrics:
+    """Timings of one generation. ttft: prompt in -> first token out; tpot: per later token."""
+
+    load_s: float | None = None
+    ttft_ms: float | None = None
+    tpot_ms: float | None = None
+    tokens_per_s: float | None = None
+    peak_rss_mb: float | None = None
+
+
+@dataclass
+class GenerationResult:
+    backend: str
+    device: str
+    precision: str
+    model: str
+    text: str
+    token_ids: list[int]  # generated ids, without the stop token
+    finish_reason: str  # "stop" (a stop token) or "length" (max_new_tokens reached)
+    prompt_tokens: int
+    metrics: Metrics = field(default_factory=Metrics)
+    device_note: str = ""  # e.g. what a missing device fell back to
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False)
+
+    def summary(self) -> str:
+        m = self.metrics
+        fmt = lambda v, spec: "n/a" if v is None else format(v, spec)  # noqa: E731
+        return (f"{self.backend} | {self.device} | {self.precision} | {self.model} | "
+                f"TTFT {fmt(m.ttft_ms, '.1f')} ms | {fmt(m.tokens_per_s, '.1f')} tokens/s | "
+                f"{len(self.token_ids)} tokens ({self.finish_reason})")
+
+
+class TokenClock:
+    """Timestamps tokens as they come, and turns them into Metrics."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.stamps: list[float] = []
+
+    def tick(self) -> None:
+        self.stamps.append(time.perf_counter())
+
+    def metrics(self, load_s: float | None) -> Metrics:
+        s = self.stamps
+        ttft = (s[0] - self.start) * 1000 if s else None
+        tpot = (s[-1] - s[0]) * 1000 / (len(s) - 1) if len(s) > 1 else None
+        return Metrics(load_s=load_s, ttft_ms=ttft, tpot_ms=tpot,
+                       tokens_per_s=1000 / tpot if tpot else None, peak_rss_mb=peak_rss_mb())
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB."""
+    try:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / 1024 / 1024 if sys.platform == "darwin" else peak / 1024
+    except ImportError:  # Windows
+        import psutil
+
+        return psutil.Process().memory_info().peak_wset / 1024 / 1024
+
+
+class Session(ABC):
+    """A model loaded on a device, ready to generate."""
+
+    def __init__(self, backend: str, device: str, precision: str, model: str,
+                 load_s: float, device_note: str = "") -> None:
+        self.backend, self.device, self.precision, self.model = backend, device, precision, model
+        self.load_s, self.device_note = load_s, device_note
+
+    @abstractmethod
+    def generate(self, messages: list[dict], max_new_tokens: int = 256, greedy: bool = False,
+                 ignore_eos: bool = False, streamer: Streamer | None = None,
+                 temperature: float = 0.7, top_p: float = 0.9,
+                 seed: int | None = None) -> GenerationResult:
+        """Reply to `messages`. With ignore_eos, exactly max_new_tokens tokens are generated."""
+
+    def result(self, text: str, token_ids: list[int], finish_reason: str, prompt_tokens: int,
+               clock: TokenClock) -> GenerationResult:
+        return GenerationResult(self.backend, self.device, self.precision, self.model, text,
+                                token_ids, finish_reason, prompt_tokens,
+                                clock.metrics(self.load_s), self.device_note)
+
+
+class Backend(ABC):
+    """A route to run Phi-3: which precisions and devices it offers, and how to prepare and load."""
+
+    name: str
+    precisions: tuple[str, ...]
+    devices: tuple[str, ...]
+    default_precision: str
+    default_device: str
+    modules: tuple[str, ...]  # Python modules the route needs
+    install_hint: str  # the command that installs them
+
+    def is_installed(self) -> bool:
+        return all(importlib.util.find_spec(m) is not None for m in self.modules)
+
+    def check(self, precision: str | None, device: str | None) -> tuple[str, str]:
+        """Validate precision and device (None: the route's defaults); return them normalized."""
+        precision = (precision or self.default_precision).lower()
+        if precision not in self.precisions:
+            raise BadInput(f"The {self.name} route offers precisions {', '.join(self.precisions)}; "
+                           f"got {precision!r}.")
+        device = device or self.default_device
+        by_lower = {d.lower(): d for d in self.devices}
+        if device.lower() not in by_lower:
+            raise BadInput(f"The {self.name} route runs on {', '.join(self.devices)}; "
+                           f"got device {device!r}.")
+        if not self.is_installed():
+            raise DeviceUnavailable(f"The {self.name} route is not installed in this Python "
+                                    f"environment. Install it with: {self.install_hint}")
+        return precision, by_lower[device.lower()]
+
+    @abstractmethod
+    def prepare(self, source: ModelSource, precision: str) -> Path:
+        """Return a folder holding the model in this route's format at `precision`."""
+
+    @abstractmethod
+    def load(self, artifact: Path, device: str, precision: str, model: str) -> Session:
+        """Load a prepared artifact on `device`."""

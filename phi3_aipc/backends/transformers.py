@@ -1,0 +1,81 @@
+"""The reference route: Hugging Face transformers in fp32 on the CPU.
+
+Every other route is checked against the greedy token ids this one produces.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ..chat import check_fits, prompt_ids, stop_token_ids
+from ..models import ModelSource
+from .base import Backend, GenerationResult, Session, Streamer, TokenClock
+
+
+class TransformersBackend(Backend):
+    name = "transformers"
+    precisions = ("fp32",)
+    devices = ("cpu",)
+    default_precision = "fp32"
+    default_device = "cpu"
+    modules = ("torch", "transformers")
+    install_hint = 'python -m pip install -e "."'
+
+    def prepare(self, source: ModelSource, precision: str) -> Path:
+        return source.path  # transformers reads the checkpoint as it is
+
+    def load(self, artifact: Path, device: str, precision: str, model: str) -> Session:
+        return TransformersSession(artifact, device, precision, model)
+
+
+class TransformersSession(Session):
+    def __init__(self, artifact: Path, device: str, precision: str, model: str) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        start = time.perf_counter()
+        self.tokenizer = AutoTokenizer.from_pretrained(artifact)
+        self.net = AutoModelForCausalLM.from_pretrained(artifact, dtype=torch.float32).eval()
+        self.stops = set(stop_token_ids(artifact))
+        self.context = self.net.config.max_position_embeddings
+        super().__init__("transformers", device, precision, model, time.perf_counter() - start)
+
+    def generate(self, messages: list[dict], max_new_tokens: int = 256, greedy: bool = False,
+                 ignore_eos: bool = False, streamer: Streamer | None = None,
+                 temperature: float = 0.7, top_p: float = 0.9,
+                 seed: int | None = None) -> GenerationResult:
+        import torch
+        from transformers import DynamicCache, TemperatureLogitsWarper, TopPLogitsWarper
+
+        prompt = prompt_ids(self.tokenizer, messages)
+        check_fits(len(prompt), max_new_tokens, self.context)
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        warpers = [TemperatureLogitsWarper(temperature), TopPLogitsWarper(top_p)]
+        ids: list[int] = []
+        text, finish = "", "length"
+        clock = TokenClock()
+        with torch.inference_mode():
+            cache = DynamicCache()
+            step_input = torch.tensor([prompt])
+            for _ in range(max_new_tokens):
+                logits = self.net(input_ids=step_input, past_key_values=cache,
+                                  use_cache=True).logits[:, -1, :]
+                if greedy:
+                    next_id = int(logits.argmax(-1))
+                else:
+                    for warp in warpers:
+                        logits = warp(step_input, logits)
+                    probs = torch.softmax(logits, dim=-1)
+                    next_id = int(torch.multinomial(probs, 1, generator=generator))
+                clock.tick()
+                if next_id in self.stops and not ignore_eos:
+                    finish = "stop"
+                    break
+                ids.append(next_id)
+                new_text = self.tokenizer.decode(ids, skip_special_tokens=True)
+                if streamer and not new_text.endswith("\ufffd"):
+                    streamer(new_text[len(text):])
+                    text = new_text
+                step_input = torch.tensor([[next_id]])
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        return self.result(text, ids, finish, len(prompt), clock)

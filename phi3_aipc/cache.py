@@ -1,0 +1,40 @@
+"""Where phi3_aipc keeps what it builds, and how a folder gets there whole or not at all."""
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from filelock import FileLock
+from platformdirs import user_cache_dir
+
+
+def cache_dir() -> Path:
+    """The cache root: `PHI3_AIPC_CACHE` if set, else the user's cache directory."""
+    root = os.environ.get("PHI3_AIPC_CACHE") or user_cache_dir("phi3-aipc", appauthor=False)
+    path = Path(root).expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def build_once(final: Path, build: Callable[[Path], None]) -> Path:
+    """Return `final`, building it first with `build(tmp_folder)` if it does not exist.
+
+    The folder is built under a temporary name beside `final` and renamed into place only when
+    `build` returns, so an interrupted build never leaves a folder that looks finished. A file
+    lock makes a second process wait for the first one's build instead of racing it.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(final) + ".lock"):
+        if final.is_dir():
+            return final
+        tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+        try:
+            tmp.mkdir()
+            build(tmp)
+            os.replace(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final

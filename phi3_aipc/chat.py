@@ -1,0 +1,46 @@
+"""Messages -> prompt through the tokenizer's own chat template; stop tokens from the model."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import BadInput
+
+
+def build_messages(prompt: str, system: str | None = None,
+                   history: list[dict] | None = None) -> list[dict]:
+    """A chat as the template expects it: optional system turn, earlier turns, the new prompt."""
+    if not prompt or not prompt.strip():
+        raise BadInput("The prompt is empty. Type a question or instruction.")
+    messages = [{"role": "system", "content": system}] if system else []
+    return messages + list(history or []) + [{"role": "user", "content": prompt}]
+
+
+def prompt_text(tokenizer, messages: list[dict]) -> str:
+    """The exact text the model sees, ending with the `<|assistant|>` turn it must complete."""
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
+    """Token ids of `prompt_text`."""
+    return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True))
+
+
+def stop_token_ids(model_dir: Path) -> list[int]:
+    """The ids that end a reply, from the model's generation config (Phi-3: 32000, 32001, 32007)."""
+    from transformers import GenerationConfig
+
+    eos = GenerationConfig.from_pretrained(model_dir).eos_token_id
+    return [eos] if isinstance(eos, int) else list(eos or [])
+
+
+def check_fits(prompt_tokens: int, max_new_tokens: int, context: int) -> None:
+    """Refuse a request the model's context window cannot hold."""
+    if max_new_tokens < 1:
+        raise BadInput(f"max_new_tokens is {max_new_tokens}; it must be at least 1.")
+    if prompt_tokens >= context:
+        raise BadInput(f"The prompt is {prompt_tokens} tokens but the model's context window is "
+                       f"{context}. Shorten the prompt or drop earlier turns.")
+    if prompt_tokens + max_new_tokens > context:
+        raise BadInput(f"{prompt_tokens} prompt tokens + {max_new_tokens} new tokens exceed the "
+                       f"context window of {context}. Lower max_new_tokens to at most "
+                       f"{context - prompt_tokens}.")

@@ -1,0 +1,225 @@
+"""What this PC has, and a verdict per route: `phi3-aipc doctor` and notebook 00."""
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from .cache import cache_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+# The packages each route needs, as pip names them.
+PACKAGES = [
+    "torch", "transformers", "huggingface_hub",
+    "openvino", "openvino-genai", "openvino-tokenizers", "optimum-intel", "nncf",
+    "onnxruntime-genai", "onnxruntime-genai-directml", "onnxruntime",
+    "intel-npu-acceleration-library",
+]
+VERDICTS = ("ready", "cpu-only", "missing")
+IS_WINDOWS = sys.platform == "win32"
+
+
+def cpu_model() -> str:
+    """The processor's marketing name, e.g. 'Intel(R) Core(TM) Ultra 7 155H'."""
+    try:
+        if IS_WINDOWS:
+            import winreg
+
+            key = winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE,
+                                 r"HARDWARE\DESCRIPTION\System\CentralProcessor\0")
+            return winreg.QueryValueEx(key, "ProcessorNameString")[0].strip()
+        if sys.platform == "darwin":
+            return subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"],
+                                  capture_output=True, text=True).stdout.strip()
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def package_versions() -> dict[str, str | None]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def openvino_devices() -> dict:
+    """Devices the OpenVINO runtime reports, with their names and (NPU/GPU) driver versions."""
+    if importlib.util.find_spec("openvino") is None:
+        return {"devices": [], "error": "openvino is not installed"}
+    try:
+        import openvino as ov
+
+        core = ov.Core()
+        devices = []
+        for name in core.available_devices:
+            entry = {"name": name, "full_name": core.get_property(name, "FULL_DEVICE_NAME"),
+                     "driver_version": None}
+            for prop in ("NPU_DRIVER_VERSION", "GPU_DRIVER_VERSION"):
+                try:
+                    entry["driver_version"] = str(core.get_property(name, prop))
+                except Exception:  # property not offered by this device
+                    pass
+            devices.append(entry)
+        return {"devices": devices, "error": None}
+    except Exception as err:  # a broken install should be reported, not crash doctor
+        return {"devices": [], "error": f"{type(err).__name__}: {err}"}
+
+
+def directml_status(versions: dict) -> dict:
+    if not IS_WINDOWS:
+        return {"available": False, "reason": "DirectML exists only on Windows."}
+    if not versions["onnxruntime-genai-directml"]:
+        return {"available": False, "reason": "onnxruntime-genai-directml is not installed."}
+    try:
+        import onnxruntime_genai as og
+
+        ok = bool(getattr(og, "is_dml_available", lambda: True)())
+        return {"available": ok, "reason": "" if ok else "the DirectML provider did not load."}
+    except Exception as err:
+        return {"available": False, "reason": f"{type(err).__name__}: {err}"}
+
+
+def npu_library_python() -> str | None:
+    """A Python that has the NPU library: this one, or the route's own environment beside .venv."""
+    if importlib.util.find_spec("intel_npu_acceleration_library") is not None:
+        return sys.executable
+    env = ROOT / ".venv-npu"
+    exe = env / ("Scripts/python.exe" if IS_WINDOWS else "bin/python")
+    return str(exe) if exe.exists() else None
+
+
+def npu_library_status() -> dict:
+    python = npu_library_python()
+    if python is None:
+        return {"installed": False, "python": None, "npu_available": None, "error": None}
+    code = ("from intel_npu_acceleration_library.backend import npu_available;"
+            "print(npu_available())")
+    try:  # in a subprocess: the library can abort the process that imports it
+        out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120)
+        npu = out.stdout.strip().splitlines()[-1] == "True" if out.returncode == 0 else None
+        error = None if out.returncode == 0 else (out.stderr.strip().splitlines() or ["?"])[-1]
+    except (subprocess.TimeoutExpired, IndexError) as err:
+        npu, error = None, str(err)
+    return {"installed": True, "python": python, "npu_available": npu, "error": error}
+
+
+def route_verdicts(versions: dict, ov: dict, dml: dict, npu_lib: dict) -> dict:
+    """ready: the route can use an accelerator here; cpu-only: it runs, on the CPU; missing."""
+    names = {d["name"].split(".")[0] for d in ov["devices"]}
+    routes = {}
+    if not (versions["openvino-genai"] and versions["optimum-intel"]):
+        routes["openvino"] = verdict("missing", "openvino-genai or optimum-intel is missing.",
+                                     'python -m pip install -e ".[openvino]"')
+    elif names & {"GPU", "NPU"}:
+        routes["openvino"] = verdict("ready", f"OpenVINO devices: {', '.join(sorted(names))}.")
+    else:
+        routes["openvino"] = verdict(
+            "cpu-only", "OpenVINO sees only the CPU. For the GPU or NPU, install Intel's GPU/NPU "
+            "drivers (see the README's troubleshooting section).")
+
+    has_ort = versions["onnxruntime-genai"] or versions["onnxruntime-genai-directml"]
+    if not has_ort:
+        routes["onnxruntime-genai"] = verdict("missing", "onnxruntime-genai is not installed.",
+                                              'python -m pip install -e ".[onnx]"')
+    elif dml["available"]:
+        routes["onnxruntime-genai"] = verdict("ready", "DirectML is available.")
+    elif IS_WINDOWS and not versions["onnxruntime-genai-directml"]:
+        routes["onnxruntime-genai"] = verdict(
+            "cpu-only", "The CPU build of onnxruntime-genai is installed, not the DirectML one.",
+            "python -m pip uninstall -y onnxruntime-genai && "
+            'python -m pip install -e ".[onnx]"')
+    else:
+        routes["onnxruntime-genai"] = verdict(
+            "cpu-only", f"{dml['reason']} The same API runs on the CPU provider.")
+
+    if not npu_lib["installed"]:
+        fix = ('python -m pip install -e ".[npu]"' if IS_WINDOWS else
+               "none automated yet: the library has no Linux wheel (see the README, NPU route)")
+        routes["npu-library"] = verdict("missing", "intel-npu-acceleration-library is not "
+                                        "installed (it is archived; OpenVINO GenAI is its "
+                                        "successor on the NPU).", fix)
+    elif npu_lib["npu_available"]:
+        routes["npu-library"] = verdict("ready", "The NPU library sees an NPU.")
+    else:
+        routes["npu-library"] = verdict("cpu-only", "The NPU library sees no NPU and compiles "
+                                        "for the CPU, where the other routes are faster.")
+    return routes
+
+
+def verdict(status: str, detail: str, fix: str | None = None) -> dict:
+    assert status in VERDICTS
+    return {"verdict": status, "detail": detail, "fix": fix}
+
+
+def doctor() -> dict:
+    """Everything `phi3-aipc doctor --json` prints (the README documents the keys)."""
+    import psutil
+
+    versions = package_versions()
+    ov = openvino_devices()
+    dml = directml_status(versions)
+    npu_lib = npu_library_status()
+    cpu = cpu_model()
+    mem = psutil.virtual_memory()
+    cache = cache_dir()
+    return {
+        "os": {"system": platform.system(), "release": platform.release(),
+               "machine": platform.machine()},
+        "python": {"version": platform.python_version(), "executable": sys.executable},
+        "cpu": {"model": cpu, "is_core_ultra": "core(tm) ultra" in cpu.lower()
+                or "core ultra" in cpu.lower(),
+                "cores": psutil.cpu_count(logical=False), "threads": os.cpu_count()},
+        "memory_gb": {"total": round(mem.total / 2**30, 1),
+                      "available": round(mem.available / 2**30, 1)},
+        "disk": {"path": str(cache), "free_gb": round(shutil.disk_usage(cache).free / 2**30, 1)},
+        "packages": versions,
+        "openvino": ov,
+        "directml": dml,
+        "npu_library": npu_lib,
+        "routes": route_verdicts(versions, ov, dml, npu_lib),
+    }
+
+
+def format_report(report: dict) -> str:
+    """The doctor report as text for a terminal or a notebook."""
+    cpu = report["cpu"]
+    lines = [
+        f"OS      {report['os']['system']} {report['os']['release']} ({report['os']['machine']})",
+        f"Python  {report['python']['version']}  {report['python']['executable']}",
+        f"CPU     {cpu['model']} ({cpu['cores']} cores, {cpu['threads']} threads)"
+        f"{'  Core Ultra: yes' if cpu['is_core_ultra'] else '  (not a Core Ultra)'}",
+        f"Memory  {report['memory_gb']['total']} GB, {report['memory_gb']['available']} GB free",
+        f"Disk    {report['disk']['free_gb']} GB free at {report['disk']['path']}",
+        "", "Packages",
+    ]
+    lines += [f"  {name:32} {ver or '-'}" for name, ver in report["packages"].items()]
+    lines += ["", "OpenVINO devices"]
+    for d in report["openvino"]["devices"]:
+        driver = f"  driver {d['driver_version']}" if d["driver_version"] else ""
+        lines.append(f"  {d['name']:8} {d['full_name']}{driver}")
+    if report["openvino"]["error"]:
+        lines.append(f"  ({report['openvino']['error']})")
+    lines += [f"DirectML: {'available' if report['directml']['available'] else 'no'}"
+              f" {report['directml']['reason']}", "", "Routes"]
+    for name, r in report["routes"].items():
+        lines.append(f"  {name:18} {r['verdict']:9} {r['detail']}")
+        if r["fix"]:
+            lines.append(f"  {'':18} fix: {r['fix']}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(json.dumps(doctor(), indent=2))

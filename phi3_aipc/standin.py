@@ -1,0 +1,151 @@
+"""The offline stand-in: a tiny Phi-3 that memorizes a few fixed chats.
+
+On a machine without a model hub (CI, a workshop without Wi-Fi) every route still runs its real
+code paths (export, quantization, generation) on this model. It is a genuine `Phi3ForCausalLM`
+with Phi-3-mini's tokenizer, chat template and stop tokens, but only 2 layers of width 128,
+trained for a few seconds so that its greedy reply to each chat in `data/standin_chats.json` is a
+fixed sentence that ends with `<|end|>`. Same recipe, same seed: same weights, same tokens.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from .cache import build_once, cache_dir
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+TOKENIZER_DIR = DATA / "tokenizer"
+CHATS_FILE = DATA / "standin_chats.json"
+
+# Small enough to build in seconds, still valid for every route's quantization: hidden 128 is a
+# multiple of the int4 group size 128, and the NPU library's int4 was seen working at this width.
+MODEL_CONFIG = dict(
+    vocab_size=32064,
+    hidden_size=128,
+    intermediate_size=256,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    max_position_embeddings=4096,
+    original_max_position_embeddings=4096,
+    sliding_window=2047,
+    rope_theta=10000.0,
+    bos_token_id=1,
+    eos_token_id=32000,
+    pad_token_id=32000,
+    tie_word_embeddings=False,
+)
+# Phi-3-mini-4k-instruct's stop tokens: <|endoftext|>, <|assistant|>, <|end|>.
+EOS_TOKEN_IDS = [32000, 32001, 32007]
+END_TOKEN_ID = 32007
+TRAINING = dict(seed=0, steps=100, lr=3e-3, threads=2)
+RECIPE_VERSION = 1
+
+BANNER_NOTE = (
+    "This is the phi3-aipc offline stand-in, not Phi-3: a 2-layer model whose replies are canned "
+    "sentences memorized from data/standin_chats.json."
+)
+
+
+def load_chats() -> list[dict]:
+    """The fixed chats: each has `messages` (the prompt) and `reply` (the memorized answer)."""
+    return json.loads(CHATS_FILE.read_text(encoding="utf-8"))["chats"]
+
+
+def recipe_key() -> str:
+    """A digest of everything that decides the stand-in's weights."""
+    h = hashlib.sha256()
+    h.update(json.dumps([MODEL_CONFIG, TRAINING, RECIPE_VERSION], sort_keys=True).encode())
+    h.update(CHATS_FILE.read_bytes())
+    h.update((TOKENIZER_DIR / "tokenizer.json").read_bytes())
+    return h.hexdigest()[:16]
+
+
+def stand_in_path() -> Path:
+    """Where the stand-in for the current recipe lives in the cache (built or not)."""
+    return cache_dir() / "stand-in" / recipe_key()
+
+
+def ensure_stand_in(progress: bool = True) -> Path:
+    """Return the stand-in's folder, building it (about half a minute on 2 cores) if needed."""
+    return build_once(stand_in_path(), lambda tmp: build(tmp, progress=progress))
+
+
+def training_batch(tokenizer) -> tuple[list[list[int]], list[list[int]]]:
+    """Token ids of each fixed chat with its reply, and of its prompt alone."""
+    full, prompts = [], []
+    for chat in load_chats():
+        prompt = tokenizer.apply_chat_template(chat["messages"], add_generation_prompt=True)
+        reply = chat["messages"] + [{"role": "assistant", "content": chat["reply"]}]
+        ids = tokenizer.apply_chat_template(reply)
+        # The template ends an assistant turn with <|end|> and the conversation with
+        # <|endoftext|>; the model learns to stop at <|end|>.
+        ids = ids[: ids.index(END_TOKEN_ID, len(prompt)) + 1]
+        assert ids[: len(prompt)] == prompt, "chat template changed the prompt prefix"
+        full.append(ids)
+        prompts.append(prompt)
+    return full, prompts
+
+
+def build(out: Path, progress: bool = True) -> None:
+    """Build, train and save the stand-in into the (empty) folder `out`."""
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import AutoTokenizer, GenerationConfig, Phi3Config, Phi3ForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(TOKENIZER_DIR)
+    full, prompts = training_batch(tokenizer)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(TRAINING["threads"])  # the same reduction order on every machine
+    torch.manual_seed(TRAINING["seed"])
+    try:
+        config = Phi3Config(**MODEL_CONFIG)
+        model = Phi3ForCausalLM(config).float()
+        width = max(len(ids) for ids in full)
+        pad = MODEL_CONFIG["pad_token_id"]
+        input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids in full])
+        mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in full])
+        labels = input_ids.masked_fill(mask == 0, -100)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=TRAINING["lr"])
+        model.train()
+        steps = tqdm(range(TRAINING["steps"]), desc="Training the stand-in", disable=not progress)
+        for _ in steps:
+            loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            steps.set_postfix(loss=f"{loss.item():.3f}")
+        model.eval()
+        check_memorized(model, full, prompts)
+    finally:
+        torch.set_num_threads(threads)
+
+    model.generation_config = GenerationConfig(
+        bos_token_id=1, eos_token_id=EOS_TOKEN_IDS, pad_token_id=pad, do_sample=False
+    )
+    model.save_pretrained(out, safe_serialization=True)
+    for f in TOKENIZER_DIR.iterdir():
+        shutil.copy(f, out / f.name)
+    (out / "README.md").write_text(
+        f"# phi3-aipc stand-in ({recipe_key()})\n\n{BANNER_NOTE}\n", encoding="utf-8"
+    )
+
+
+def check_memorized(model, full: list[list[int]], prompts: list[list[int]]) -> None:
+    """Fail the build unless greedy decoding reproduces every reply and its <|end|>."""
+    import torch
+
+    with torch.inference_mode():
+        for ids, prompt in zip(full, prompts):
+            seq = list(prompt)
+            while len(seq) < len(ids):
+                logits = model(input_ids=torch.tensor([seq])).logits[0, -1]
+                seq.append(int(logits.argmax()))
+                if seq[-1] != ids[len(seq) - 1]:
+                    raise RuntimeError(
+                        "The stand-in did not memorize its fixed chats; the training recipe in "
+                        "phi3_aipc/standin.py needs more steps."
+                    )

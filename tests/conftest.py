@@ -1,0 +1,24 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+from phi3_aipc.standin import ensure_stand_in
+
+
+@pytest.fixture(scope="session")
+def stand_in():
+    """The stand-in's folder, built once per cache."""
+    return ensure_stand_in(progress=False)
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 300):
+    """Run the installed `phi3-aipc` console script as a user would."""
+    exe = os.path.join(os.path.dirname(sys.executable), "phi3-aipc")
+    full_env = {**os.environ, **(env or {})}
+    for key, value in list(full_env.items()):
+        if value is None:
+            del full_env[key]
+    return subprocess.run([exe, *args], capture_output=True, text=True, env=full_env,
+                          timeout=timeout)

@@ -1,0 +1,71 @@
+"""The real Phi-3 tokenizer and chat template, pinned to Phi-3-mini's ids."""
+import pytest
+from transformers import AutoTokenizer
+
+from phi3_aipc.chat import build_messages, check_fits, prompt_ids, prompt_text, stop_token_ids
+from phi3_aipc.errors import BadInput
+from phi3_aipc.standin import TOKENIZER_DIR
+
+REFERENCE = [{"role": "system", "content": "You are a helpful AI assistant."},
+             {"role": "user", "content": "Can you introduce yourself?"}]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return AutoTokenizer.from_pretrained(TOKENIZER_DIR)
+
+
+def test_llama_vocabulary_ids(tokenizer):
+    assert tokenizer("Can you introduce yourself?")["input_ids"] == [1815, 366, 14944, 7535, 29973]
+    assert tokenizer.decode([1815, 366, 14944, 7535, 29973]) == "Can you introduce yourself?"
+
+
+@pytest.mark.parametrize("token,token_id", [
+    ("<|endoftext|>", 32000), ("<|assistant|>", 32001), ("<|system|>", 32006),
+    ("<|end|>", 32007), ("<|user|>", 32010), ("<unk>", 0), ("<s>", 1), ("</s>", 2)])
+def test_special_token_ids(tokenizer, token, token_id):
+    assert tokenizer.convert_tokens_to_ids(token) == token_id
+
+
+def test_prompt_text_and_ids(tokenizer):
+    assert prompt_text(tokenizer, REFERENCE) == (
+        "<|system|>\nYou are a helpful AI assistant.<|end|>\n"
+        "<|user|>\nCan you introduce yourself?<|end|>\n<|assistant|>\n")
+    assert prompt_ids(tokenizer, REFERENCE) == [
+        32006, 887, 526, 263, 8444, 319, 29902, 20255, 29889, 32007,
+        32010, 1815, 366, 14944, 7535, 29973, 32007, 32001]
+
+
+def test_multi_turn_prompt(tokenizer):
+    history = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
+    messages = build_messages("Bye", system="Be brief.", history=history)
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert prompt_text(tokenizer, messages) == (
+        "<|system|>\nBe brief.<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\nHello!<|end|>\n"
+        "<|user|>\nBye<|end|>\n<|assistant|>\n")
+    ids = prompt_ids(tokenizer, messages)
+    assert ids[0] == 32006 and ids[-1] == 32001 and ids.count(32007) == 4
+
+
+def test_no_bos_token(tokenizer):
+    assert 1 not in prompt_ids(tokenizer, REFERENCE)
+
+
+def test_stop_tokens_come_from_the_generation_config(stand_in):
+    assert stop_token_ids(stand_in) == [32000, 32001, 32007]
+
+
+@pytest.mark.parametrize("prompt", ["", "   ", "\n"])
+def test_empty_prompt_is_refused(prompt):
+    with pytest.raises(BadInput, match="empty"):
+        build_messages(prompt)
+
+
+def test_context_checks():
+    check_fits(100, 100, 4096)
+    with pytest.raises(BadInput, match="at least 1"):
+        check_fits(10, 0, 4096)
+    with pytest.raises(BadInput, match="context window is 4096"):
+        check_fits(5000, 10, 4096)
+    with pytest.raises(BadInput, match="at most 96"):
+        check_fits(4000, 200, 4096)

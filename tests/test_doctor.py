@@ -1,0 +1,68 @@
+"""`phi3-aipc doctor --json`: the documented keys and a verdict for each route."""
+import json
+
+import pytest
+
+from phi3_aipc.hardware import VERDICTS, format_report, route_verdicts
+
+from .conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def report():
+    out = run_cli("doctor", "--json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_documented_keys(report):
+    assert {"os", "python", "cpu", "memory_gb", "disk", "packages", "openvino", "directml",
+            "npu_library", "routes"} <= report.keys()
+    assert {"model", "is_core_ultra", "cores", "threads"} <= report["cpu"].keys()
+    assert report["memory_gb"]["total"] > 0 and report["disk"]["free_gb"] >= 0
+    assert report["packages"]["transformers"]
+
+
+def test_a_verdict_per_route(report):
+    assert set(report["routes"]) == {"openvino", "onnxruntime-genai", "npu-library"}
+    for route in report["routes"].values():
+        assert route["verdict"] in VERDICTS
+        if route["verdict"] == "missing":
+            assert route["fix"]
+
+
+def test_openvino_devices_are_listed(report):
+    if report["packages"]["openvino"]:
+        names = [d["name"] for d in report["openvino"]["devices"]]
+        assert "CPU" in names
+
+
+NO_PACKAGES = dict.fromkeys(["openvino-genai", "optimum-intel", "onnxruntime-genai",
+                             "onnxruntime-genai-directml"])
+NO_DML = {"available": False, "reason": "DirectML exists only on Windows."}
+NO_NPU_LIB = {"installed": False, "npu_available": None}
+
+
+def test_verdicts_follow_what_is_found():
+    routes = route_verdicts(NO_PACKAGES, {"devices": []}, NO_DML, NO_NPU_LIB)
+    assert {r["verdict"] for r in routes.values()} == {"missing"}
+    assert routes["openvino"]["fix"] == 'python -m pip install -e ".[openvino]"'
+
+    found = {"openvino-genai": "1", "optimum-intel": "1", "onnxruntime-genai": "1",
+             "onnxruntime-genai-directml": None}
+    gpu = {"devices": [{"name": "CPU"}, {"name": "GPU.0"}, {"name": "NPU"}]}
+    cpu = {"devices": [{"name": "CPU"}]}
+    npu_lib = {"installed": True, "npu_available": True}
+    assert route_verdicts(found, gpu, NO_DML, npu_lib)["openvino"]["verdict"] == "ready"
+    assert route_verdicts(found, cpu, NO_DML, npu_lib)["openvino"]["verdict"] == "cpu-only"
+    assert route_verdicts(found, cpu, {"available": True, "reason": ""},
+                          npu_lib)["onnxruntime-genai"]["verdict"] == "ready"
+    assert route_verdicts(found, cpu, NO_DML, npu_lib)["npu-library"]["verdict"] == "ready"
+    no_npu = {"installed": True, "npu_available": False}
+    assert route_verdicts(found, cpu, NO_DML, no_npu)["npu-library"]["verdict"] == "cpu-only"
+
+
+def test_text_report_names_every_route(report):
+    text = format_report(report)
+    for name in report["routes"]:
+        assert name in text
