@@ -126,6 +126,6 @@ def print_stand_in_banner(reason: str) -> None:
     print(
         f"{line}\n USING THE OFFLINE STAND-IN, NOT PHI-3\n {reason}\n {BANNER_NOTE}\n"
         f" To use the real model: go online (or set HF_ENDPOINT) and run again, or download it "
-        f"once with\n   huggingface-cli download {DEFAULT_MODEL}\n{line}",
+        f"once with\n   hf download {DEFAULT_MODEL}\n{line}",
         file=sys.stderr,
     )

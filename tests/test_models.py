@@ -70,7 +70,7 @@ def test_default_falls_back_to_the_stand_in_with_a_banner(tmp_path, stand_in):
                   env={**NO_HUB, "HF_HOME": str(tmp_path), "PHI3_AIPC_MODEL": None})
     assert out.returncode == 0, out.stderr
     assert "USING THE OFFLINE STAND-IN, NOT PHI-3" in out.stderr
-    assert "huggingface-cli download microsoft/Phi-3-mini-4k-instruct" in out.stderr
+    assert "hf download microsoft/Phi-3-mini-4k-instruct" in out.stderr
     result = json.loads(out.stdout)
     assert result["model"] == "stand-in"
     assert result["text"] == "Stand-in reply: the NPU runs neural networks at low power."
