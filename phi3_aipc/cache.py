@@ -1,7 +1,10 @@
 """Where phi3_aipc keeps what it builds, and how a folder gets there whole or not at all."""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable
@@ -38,3 +41,13 @@ def build_once(final: Path, build: Callable[[Path], None]) -> Path:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def artifact_dir(route: str, model_name: str, fingerprint: str, precision: str,
+                 options: dict) -> Path:
+    """The cache folder for one prepared model: readable names, then a digest of what made it."""
+    digest = hashlib.sha256(
+        json.dumps([fingerprint, precision, options], sort_keys=True).encode()
+    ).hexdigest()[:12]
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "--", model_name).strip("-") or "model"
+    return cache_dir() / route / slug / f"{precision}-{digest}"

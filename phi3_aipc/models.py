@@ -1,6 +1,7 @@
 """Where a model comes from: a hub id, a local folder, or the offline stand-in."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -28,6 +29,17 @@ class ModelSource:
     @property
     def is_stand_in(self) -> bool:
         return self.kind == STAND_IN
+
+    def fingerprint(self) -> str:
+        """What identifies these weights: the recipe, the hub commit, or the files' stamps."""
+        if self.kind in ("stand-in", "hub"):
+            return f"{self.name}@{self.path.name}"  # recipe digest / snapshot commit
+        h = hashlib.sha256(str(self.path).encode())
+        for f in sorted(self.path.iterdir()):
+            if f.is_file():
+                st = f.stat()
+                h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+        return f"{self.path.name}@{h.hexdigest()[:16]}"
 
 
 def default_model() -> str:
@@ -78,7 +90,8 @@ def check_phi3_folder(folder: Path) -> None:
     if model_type != "phi3":
         raise ModelNotFound(f"{folder} holds a {model_type!r} model, not Phi-3 (model_type "
                             "'phi3'). These notebooks are written for Phi-3-mini.")
-    if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
+    weights = ("*.safetensors", "*.bin", "openvino_model.xml", "genai_config.json")
+    if not any(any(folder.glob(pattern)) for pattern in weights):
         raise ModelNotFound(f"{folder} has a Phi-3 config.json but no weight files "
                             "(*.safetensors). Download the model again.")
 

@@ -10,6 +10,7 @@ from .base import Backend, GenerationResult, Metrics, Session
 # name -> "module:class". The route issues add openvino, onnxruntime-genai and npu-library here.
 REGISTRY = {
     "transformers": "phi3_aipc.backends.transformers:TransformersBackend",
+    "openvino": "phi3_aipc.backends.openvino:OpenVINOBackend",
 }
 
 
@@ -28,13 +29,21 @@ def installed_backends() -> list[Backend]:
 
 def open_session(backend: str = "transformers", precision: str | None = None,
                  device: str | None = None, model: str | ModelSource | None = None,
-                 progress: bool = True) -> Session:
-    """Check the request, find the model, prepare it for the route and load it on the device."""
+                 progress: bool = True, prepare_options: dict | None = None,
+                 load_options: dict | None = None) -> Session:
+    """Check the request, find the model, prepare it for the route and load it on the device.
+
+    `prepare_options` and `load_options` are the route's own settings (for example OpenVINO's
+    `group_size` or `emulate_npu`); a route refuses options it does not have.
+    """
     route = get_backend(backend)
+    prepare_options, load_options = prepare_options or {}, load_options or {}
+    route.check_options(prepare_options, load_options)
     precision, device = route.check(precision, device)
+    route.check_load(device, **load_options)
     source = model if isinstance(model, ModelSource) else resolve_model(model, progress=progress)
-    artifact = route.prepare(source, precision)
-    return route.load(artifact, device, precision, source.name)
+    artifact = route.prepare(source, precision, **prepare_options)
+    return route.load(artifact, device, precision, source.name, **load_options)
 
 
 __all__ = ["Backend", "GenerationResult", "Metrics", "Session", "get_backend",

@@ -77,6 +77,39 @@ class TokenClock:
                        tokens_per_s=1000 / tpot if tpot else None, peak_rss_mb=peak_rss_mb())
 
 
+class TokenStream:
+    """Collects generated ids one by one: times them, streams their text, spots the stop token.
+
+    `decode` turns ids into text (skipping special tokens); `streamer` gets each new piece of
+    text. `push` returns True when generation should end (a stop token, unless ignore_eos).
+    """
+
+    def __init__(self, decode: Callable[[list[int]], str], stops: set[int], ignore_eos: bool,
+                 streamer: Streamer | None = None) -> None:
+        self.decode, self.stops, self.ignore_eos, self.streamer = decode, stops, ignore_eos, streamer
+        self.clock = TokenClock()
+        self.ids: list[int] = []
+        self.text = ""
+        self.stopped = False
+
+    def push(self, token_id: int) -> bool:
+        self.clock.tick()
+        if token_id in self.stops and not self.ignore_eos:
+            self.stopped = True
+            return True
+        self.ids.append(token_id)
+        text = self.decode(self.ids)
+        if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
+            if self.streamer and len(text) > len(self.text):
+                self.streamer(text[len(self.text):])
+            self.text = text
+        return False
+
+    @property
+    def finish_reason(self) -> str:
+        return "stop" if self.stopped else "length"
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, in MB."""
     try:
@@ -105,11 +138,13 @@ class Session(ABC):
                  seed: int | None = None) -> GenerationResult:
         """Reply to `messages`. With ignore_eos, exactly max_new_tokens tokens are generated."""
 
-    def result(self, text: str, token_ids: list[int], finish_reason: str, prompt_tokens: int,
-               clock: TokenClock) -> GenerationResult:
-        return GenerationResult(self.backend, self.device, self.precision, self.model, text,
-                                token_ids, finish_reason, prompt_tokens,
-                                clock.metrics(self.load_s), self.device_note)
+    def result(self, stream: TokenStream, prompt_tokens: int,
+               metrics: Metrics | None = None) -> GenerationResult:
+        """The result of a finished `stream`; `metrics` if the backend measured its own."""
+        return GenerationResult(self.backend, self.device, self.precision, self.model,
+                                stream.decode(stream.ids), stream.ids, stream.finish_reason,
+                                prompt_tokens, metrics or stream.clock.metrics(self.load_s),
+                                self.device_note)
 
 
 class Backend(ABC):
@@ -122,6 +157,8 @@ class Backend(ABC):
     default_device: str
     modules: tuple[str, ...]  # Python modules the route needs
     install_hint: str  # the command that installs them
+    prepare_options: tuple[str, ...] = ()  # keyword options prepare() accepts
+    load_options: tuple[str, ...] = ()  # keyword options load() accepts
 
     def is_installed(self) -> bool:
         return all(importlib.util.find_spec(m) is not None for m in self.modules)
@@ -142,10 +179,24 @@ class Backend(ABC):
                                     f"environment. Install it with: {self.install_hint}")
         return precision, by_lower[device.lower()]
 
+    def check_options(self, prepare: dict, load: dict) -> None:
+        """Refuse options this route does not have, naming the routes' own."""
+        for given, accepted in ((prepare, self.prepare_options), (load, self.load_options)):
+            for key in given:
+                if key not in accepted:
+                    flag = "--" + key.replace("_", "-")
+                    raise BadInput(f"{flag} is not an option of the {self.name} route"
+                                   + (f" (its options: {', '.join(accepted)})." if accepted
+                                      else "."))
+
+    def check_load(self, device: str, **load_options) -> None:
+        """Refuse, before any export, a device this PC lacks. Routes that can tell override it."""
+
     @abstractmethod
-    def prepare(self, source: ModelSource, precision: str) -> Path:
+    def prepare(self, source: ModelSource, precision: str, **options) -> Path:
         """Return a folder holding the model in this route's format at `precision`."""
 
     @abstractmethod
-    def load(self, artifact: Path, device: str, precision: str, model: str) -> Session:
+    def load(self, artifact: Path, device: str, precision: str, model: str,
+             **options) -> Session:
         """Load a prepared artifact on `device`."""

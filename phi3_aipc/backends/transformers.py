@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..chat import check_fits, prompt_ids, stop_token_ids
 from ..models import ModelSource
-from .base import Backend, GenerationResult, Session, Streamer, TokenClock
+from .base import Backend, GenerationResult, Session, Streamer, TokenStream
 
 
 class TransformersBackend(Backend):
@@ -21,10 +21,11 @@ class TransformersBackend(Backend):
     modules = ("torch", "transformers")
     install_hint = 'python -m pip install -e "."'
 
-    def prepare(self, source: ModelSource, precision: str) -> Path:
+    def prepare(self, source: ModelSource, precision: str, **options) -> Path:
         return source.path  # transformers reads the checkpoint as it is
 
-    def load(self, artifact: Path, device: str, precision: str, model: str) -> Session:
+    def load(self, artifact: Path, device: str, precision: str, model: str,
+             **options) -> Session:
         return TransformersSession(artifact, device, precision, model)
 
 
@@ -51,9 +52,8 @@ class TransformersSession(Session):
         check_fits(len(prompt), max_new_tokens, self.context)
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         warpers = [TemperatureLogitsWarper(temperature), TopPLogitsWarper(top_p)]
-        ids: list[int] = []
-        text, finish = "", "length"
-        clock = TokenClock()
+        stream = TokenStream(lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True),
+                             self.stops, ignore_eos, streamer)
         with torch.inference_mode():
             cache = DynamicCache()
             step_input = torch.tensor([prompt])
@@ -67,15 +67,7 @@ class TransformersSession(Session):
                         logits = warp(step_input, logits)
                     probs = torch.softmax(logits, dim=-1)
                     next_id = int(torch.multinomial(probs, 1, generator=generator))
-                clock.tick()
-                if next_id in self.stops and not ignore_eos:
-                    finish = "stop"
+                if stream.push(next_id):
                     break
-                ids.append(next_id)
-                new_text = self.tokenizer.decode(ids, skip_special_tokens=True)
-                if streamer and not new_text.endswith("\ufffd"):
-                    streamer(new_text[len(text):])
-                    text = new_text
                 step_input = torch.tensor([[next_id]])
-        text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        return self.result(text, ids, finish, len(prompt), clock)
+        return self.result(stream, len(prompt))

@@ -1,0 +1,321 @@
+"""The OpenVINO route: export and quantize with optimum-intel, generate with OpenVINO GenAI.
+
+prepare() runs `optimum-cli export openvino` (the command a learner would type) with explicit
+weight-compression settings, checks that the result loads and generates, and records how it was
+made. load() opens `openvino_genai.LLMPipeline` on CPU, GPU, NPU or AUTO. Without an NPU, the
+NPU pipeline can still be run, emulated on the CPU by the NPU plugin, when asked for explicitly.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import deque
+from importlib.metadata import version
+from pathlib import Path
+
+from ..cache import artifact_dir, build_once, cache_dir
+from ..chat import check_fits, prompt_ids, stop_token_ids
+from ..errors import BadInput, DeviceUnavailable, ModelNotFound, Phi3AipcError
+from ..models import ModelSource
+from .base import (Backend, GenerationResult, Metrics, Session, Streamer, TokenStream,
+                   peak_rss_mb)
+
+# int4 weight-compression presets, named for their purpose.
+PRESETS = {
+    # CPU and GPU: symmetric int4 in groups of 128 for every layer (the embedding and lm_head
+    # stay int8). Symmetric keeps one export usable on the GPU too.
+    "default": {"sym": True, "group_size": 128, "ratio": 1.0},
+    # The reference material's command: 60% of the layers int4, the rest int8.
+    "reference": {"sym": True, "group_size": 128, "ratio": 0.6},
+    # The NPU: symmetric, channel-wise (one scale per output channel), every layer int4.
+    "npu": {"sym": True, "group_size": -1, "ratio": 1.0},
+}
+MANIFEST = "phi3-aipc.json"
+EXPORT_FILES = ("openvino_model.xml", "openvino_model.bin", "openvino_tokenizer.xml",
+                "openvino_detokenizer.xml")
+NPU_DEFAULTS = {"max_prompt_len": 1024, "min_response_len": 128}  # OpenVINO GenAI's own
+# How the NPU plugin runs its pipeline on the CPU (as OpenVINO GenAI's own NPU tests do).
+NPU_EMULATION = {"NPU_USE_NPUW": "YES", "NPUW_DEVICES": "CPU", "NPUW_ONLINE_PIPELINE": "NONE"}
+
+
+def weight_options(precision: str, preset: str | None = None, sym: bool | None = None,
+                   group_size: int | None = None, ratio: float | None = None,
+                   dataset: str | None = None, awq: bool = False,
+                   scale_estimation: bool = False, num_samples: int | None = None) -> dict:
+    """The full, explicit weight-compression settings for an export."""
+    if preset is not None and preset not in PRESETS:
+        raise BadInput(f"Unknown preset {preset!r}; presets: {', '.join(PRESETS)}.")
+    if precision in ("fp16", "fp32"):
+        given = [k for k, v in dict(preset=preset, sym=sym, group_size=group_size, ratio=ratio,
+                                    dataset=dataset, num_samples=num_samples).items()
+                 if v is not None]
+        if given or awq or scale_estimation:
+            raise BadInput(f"{', '.join(given) or 'awq/scale_estimation'} only apply to int4/int8 "
+                           f"exports, not {precision}.")
+        return {}
+    if precision == "int8":
+        if preset or group_size is not None or ratio is not None or dataset or awq \
+                or scale_estimation or num_samples:
+            raise BadInput("int8 exports are per-channel: only sym/asym can be chosen.")
+        return {"sym": bool(sym)}
+    options = dict(PRESETS[preset or "default"])
+    for key, value in (("sym", sym), ("group_size", group_size), ("ratio", ratio)):
+        if value is not None:
+            options[key] = value
+    if not 0 < options["ratio"] <= 1:
+        raise BadInput(f"ratio must be in (0, 1]; got {options['ratio']}.")
+    if options["group_size"] != -1 and options["group_size"] < 1:
+        raise BadInput(f"group_size must be -1 (per channel) or positive; got "
+                       f"{options['group_size']}.")
+    if (awq or scale_estimation or num_samples) and not dataset:
+        raise BadInput("AWQ, scale estimation and num_samples need calibration data: add a dataset "
+                       "(--dataset auto generates it from the model itself; wikitext2 downloads "
+                       "it).")
+    if dataset:
+        options.update(dataset=dataset, awq=awq, scale_estimation=scale_estimation,
+                       num_samples=num_samples)
+    return options
+
+
+def export_command(source: Path, out: Path, precision: str, options: dict) -> list[str]:
+    """The `optimum-cli export openvino` command for these settings."""
+    cmd = ["optimum-cli", "export", "openvino", "--model", str(source),
+           "--task", "text-generation-with-past", "--weight-format", precision]
+    if options.get("sym"):
+        cmd.append("--sym")
+    if "group_size" in options:
+        cmd += ["--group-size", str(options["group_size"]), "--ratio", str(options["ratio"])]
+    if options.get("dataset"):
+        cmd += ["--dataset", options["dataset"]]
+    cmd += ["--awq"] if options.get("awq") else []
+    cmd += ["--scale-estimation"] if options.get("scale_estimation") else []
+    if options.get("num_samples"):
+        cmd += ["--num-samples", str(options["num_samples"])]
+    return cmd + [str(out)]
+
+
+def run_relayed(cmd: list[str]) -> None:
+    """Run a command, passing its output on to our stderr (a notebook shows it, and stdout stays
+    clean for --json), and fail with its last line."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}  # tracer warnings scare more than inform
+    exe = Path(sys.executable).with_name(cmd[0])  # optimum-cli of this environment
+    proc = subprocess.Popen([str(exe) if exe.exists() else cmd[0], *cmd[1:]],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    tail: deque[str] = deque(maxlen=15)
+    for chunk in iter(lambda: proc.stdout.read1(4096), b""):
+        text = chunk.decode(errors="replace")
+        sys.stderr.write(text)
+        sys.stderr.flush()
+        tail.extend(line for line in text.splitlines() if line.strip())
+    if proc.wait() != 0:
+        last = tail[-1] if tail else f"exit code {proc.returncode}"
+        raise Phi3AipcError(f"The OpenVINO export failed: {last}. Command: {' '.join(cmd)}")
+
+
+def check_export(folder: Path) -> dict:
+    """Refuse a folder that is not a finished OpenVINO export; return its manifest (or {})."""
+    missing = [f for f in EXPORT_FILES if not (folder / f).is_file()]
+    if missing:
+        raise ModelNotFound(
+            f"{folder} is not an OpenVINO export (missing {', '.join(missing)}). Create one with "
+            "`phi3-aipc prepare --backend openvino --precision int4`, or `optimum-cli export "
+            "openvino --model <model> --weight-format int4 <folder>` with openvino-tokenizers "
+            "installed.")
+    manifest = folder / MANIFEST
+    return json.loads(manifest.read_text(encoding="utf-8")) if manifest.is_file() else {}
+
+
+class OpenVINOBackend(Backend):
+    name = "openvino"
+    precisions = ("int4", "int8", "fp16", "fp32")
+    devices = ("CPU", "GPU", "NPU", "AUTO")
+    default_precision = "int4"
+    default_device = "CPU"
+    modules = ("openvino", "openvino_genai", "openvino_tokenizers", "optimum.intel")
+    install_hint = 'python -m pip install -e ".[openvino]"'
+    prepare_options = ("preset", "sym", "group_size", "ratio", "dataset", "awq",
+                       "scale_estimation", "num_samples")
+    load_options = ("emulate_npu", "max_prompt_len", "min_response_len")
+
+    def prepare(self, source: ModelSource, precision: str, **options) -> Path:
+        if (source.path / "openvino_model.xml").is_file():  # already an export: use it
+            made = check_export(source.path)
+            if made.get("precision", precision) != precision:
+                raise BadInput(f"{source.path} is a {made['precision']} export, not {precision}.")
+            return source.path
+        settings = weight_options(precision, **options)
+        final = artifact_dir(self.name, source.name, source.fingerprint(), precision, settings)
+
+        def build(tmp: Path) -> None:
+            cmd = export_command(source.path, tmp, precision, settings)
+            print(f"Exporting {source.name} to OpenVINO {precision} {settings or ''}:\n  "
+                  f"{' '.join(cmd[:-1])} {final}", file=sys.stderr, flush=True)
+            run_relayed(cmd)
+            check_export(tmp)
+            smoke_test(tmp)
+            manifest = {"route": self.name, "model": source.name,
+                        "fingerprint": source.fingerprint(), "precision": precision,
+                        "options": settings, "command": cmd[:-1],
+                        "packages": {p: version(p) for p in (
+                            "openvino", "openvino-genai", "optimum-intel", "nncf")}}
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+
+        return build_once(final, build)
+
+    def check_load(self, device: str, **load_options) -> None:
+        check_device(device, **load_options)
+
+    def load(self, artifact: Path, device: str, precision: str, model: str,
+             emulate_npu: bool = False, max_prompt_len: int | None = None,
+             min_response_len: int | None = None) -> Session:
+        return OpenVINOSession(artifact, device, precision, model, emulate_npu,
+                               max_prompt_len, min_response_len)
+
+
+def smoke_test(folder: Path) -> None:
+    """An export counts as finished only once it loads and generates a token."""
+    import openvino_genai as ov_genai
+
+    pipe = ov_genai.LLMPipeline(str(folder), "CPU")
+    pipe.generate("Hi", max_new_tokens=1)
+
+
+def available_devices() -> list[str]:
+    import openvino as ov
+
+    return ov.Core().available_devices
+
+
+def check_device(device: str, emulate_npu: bool = False, max_prompt_len: int | None = None,
+                 min_response_len: int | None = None) -> None:
+    """Refuse a device this PC lacks (naming the ones it has) or settings that don't fit it."""
+    if emulate_npu and device != "NPU":
+        raise BadInput("emulate_npu (--emulate-npu) goes with device NPU only.")
+    if device != "NPU" and (max_prompt_len or min_response_len):
+        raise BadInput("max_prompt_len and min_response_len are NPU settings; use them with "
+                       "device NPU.")
+    found = available_devices()
+    if device in ("GPU", "NPU") and device not in {d.split(".")[0] for d in found} \
+            and not emulate_npu:
+        hint = (" For a PC without an NPU, emulate_npu (--emulate-npu) runs OpenVINO's NPU "
+                "pipeline on the CPU, for learning (its timings are CPU timings)."
+                if device == "NPU" else " Install Intel's GPU driver if this PC has an Intel GPU.")
+        raise DeviceUnavailable(f"No {device} found: OpenVINO sees {', '.join(found)}.{hint}")
+
+
+def pipeline_config(device: str, emulate_npu: bool, made: dict, max_prompt_len: int | None,
+                    min_response_len: int | None) -> tuple[dict, str]:
+    """LLMPipeline properties for `device`, and a note on what runs where."""
+    check_device(device, emulate_npu, max_prompt_len, min_response_len)
+    config: dict = {}
+    note = ""
+    if device in ("GPU", "NPU"):
+        config["CACHE_DIR"] = str(cache_dir() / "openvino-compiled")
+    if device == "NPU":
+        options = made.get("options", {})
+        if made.get("precision") == "int4" and not options.get("sym", True):
+            raise BadInput("The NPU needs a symmetric int4 export, and this one is asymmetric. "
+                           "Prepare one with: phi3-aipc prepare --backend openvino --precision "
+                           "int4 --preset npu")
+        config["MAX_PROMPT_LEN"] = max_prompt_len or NPU_DEFAULTS["max_prompt_len"]
+        config["MIN_RESPONSE_LEN"] = min_response_len or NPU_DEFAULTS["min_response_len"]
+        if emulate_npu:
+            config.update(NPU_EMULATION)
+            note = ("NPU pipeline emulated on the CPU (NPUW_DEVICES=CPU): NPU behaviour and "
+                    "limits, CPU speed. These timings are not NPU timings.")
+    return config, note
+
+
+class OpenVINOSession(Session):
+    def __init__(self, artifact: Path, device: str, precision: str, model: str,
+                 emulate_npu: bool, max_prompt_len: int | None,
+                 min_response_len: int | None) -> None:
+        import openvino_genai as ov_genai
+        from transformers import AutoConfig, AutoTokenizer
+
+        made = check_export(artifact)
+        config, note = pipeline_config(device, emulate_npu, made, max_prompt_len,
+                                       min_response_len)
+        start = time.perf_counter()
+        try:
+            self.pipe = ov_genai.LLMPipeline(str(artifact), device, **config)
+        except RuntimeError as err:
+            raise DeviceUnavailable(f"OpenVINO could not load {artifact.name} on {device}: "
+                                    f"{str(err).strip().splitlines()[-1]}") from None
+        load_s = time.perf_counter() - start
+        self.config = config
+        self.tokenizer = AutoTokenizer.from_pretrained(artifact)  # to count prompt tokens
+        self.context = AutoConfig.from_pretrained(artifact).max_position_embeddings
+        self.stops = set(stop_token_ids(artifact))
+        label = f"{device} (emulated on CPU)" if emulate_npu else device
+        super().__init__("openvino", label, precision, model, load_s, note)
+
+    def generate(self, messages: list[dict], max_new_tokens: int = 256, greedy: bool = False,
+                 ignore_eos: bool = False, streamer: Streamer | None = None,
+                 temperature: float = 0.7, top_p: float = 0.9,
+                 seed: int | None = None) -> GenerationResult:
+        import openvino_genai as ov_genai
+
+        n_prompt = len(prompt_ids(self.tokenizer, messages))
+        check_fits(n_prompt, max_new_tokens, self.context)
+        limit = self.config.get("MAX_PROMPT_LEN")
+        if limit and n_prompt > limit:
+            raise BadInput(f"The prompt is {n_prompt} tokens, over the NPU pipeline's "
+                           f"MAX_PROMPT_LEN of {limit}. Load with a larger max_prompt_len "
+                           "(--max-prompt-len) or shorten the prompt.")
+        config = self.pipe.get_generation_config()
+        config.max_new_tokens = max_new_tokens
+        config.ignore_eos = ignore_eos
+        config.do_sample = not greedy
+        if not greedy:
+            config.temperature, config.top_p = temperature, top_p
+            config.rng_seed = seed if seed is not None else int.from_bytes(os.urandom(4), "little")
+        detok = self.pipe.get_tokenizer()
+        stream = TokenStream(detok.decode, self.stops, ignore_eos, streamer)
+        try:
+            result = self.pipe.generate(ov_genai.ChatHistory(messages), config,
+                                        collecting_streamer_class()(stream))
+        except RuntimeError as err:
+            if "MAX_PROMPT_LEN" in str(err):
+                raise BadInput(f"The NPU pipeline refused the prompt: {npu_reason(err)}") from None
+            raise
+        pm = result.perf_metrics
+        metrics = Metrics(load_s=self.load_s, ttft_ms=pm.get_ttft().mean,
+                          tpot_ms=pm.get_tpot().mean or None,
+                          tokens_per_s=pm.get_throughput().mean or None,
+                          peak_rss_mb=peak_rss_mb())
+        return self.result(stream, n_prompt, metrics)
+
+
+def npu_reason(err: Exception) -> str:
+    lines = [line for line in str(err).splitlines() if "NPU" in line or "MAX_PROMPT_LEN" in line]
+    return " ".join(line.strip() for line in lines) or str(err)
+
+
+@functools.cache
+def collecting_streamer_class():
+    """A StreamerBase that passes each generated token id to a TokenStream (ids, timing, text).
+
+    Defined on first use, so that importing this module does not need openvino_genai.
+    """
+    import openvino_genai as ov_genai
+
+    class CollectingStreamer(ov_genai.StreamerBase):
+        def __init__(self, stream: TokenStream) -> None:
+            super().__init__()
+            self.stream = stream
+
+        def write(self, token):
+            for token_id in token if isinstance(token, list) else [token]:
+                if self.stream.push(int(token_id)):
+                    return ov_genai.StreamingStatus.STOP
+            return ov_genai.StreamingStatus.RUNNING
+
+        def end(self) -> None:
+            pass
+
+    return CollectingStreamer
