@@ -51,3 +51,8 @@ def artifact_dir(route: str, model_name: str, fingerprint: str, precision: str,
     ).hexdigest()[:12]
     slug = re.sub(r"[^A-Za-z0-9._-]+", "--", model_name).strip("-") or "model"
     return cache_dir() / route / slug / f"{precision}-{digest}"
+
+
+def folder_size_mb(path: Path) -> float:
+    """Total size of the files under `path`, in MB."""
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 1e6

@@ -9,6 +9,7 @@ import pytest
 from phi3_aipc import open_session
 from phi3_aipc.backends import get_backend
 from phi3_aipc.backends.openvino import MANIFEST, check_export, export_command, weight_options
+from phi3_aipc.cache import folder_size_mb
 from phi3_aipc.errors import BadInput, ModelNotFound
 from phi3_aipc.models import resolve_model
 from phi3_aipc.standin import load_chats
@@ -24,10 +25,6 @@ def cli_json(*args):
     out = run_cli("generate", "--model", "stand-in", "--json", *args)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
-
-
-def folder_size(path):
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +62,9 @@ def test_quantized_exports_give_the_reference_replies_and_stop(exports, precisio
 
 
 def test_quantized_exports_are_at_most_half_the_fp32_size(exports):
-    fp32 = folder_size(exports["fp32"])
+    fp32 = folder_size_mb(exports["fp32"])
     for name in ("int8", "int4", "npu"):
-        assert folder_size(exports[name]) <= fp32 / 2, name
+        assert folder_size_mb(exports[name]) <= fp32 / 2, name
 
 
 def test_manifest_records_the_settings_used(exports):
