@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from phi3_aipc import build_messages, open_session
+from phi3_aipc import DeviceUnavailable, build_messages, installed_backends, open_session
 from phi3_aipc.chat import prompt_ids
 from phi3_aipc.standin import load_chats
 
@@ -99,4 +99,17 @@ def test_demo_runs_every_installed_route(stand_in):
     out = run_cli("demo", "--model", "stand-in")
     assert out.returncode == 0, out.stderr
     assert "== transformers: device cpu, precision fp32" in out.stdout
-    assert CHATS[0]["reply"] in out.stdout
+    routes = [b.name for b in installed_backends()]
+    assert f"routes installed: {', '.join(routes)}" in out.stdout
+    assert out.stdout.count(CHATS[0]["reply"]) == len(routes)
+    assert out.stdout.count("TTFT") == len(routes)
+
+
+def test_fp32_reference_refuses_a_model_that_cannot_fit(stand_in, monkeypatch):
+    import psutil
+
+    class Tight:
+        available = 1000
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: Tight())
+    with pytest.raises(DeviceUnavailable, match="GB is free"):
+        open_session("transformers", model="stand-in")

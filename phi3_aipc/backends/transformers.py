@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from ..chat import check_fits, prompt_ids, stop_token_ids
+from ..errors import DeviceUnavailable
 from ..models import ModelSource
 from .base import Backend, GenerationResult, Session, Streamer, TokenStream
 
@@ -29,11 +30,29 @@ class TransformersBackend(Backend):
         return TransformersSession(artifact, device, precision, model)
 
 
+def check_memory(artifact: Path) -> None:
+    """Refuse a load that cannot fit: fp32 needs 4 bytes per weight (Phi-3-mini: ~15 GB)."""
+    import json
+
+    import psutil
+
+    stored = sum(f.stat().st_size for f in artifact.glob("*.safetensors"))
+    dtype = json.loads((artifact / "config.json").read_text()).get("torch_dtype", "float32")
+    needed = stored * (2 if dtype in ("bfloat16", "float16") else 1)
+    free = psutil.virtual_memory().available
+    if needed > free:
+        raise DeviceUnavailable(
+            f"The fp32 reference needs about {needed / 1e9:.1f} GB of memory for this model and "
+            f"{free / 1e9:.1f} GB is free. Use a quantized route (--backend openvino) or close "
+            "other programs.")
+
+
 class TransformersSession(Session):
     def __init__(self, artifact: Path, device: str, precision: str, model: str) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        check_memory(artifact)
         start = time.perf_counter()
         self.tokenizer = AutoTokenizer.from_pretrained(artifact)
         self.net = AutoModelForCausalLM.from_pretrained(artifact, dtype=torch.float32).eval()
