@@ -183,3 +183,23 @@ def test_awq_and_scale_estimation_with_self_generated_calibration_data(stand_in,
     assert made["options"]["awq"] and made["options"]["dataset"] == "auto"
     session = open_session("openvino", "int4", model=folder)
     assert session.generate(CHATS[0]["messages"], max_new_tokens=8).token_ids
+
+
+def test_a_failed_export_is_a_clear_error_and_leaves_no_artifact(stand_in, tmp_path):
+    out = run_cli("prepare", "--backend", "openvino", "--model", str(stand_in),
+                  "--group-size", "96", env={"PHI3_AIPC_CACHE": str(tmp_path)})
+    assert out.returncode == 2
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("phi3-aipc: error: The OpenVINO export failed: ")
+    assert "group size value 96" in last and "--group-size 96" in last
+    leftovers = [p for p in (tmp_path / "openvino").rglob("*") if p.suffix != ".lock"]
+    assert [p for p in leftovers if p.is_file()] == []
+
+
+def test_auto_device_gives_the_cpu_ids(exports):
+    cpu = open_session("openvino", "int4", "CPU", model="stand-in")
+    auto = open_session("openvino", "int4", "AUTO", model="stand-in")
+    assert auto.device == "AUTO"
+    for chat in CHATS[:2]:
+        assert auto.generate(chat["messages"], greedy=True).token_ids == \
+            cpu.generate(chat["messages"], greedy=True).token_ids

@@ -7,9 +7,11 @@ NPU pipeline can still be run, emulated on the CPU by the NPU plugin, when asked
 """
 from __future__ import annotations
 
+import codecs
 import functools
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -105,15 +107,21 @@ def run_relayed(cmd: list[str]) -> None:
     exe = Path(sys.executable).with_name(cmd[0])  # optimum-cli of this environment
     proc = subprocess.Popen([str(exe) if exe.exists() else cmd[0], *cmd[1:]],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    tail: deque[str] = deque(maxlen=15)
+    tail: deque[str] = deque(maxlen=40)
+    pending = ""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     for chunk in iter(lambda: proc.stdout.read1(4096), b""):
-        text = chunk.decode(errors="replace")
+        text = decoder.decode(chunk)
         sys.stderr.write(text)
         sys.stderr.flush()
-        tail.extend(line for line in text.splitlines() if line.strip())
+        *lines, pending = (pending + text).split("\n")  # whole lines only
+        tail.extend(line for line in lines if line.strip())
+    tail.append(pending)
     if proc.wait() != 0:
-        last = tail[-1] if tail else f"exit code {proc.returncode}"
-        raise Phi3AipcError(f"The OpenVINO export failed: {last}. Command: {' '.join(cmd)}")
+        errors = [line for line in tail if re.match(r"[\w.]*(Error|Exception)\b.*:", line)]
+        reason = (errors or list(tail) or [f"exit code {proc.returncode}"])[-1].strip()
+        raise Phi3AipcError(f"The OpenVINO export failed: {reason} Command: "
+                            f"{' '.join(cmd[:-1])} <output>")
 
 
 def check_export(folder: Path) -> dict:
