@@ -8,6 +8,7 @@ import re
 import shutil
 import uuid
 from collections.abc import Callable
+from importlib.metadata import version
 from pathlib import Path
 
 from filelock import FileLock
@@ -41,6 +42,24 @@ def build_once(final: Path, build: Callable[[Path], None]) -> Path:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+MANIFEST = "phi3-aipc.json"
+
+
+def write_manifest(folder: Path, route: str, source, precision: str, options: dict,
+                   command: list[str], packages: tuple[str, ...]) -> None:
+    """Record in an artifact how it was made: from what, with which settings and versions."""
+    made = {"route": route, "model": source.name, "fingerprint": source.fingerprint(),
+            "precision": precision, "options": options, "command": command,
+            "packages": {p: version(p) for p in packages}}
+    (folder / MANIFEST).write_text(json.dumps(made, indent=2), encoding="utf-8")
+
+
+def read_manifest(folder: Path) -> dict:
+    """What `write_manifest` recorded, or {} for a folder made some other way."""
+    path = folder / MANIFEST
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def artifact_dir(route: str, model_name: str, fingerprint: str, precision: str,

@@ -60,6 +60,8 @@ def parser() -> argparse.ArgumentParser:
     prepare = sub.add_parser("prepare", help="convert/quantize a model for a route; prints "
                              "the artifact folder last")
     route_args(prepare)
+    prepare.add_argument("--device", metavar="D", help="the device it will run on, where the "
+                         "route builds per device (default: the route's own)")
     prepare.set_defaults(func=cmd_prepare)
 
     gen = sub.add_parser("generate", help="reply to one prompt")
@@ -112,8 +114,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     route = get_backend(args.backend)
     options = given(args, PREPARE_OPTIONS)
     route.check_options(options, {})
-    precision, _ = route.check(args.precision, None)
-    artifact = route.prepare(resolve_model(args.model), precision, **options)
+    precision, device = route.check(args.precision, args.device)
+    artifact = route.prepare(resolve_model(args.model), precision, device, **options)
     print(artifact)
     return 0
 

@@ -111,8 +111,8 @@ def download(repo_id: str, progress: bool = True) -> Path:
     reason = hub_unreachable()
     if reason:
         raise ModelNotFound(f"Cannot reach the model hub to download {repo_id} ({reason}). "
-                            "Connect to the internet, set HF_ENDPOINT to a reachable mirror, or use "
-                            f"--model {STAND_IN} / PHI3_AIPC_MODEL={STAND_IN}.")
+                            "Connect to the internet, set HF_ENDPOINT to a reachable mirror, or "
+                            f"use --model {STAND_IN} / PHI3_AIPC_MODEL={STAND_IN}.")
     (enable_progress_bars if progress else disable_progress_bars)()
     try:
         return Path(snapshot_download(repo_id, allow_patterns=HUB_FILES))

@@ -8,8 +8,8 @@ import pytest
 
 from phi3_aipc import open_session
 from phi3_aipc.backends import get_backend
-from phi3_aipc.backends.openvino import MANIFEST, check_export, export_command, weight_options
-from phi3_aipc.cache import folder_size_mb
+from phi3_aipc.backends.openvino import check_export, export_command, weight_options
+from phi3_aipc.cache import MANIFEST, folder_size_mb
 from phi3_aipc.errors import BadInput, ModelNotFound
 from phi3_aipc.models import resolve_model
 from phi3_aipc.standin import load_chats

@@ -42,7 +42,7 @@ def open_session(backend: str = "transformers", precision: str | None = None,
     precision, device = route.check(precision, device)
     route.check_load(device, **load_options)
     source = model if isinstance(model, ModelSource) else resolve_model(model, progress=progress)
-    artifact = route.prepare(source, precision, **prepare_options)
+    artifact = route.prepare(source, precision, device, **prepare_options)
     return route.load(artifact, device, precision, source.name, **load_options)
 
 

@@ -5,16 +5,21 @@ Session.generate(messages) -> GenerationResult with the generated ids, text and 
 """
 from __future__ import annotations
 
+import codecs
 import importlib.util
 import json
+import os
+import re
+import subprocess
 import sys
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..errors import BadInput, DeviceUnavailable
+from ..errors import BadInput, DeviceUnavailable, Phi3AipcError
 from ..models import ModelSource
 
 PRECISIONS = ("int4", "int8", "fp16", "fp32")
@@ -86,7 +91,8 @@ class TokenStream:
 
     def __init__(self, decode: Callable[[list[int]], str], stops: set[int], ignore_eos: bool,
                  streamer: Streamer | None = None) -> None:
-        self.decode, self.stops, self.ignore_eos, self.streamer = decode, stops, ignore_eos, streamer
+        self.decode, self.stops, self.ignore_eos = decode, stops, ignore_eos
+        self.streamer = streamer
         self.clock = TokenClock()
         self.ids: list[int] = []
         self.text = ""
@@ -121,6 +127,32 @@ def peak_rss_mb() -> float:
         import psutil
 
         return psutil.Process().memory_info().peak_wset / 1024 / 1024
+
+
+def run_tool(cmd: list[str], what: str, output: Path) -> None:
+    """Run a converter (optimum-cli, the ORT GenAI builder) from this environment, passing its
+    output on to our stderr (a notebook shows it; stdout stays clean for --json). On failure,
+    raise with the exception line it printed: `what` failed: <reason>."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}  # tracer warnings scare more than inform
+    exe = Path(sys.executable).with_name(cmd[0])  # a console script of this environment
+    program = str(exe) if exe.exists() else sys.executable if cmd[0] == "python" else cmd[0]
+    proc = subprocess.Popen([program, *cmd[1:]],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    tail: deque[str] = deque(maxlen=40)
+    pending = ""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    for chunk in iter(lambda: proc.stdout.read1(4096), b""):
+        text = decoder.decode(chunk)
+        sys.stderr.write(text)
+        sys.stderr.flush()
+        *lines, pending = (pending + text).split("\n")  # whole lines only
+        tail.extend(line for line in lines if line.strip())
+    tail.append(pending)
+    if proc.wait() != 0:
+        errors = [line for line in tail if re.match(r"[\w.]*(Error|Exception)\b.*:", line)]
+        reason = (errors or list(tail) or [f"exit code {proc.returncode}"])[-1].strip()
+        shown = " ".join("<output>" if arg == str(output) else arg for arg in cmd)
+        raise Phi3AipcError(f"{what} failed: {reason} Command: {shown}")
 
 
 class Session(ABC):
@@ -193,8 +225,10 @@ class Backend(ABC):
         """Refuse, before any export, a device this PC lacks. Routes that can tell override it."""
 
     @abstractmethod
-    def prepare(self, source: ModelSource, precision: str, **options) -> Path:
-        """Return a folder holding the model in this route's format at `precision`."""
+    def prepare(self, source: ModelSource, precision: str, device: str | None = None,
+                **options) -> Path:
+        """Return a folder holding the model in this route's format at `precision`, made for
+        `device` where the route builds per device (None: the route's default)."""
 
     @abstractmethod
     def load(self, artifact: Path, device: str, precision: str, model: str,

@@ -7,24 +7,26 @@ NPU pipeline can still be run, emulated on the CPU by the NPU plugin, when asked
 """
 from __future__ import annotations
 
-import codecs
 import functools
-import json
 import os
-import re
-import subprocess
 import sys
 import time
-from collections import deque
-from importlib.metadata import version
 from pathlib import Path
 
-from ..cache import artifact_dir, build_once, cache_dir
+from ..cache import artifact_dir, build_once, cache_dir, read_manifest, write_manifest
 from ..chat import check_fits, prompt_ids, stop_token_ids
-from ..errors import BadInput, DeviceUnavailable, ModelNotFound, Phi3AipcError
+from ..errors import BadInput, DeviceUnavailable, ModelNotFound
 from ..models import ModelSource
-from .base import (Backend, GenerationResult, Metrics, Session, Streamer, TokenStream,
-                   peak_rss_mb)
+from .base import (
+    Backend,
+    GenerationResult,
+    Metrics,
+    Session,
+    Streamer,
+    TokenStream,
+    peak_rss_mb,
+    run_tool,
+)
 
 # int4 weight-compression presets, named for their purpose.
 PRESETS = {
@@ -36,7 +38,6 @@ PRESETS = {
     # The NPU: symmetric, channel-wise (one scale per output channel), every layer int4.
     "npu": {"sym": True, "group_size": -1, "ratio": 1.0},
 }
-MANIFEST = "phi3-aipc.json"
 EXPORT_FILES = ("openvino_model.xml", "openvino_model.bin", "openvino_tokenizer.xml",
                 "openvino_detokenizer.xml")
 NPU_DEFAULTS = {"max_prompt_len": 1024, "min_response_len": 128}  # OpenVINO GenAI's own
@@ -100,30 +101,6 @@ def export_command(source: Path, out: Path, precision: str, options: dict) -> li
     return cmd + [str(out)]
 
 
-def run_relayed(cmd: list[str]) -> None:
-    """Run a command, passing its output on to our stderr (a notebook shows it, and stdout stays
-    clean for --json), and fail with its last line."""
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}  # tracer warnings scare more than inform
-    exe = Path(sys.executable).with_name(cmd[0])  # optimum-cli of this environment
-    proc = subprocess.Popen([str(exe) if exe.exists() else cmd[0], *cmd[1:]],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    tail: deque[str] = deque(maxlen=40)
-    pending = ""
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    for chunk in iter(lambda: proc.stdout.read1(4096), b""):
-        text = decoder.decode(chunk)
-        sys.stderr.write(text)
-        sys.stderr.flush()
-        *lines, pending = (pending + text).split("\n")  # whole lines only
-        tail.extend(line for line in lines if line.strip())
-    tail.append(pending)
-    if proc.wait() != 0:
-        errors = [line for line in tail if re.match(r"[\w.]*(Error|Exception)\b.*:", line)]
-        reason = (errors or list(tail) or [f"exit code {proc.returncode}"])[-1].strip()
-        raise Phi3AipcError(f"The OpenVINO export failed: {reason} Command: "
-                            f"{' '.join(cmd[:-1])} <output>")
-
-
 def check_export(folder: Path) -> dict:
     """Refuse a folder that is not a finished OpenVINO export; return its manifest (or {})."""
     missing = [f for f in EXPORT_FILES if not (folder / f).is_file()]
@@ -133,8 +110,7 @@ def check_export(folder: Path) -> dict:
             "`phi3-aipc prepare --backend openvino --precision int4`, or `optimum-cli export "
             "openvino --model <model> --weight-format int4 <folder>` with openvino-tokenizers "
             "installed.")
-    manifest = folder / MANIFEST
-    return json.loads(manifest.read_text(encoding="utf-8")) if manifest.is_file() else {}
+    return read_manifest(folder)
 
 
 class OpenVINOBackend(Backend):
@@ -149,7 +125,10 @@ class OpenVINOBackend(Backend):
                        "scale_estimation", "num_samples")
     load_options = ("emulate_npu", "max_prompt_len", "min_response_len")
 
-    def prepare(self, source: ModelSource, precision: str, **options) -> Path:
+    def prepare(self, source: ModelSource, precision: str, device: str | None = None,
+                **options) -> Path:
+        if precision == "int4" and device == "NPU" and "preset" not in options:
+            options["preset"] = "npu"  # the NPU's export, unless asked otherwise
         if (source.path / "openvino_model.xml").is_file():  # already an export: use it
             made = check_export(source.path)
             if made.get("precision", precision) != precision:
@@ -162,15 +141,12 @@ class OpenVINOBackend(Backend):
             cmd = export_command(source.path, tmp, precision, settings)
             print(f"Exporting {source.name} to OpenVINO {precision} {settings or ''}:\n  "
                   f"{' '.join(cmd[:-1])} {final}", file=sys.stderr, flush=True)
-            run_relayed(cmd)
+            run_tool(cmd, "The OpenVINO export", tmp)
             check_export(tmp)
             smoke_test(tmp)
-            manifest = {"route": self.name, "model": source.name,
-                        "fingerprint": source.fingerprint(), "precision": precision,
-                        "options": settings, "command": cmd[:-1],
-                        "packages": {p: version(p) for p in (
-                            "openvino", "openvino-genai", "optimum-intel", "nncf")}}
-            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+            write_manifest(tmp, route=self.name, source=source, precision=precision,
+                           options=settings, command=cmd[:-1],
+                           packages=("openvino", "openvino-genai", "optimum-intel", "nncf"))
 
         return build_once(final, build)
 

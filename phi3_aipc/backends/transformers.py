@@ -22,7 +22,8 @@ class TransformersBackend(Backend):
     modules = ("torch", "transformers")
     install_hint = 'python -m pip install -e "."'
 
-    def prepare(self, source: ModelSource, precision: str, **options) -> Path:
+    def prepare(self, source: ModelSource, precision: str, device: str | None = None,
+                **options) -> Path:
         return source.path  # transformers reads the checkpoint as it is
 
     def load(self, artifact: Path, device: str, precision: str, model: str,
