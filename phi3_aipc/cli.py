@@ -8,7 +8,7 @@ import argparse
 import json
 import sys
 
-from .backends import REGISTRY, get_backend, installed_backends, open_session
+from .backends import REGISTRY, get_backend, installed_backends, open_session, prepare_artifact
 from .backends.base import PRECISIONS
 from .chat import build_messages
 from .errors import Phi3AipcError
@@ -56,6 +56,14 @@ def parser() -> argparse.ArgumentParser:
         ov.add_argument("--awq", action="store_true", help="activation-aware quantization")
         ov.add_argument("--scale-estimation", action="store_true")
         ov.add_argument("--num-samples", type=int, help="calibration samples (with --dataset)")
+        ort = cmd.add_argument_group("build settings (onnxruntime-genai route)")
+        ort.add_argument("--target", choices=("cpu", "dml"), help="the provider to build for "
+                         "(default: int4 for the device, fp16 dml, fp32 cpu)")
+        ort.add_argument("--block-size", type=int, help="int4 block size (default 32)")
+        ort.add_argument("--accuracy-level", type=int, help="int4 MatMul activations: 4 int8 "
+                         "(the CPU default), 1 fp32, 0 the provider's choice")
+        ort.add_argument("--prebuilt", action="store_true", help="download Microsoft's DirectML "
+                         "int4 Phi-3-mini instead of building one")
 
     prepare = sub.add_parser("prepare", help="convert/quantize a model for a route; prints "
                              "the artifact folder last")
@@ -101,7 +109,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 PREPARE_OPTIONS = ("preset", "sym", "group_size", "ratio", "dataset", "awq", "scale_estimation",
-                   "num_samples")
+                   "num_samples", "target", "block_size", "accuracy_level", "prebuilt")
 LOAD_OPTIONS = ("emulate_npu", "max_prompt_len", "min_response_len")
 
 
@@ -115,7 +123,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     options = given(args, PREPARE_OPTIONS)
     route.check_options(options, {})
     precision, device = route.check(args.precision, args.device)
-    artifact = route.prepare(resolve_model(args.model), precision, device, **options)
+    _, artifact = prepare_artifact(route, precision, device, args.model, options)
     print(artifact)
     return 0
 

@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 from ..errors import BadInput
 from ..models import ModelSource, resolve_model
 from .base import Backend, GenerationResult, Metrics, Session
 
-# name -> "module:class". The route issues add openvino, onnxruntime-genai and npu-library here.
+# name -> "module:class".
 REGISTRY = {
     "transformers": "phi3_aipc.backends.transformers:TransformersBackend",
     "openvino": "phi3_aipc.backends.openvino:OpenVINOBackend",
+    "onnxruntime-genai": "phi3_aipc.backends.onnxruntime_genai:OnnxRuntimeGenAIBackend",
 }
 
 
@@ -27,6 +29,16 @@ def installed_backends() -> list[Backend]:
     return [b for b in map(get_backend, REGISTRY) if b.is_installed()]
 
 
+def prepare_artifact(route: Backend, precision: str, device: str,
+                     model: str | ModelSource | None, options: dict,
+                     progress: bool = True) -> tuple[ModelSource, Path]:
+    """Find the model (or the route's own ready-made one) and prepare it for the route."""
+    source = route.own_source(**options)
+    if source is None:
+        source = model if isinstance(model, ModelSource) else resolve_model(model, progress)
+    return source, route.prepare(source, precision, device, **options)
+
+
 def open_session(backend: str = "transformers", precision: str | None = None,
                  device: str | None = None, model: str | ModelSource | None = None,
                  progress: bool = True, prepare_options: dict | None = None,
@@ -41,10 +53,10 @@ def open_session(backend: str = "transformers", precision: str | None = None,
     route.check_options(prepare_options, load_options)
     precision, device = route.check(precision, device)
     route.check_load(device, **load_options)
-    source = model if isinstance(model, ModelSource) else resolve_model(model, progress=progress)
-    artifact = route.prepare(source, precision, device, **prepare_options)
+    source, artifact = prepare_artifact(route, precision, device, model, prepare_options,
+                                        progress)
     return route.load(artifact, device, precision, source.name, **load_options)
 
 
 __all__ = ["Backend", "GenerationResult", "Metrics", "Session", "get_backend",
-           "installed_backends", "open_session", "REGISTRY"]
+           "installed_backends", "open_session", "prepare_artifact", "REGISTRY"]

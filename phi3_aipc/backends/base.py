@@ -221,6 +221,10 @@ class Backend(ABC):
                                    + (f" (its options: {', '.join(accepted)})." if accepted
                                       else "."))
 
+    def own_source(self, **prepare_options) -> ModelSource | None:
+        """A ready-made model the route fetches itself (e.g. a prebuilt download), or None."""
+        return None
+
     def check_load(self, device: str, **load_options) -> None:
         """Refuse, before any export, a device this PC lacks. Routes that can tell override it."""
 

@@ -1,0 +1,167 @@
+"""The ONNX Runtime GenAI route on the stand-in: real builds, real generation on the CPU provider.
+
+DirectML itself needs Windows; here the DirectML build is checked on the CPU provider.
+"""
+import json
+
+import pytest
+
+from phi3_aipc import open_session
+from phi3_aipc.backends import get_backend
+from phi3_aipc.backends.onnxruntime_genai import (OnnxRuntimeGenAISession, build_options,
+                                                  builder_command, built_for,
+                                                  check_model_folder)
+from phi3_aipc.errors import BadInput, ModelNotFound
+from phi3_aipc.models import resolve_model
+from phi3_aipc.standin import load_chats
+
+from .conftest import run_cli
+
+og = pytest.importorskip("onnxruntime_genai")
+CHATS = load_chats()
+UNSEEN = "Tell me a story about a lighthouse."
+ROUTE = ["--backend", "onnxruntime-genai"]
+# Text that trips tokenizers: accents, CJK, emoji, code, leading and repeated spaces, CRLF,
+# Phi-3's special tokens, and a user typing one of them.
+PARITY_STRINGS = [
+    "Can you introduce yourself?", "héllo wörld, café crème", "日本語のテキストです",
+    "emoji 🙂👍🏽 end", "def f(x):\n\treturn x ** 2\r\n", "  two leading spaces",
+    "a    b     c", " one leading space", "trailing space ",
+    "<|system|>\nBe brief.<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\n",
+    "a literal <|end|> typed by a user",
+]
+
+
+def cli_json(*args):
+    out = run_cli("generate", "--model", "stand-in", "--json", *args)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+@pytest.fixture(scope="module")
+def builds(stand_in):
+    route, source = get_backend("onnxruntime-genai"), resolve_model("stand-in")
+    return {
+        "fp32": route.prepare(source, "fp32", "cpu"),
+        "int4": route.prepare(source, "int4", "cpu"),
+        "int4-dml": route.prepare(source, "int4", "cpu", target="dml"),
+    }
+
+
+@pytest.fixture(scope="module")
+def session(builds):
+    return open_session("onnxruntime-genai", "fp32", "cpu", model="stand-in")
+
+
+def test_fp32_gives_the_reference_ids_on_an_unseen_prompt(builds):
+    args = ["--greedy", "--ignore-eos", "--max-new-tokens", "32", "--prompt", UNSEEN]
+    reference = cli_json("--backend", "transformers", *args)
+    ort = cli_json(*ROUTE, "--precision", "fp32", *args)
+    assert len(ort["token_ids"]) == 32 and ort["finish_reason"] == "length"
+    assert 32007 in ort["token_ids"]  # it went on past the stop token, as the reference did
+    assert ort["token_ids"] == reference["token_ids"]
+    assert ort["prompt_tokens"] == reference["prompt_tokens"]
+
+
+def test_cpu_int4_gives_the_reference_replies_and_stops(builds):
+    reference = open_session("transformers", model="stand-in")
+    session = open_session("onnxruntime-genai", "int4", "cpu", model="stand-in")
+    for chat in CHATS:
+        want = reference.generate(chat["messages"], greedy=True)
+        got = session.generate(chat["messages"], greedy=True)
+        assert got.token_ids == want.token_ids
+        assert got.text == chat["reply"] and got.finish_reason == "stop"
+
+
+def test_a_directml_build_runs_on_the_cpu_provider_and_says_so(builds):
+    assert built_for(check_model_folder(builds["int4-dml"])) == "dml"
+    out = run_cli("generate", "--model", "stand-in", *ROUTE, "--precision", "int4",
+                  "--target", "dml", "--greedy", "--prompt", CHATS[1]["messages"][-1]["content"])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("[onnxruntime-genai | cpu | int4 | stand-in]\n")
+    assert "built for DirectML (-e dml); it runs here on the CPU provider" in out.stdout
+    assert CHATS[1]["reply"] in out.stdout
+
+
+def test_default_device_falls_back_to_the_cpu_and_says_why(builds):
+    result = cli_json(*ROUTE, "--greedy", "--prompt", CHATS[2]["messages"][-1]["content"])
+    assert result["device"] == "cpu"
+    assert result["device_note"] == "Using the CPU provider: DirectML exists only on Windows."
+    assert result["text"] == CHATS[2]["reply"]
+
+
+def test_directml_where_it_is_not_installed_is_refused():
+    out = run_cli("generate", "--model", "stand-in", *ROUTE, "--device", "dml", "--prompt", "hi")
+    assert out.returncode == 2
+    assert "DirectML needs Windows and the onnxruntime-genai-directml package" in out.stderr
+
+
+def test_a_cpu_build_is_refused_on_directml(builds):
+    with pytest.raises(BadInput, match="built for the CPU .* --device dml"):
+        OnnxRuntimeGenAISession(builds["int4"], "dml", "int4", "stand-in", "")
+
+
+def test_a_folder_without_genai_config(stand_in):
+    with pytest.raises(ModelNotFound, match="no genai_config.json"):
+        check_model_folder(stand_in)
+
+
+def test_prompt_longer_than_the_context(session):
+    with pytest.raises(BadInput, match="context window is 4096"):
+        session.generate([{"role": "user", "content": "word " * 5000}])
+
+
+@pytest.mark.parametrize("text", PARITY_STRINGS)
+def test_tokenizer_ids_match_hugging_face(session, text):
+    assert [int(i) for i in session.og_tokenizer.encode(text)] == \
+        session.hf_tokenizer(text)["input_ids"]
+
+
+def test_chat_template_matches_hugging_face(session):
+    for chat in CHATS:
+        assert session.prompt_ids(chat["messages"]) == \
+            session.hf_tokenizer.apply_chat_template(chat["messages"], add_generation_prompt=True)
+
+
+def test_decoded_text_matches_hugging_face(session):
+    # ORT GenAI's own decoder keeps a leading space that Hugging Face strips...
+    ids = session.hf_tokenizer("I am the stand-in.")["input_ids"]
+    assert session.og_tokenizer.decode(ids) == " I am the stand-in."
+    # ...so the route decodes with the Hugging Face tokenizer: text and stream match.
+    pieces = []
+    result = session.generate(CHATS[0]["messages"], greedy=True, streamer=pieces.append)
+    assert result.text == CHATS[0]["reply"] == "".join(pieces)
+    emoji = session.generate([{"role": "user", "content": PARITY_STRINGS[3]}], greedy=True,
+                             ignore_eos=True, max_new_tokens=12)
+    assert emoji.text == session.hf_tokenizer.decode(emoji.token_ids, skip_special_tokens=True)
+
+
+def test_builds_record_their_settings(builds):
+    made = json.loads((builds["int4"] / "phi3-aipc.json").read_text())
+    assert made["options"] == {"target": "cpu", "block_size": 32, "accuracy_level": 4}
+    assert made["command"][:3] == ["python", "-m", "onnxruntime_genai.models.builder"]
+    dml = json.loads((builds["int4-dml"] / "phi3-aipc.json").read_text())
+    assert dml["options"] == {"target": "dml", "block_size": 32, "accuracy_level": 0}
+
+
+def test_build_options():
+    assert build_options("fp16", "dml", None, None) == {"target": "dml"}
+    with pytest.raises(BadInput, match="fp16 is built for dml"):
+        build_options("fp16", "cpu", None, None)
+    with pytest.raises(BadInput, match="fp32 is built for cpu"):
+        build_options("fp32", "dml", None, None)
+    with pytest.raises(BadInput, match="block_size must be"):
+        build_options("int4", "cpu", 48, None)
+    with pytest.raises(BadInput, match="int4 builds only"):
+        build_options("fp32", "cpu", 32, None)
+    cmd = builder_command("m", "out", "int4", build_options("int4", "cpu", 128, 1), "c")
+    assert cmd[cmd.index("-e") + 1] == "cpu" and "int4_block_size=128" in cmd
+    assert "int4_accuracy_level=1" in cmd
+
+
+def test_prebuilt_download_needs_the_hub(tmp_path):
+    out = run_cli("prepare", *ROUTE, "--prebuilt",
+                  env={"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path)})
+    assert out.returncode == 2
+    assert "Cannot reach the model hub to download microsoft/Phi-3-mini-4k-instruct-onnx" \
+        in out.stderr
