@@ -8,9 +8,13 @@ import pytest
 
 from phi3_aipc import open_session
 from phi3_aipc.backends import get_backend
-from phi3_aipc.backends.onnxruntime_genai import (OnnxRuntimeGenAISession, build_options,
-                                                  builder_command, built_for,
-                                                  check_model_folder)
+from phi3_aipc.backends.onnxruntime_genai import (
+    OnnxRuntimeGenAISession,
+    build_options,
+    builder_command,
+    built_for,
+    check_model_folder,
+)
 from phi3_aipc.errors import BadInput, ModelNotFound
 from phi3_aipc.models import resolve_model
 from phi3_aipc.standin import load_chats

@@ -68,11 +68,11 @@ def build_options(precision: str, target: str, block_size: int | None,
     return options
 
 
-def builder_command(source: Path, out: Path, precision: str, options: dict,
-                    cache: Path) -> list[str]:
-    """The model builder command for these settings."""
+def builder_command(source: Path, out: Path | str, precision: str, options: dict,
+                    cache: Path | None = None) -> list[str]:
+    """The model builder command for these settings (`cache`: where it keeps scratch files)."""
     cmd = ["python", "-m", "onnxruntime_genai.models.builder", "-i", str(source), "-o", str(out),
-           "-p", precision, "-e", options["target"], "-c", str(cache)]
+           "-p", precision, "-e", options["target"]] + (["-c", str(cache)] if cache else [])
     if precision == "int4":
         cmd += ["--extra_options", f"int4_block_size={options['block_size']}"]
         if options["accuracy_level"]:
@@ -171,8 +171,9 @@ class OnnxRuntimeGenAIBackend(Backend):
                       f"{options['target']}):\n  {' '.join(cmd)}", file=sys.stderr, flush=True)
                 run_tool(cmd, "The ONNX Runtime GenAI model builder", tmp)
             check_model_folder(tmp)
+            shown = builder_command(source.path, "<output>", precision, options)
             write_manifest(tmp, route=self.name, source=source, precision=precision,
-                           options=options, command=cmd, packages=(GENAI_PACKAGE,))
+                           options=options, command=shown, packages=(GENAI_PACKAGE,))
 
         return build_once(final, build)
 

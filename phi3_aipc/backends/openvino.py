@@ -145,7 +145,7 @@ class OpenVINOBackend(Backend):
             check_export(tmp)
             smoke_test(tmp)
             write_manifest(tmp, route=self.name, source=source, precision=precision,
-                           options=settings, command=cmd[:-1],
+                           options=settings, command=cmd[:-1] + ["<output>"],
                            packages=("openvino", "openvino-genai", "optimum-intel", "nncf"))
 
         return build_once(final, build)
