@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 from .cache import cache_dir
+from .envs import npu_library_python
 
-ROOT = Path(__file__).resolve().parents[1]
 # The packages each route needs, as pip names them.
 PACKAGES = [
     "torch", "transformers", "huggingface_hub",
@@ -92,28 +92,35 @@ def directml_status(versions: dict) -> dict:
         return {"available": False, "reason": f"{type(err).__name__}: {err}"}
 
 
-def npu_library_python() -> str | None:
-    """A Python that has the NPU library: this one, or the route's own environment beside .venv."""
-    if importlib.util.find_spec("intel_npu_acceleration_library") is not None:
-        return sys.executable
-    env = ROOT / ".venv-npu"
-    exe = env / ("Scripts/python.exe" if IS_WINDOWS else "bin/python")
-    return str(exe) if exe.exists() else None
+NPU_LIBRARY_CHECK = """
+import json
+from intel_npu_acceleration_library.backend import get_driver_version, npu_available
+from intel_npu_acceleration_library.backend.utils import __min_npu_driver_version__ as needed
+npu = npu_available()
+print(json.dumps({"npu": npu, "driver": get_driver_version() if npu else None,
+                  "min_driver": needed}))
+"""
 
 
 def npu_library_status() -> dict:
+    """Ask the NPU library, in its own environment, whether it sees an NPU and which driver."""
     python = npu_library_python()
+    status = {"installed": python is not None, "python": python, "npu_available": None,
+              "driver_version": None, "min_driver_version": None, "error": None}
     if python is None:
-        return {"installed": False, "python": None, "npu_available": None, "error": None}
-    code = ("from intel_npu_acceleration_library.backend import npu_available;"
-            "print(npu_available())")
+        return status
     try:  # in a subprocess: the library can abort the process that imports it
-        out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120)
-        npu = out.stdout.strip().splitlines()[-1] == "True" if out.returncode == 0 else None
-        error = None if out.returncode == 0 else (out.stderr.strip().splitlines() or ["?"])[-1]
-    except (subprocess.TimeoutExpired, IndexError) as err:
-        npu, error = None, str(err)
-    return {"installed": True, "python": python, "npu_available": npu, "error": error}
+        out = subprocess.run([python, "-c", NPU_LIBRARY_CHECK], capture_output=True, text=True,
+                             timeout=120)
+        if out.returncode == 0:
+            found = json.loads(out.stdout.strip().splitlines()[-1])
+            status.update(npu_available=found["npu"], driver_version=found["driver"],
+                          min_driver_version=found["min_driver"])
+        else:
+            status["error"] = (out.stderr.strip().splitlines() or ["?"])[-1]
+    except (subprocess.TimeoutExpired, IndexError, ValueError) as err:
+        status["error"] = f"{type(err).__name__}: {err}"
+    return status
 
 
 def route_verdicts(versions: dict, ov: dict, dml: dict, npu_lib: dict) -> dict:
@@ -146,13 +153,23 @@ def route_verdicts(versions: dict, ov: dict, dml: dict, npu_lib: dict) -> dict:
             "cpu-only", f"{dml['reason']} The same API runs on the CPU provider.")
 
     if not npu_lib["installed"]:
-        fix = ('python -m pip install -e ".[npu]"' if IS_WINDOWS else
-               "none automated yet: the library has no Linux wheel (see the README, NPU route)")
+        fix = (None if sys.platform == "darwin" else
+               "make setup (Linux), or py -3.11 scripts\\bootstrap.py setup (Windows): it "
+               "builds .venv-npu")
         routes["npu-library"] = verdict("missing", "intel-npu-acceleration-library is not "
                                         "installed (it is archived; OpenVINO GenAI is its "
-                                        "successor on the NPU).", fix)
+                                        "successor on the NPU)"
+                                        + (", and has no macOS build." if fix is None else "."),
+                                        fix)
     elif npu_lib["npu_available"]:
-        routes["npu-library"] = verdict("ready", "The NPU library sees an NPU.")
+        driver, needed = npu_lib.get("driver_version"), npu_lib.get("min_driver_version")
+        if driver and needed and driver < needed:
+            routes["npu-library"] = verdict(
+                "cpu-only", f"NPU driver {driver} is older than the {needed} the library needs.",
+                "update the Intel NPU driver")
+        else:
+            routes["npu-library"] = verdict("ready", f"The NPU library sees an NPU (driver "
+                                            f"{driver}).")
     else:
         routes["npu-library"] = verdict("cpu-only", "The NPU library sees no NPU and compiles "
                                         "for the CPU, where the other routes are faster.")
@@ -212,8 +229,15 @@ def format_report(report: dict) -> str:
         lines.append(f"  {d['name']:8} {d['full_name']}{driver}")
     if report["openvino"]["error"]:
         lines.append(f"  ({report['openvino']['error']})")
+    lib = report["npu_library"]
     lines += [f"DirectML: {'available' if report['directml']['available'] else 'no'}"
-              f" {report['directml']['reason']}", "", "Routes"]
+              f" {report['directml']['reason']}",
+              "NPU library: " + ("not installed" if not lib["installed"] else
+                                 f"in {lib['python']}; sees an NPU: {lib['npu_available']}"
+                                 + (f", driver {lib['driver_version']} (needs "
+                                    f"{lib['min_driver_version']}+)"
+                                    if lib["driver_version"] else "")),
+              "", "Routes"]
     for name, r in report["routes"].items():
         lines.append(f"  {name:18} {r['verdict']:9} {r['detail']}")
         if r["fix"]:

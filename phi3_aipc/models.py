@@ -34,12 +34,17 @@ class ModelSource:
         """What identifies these weights: the recipe, the hub commit, or the files' stamps."""
         if self.kind in ("stand-in", "hub"):
             return f"{self.name}@{self.path.name}"  # recipe digest / snapshot commit
-        h = hashlib.sha256(str(self.path).encode())
-        for f in sorted(self.path.iterdir()):
-            if f.is_file():
-                st = f.stat()
-                h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
-        return f"{self.path.name}@{h.hexdigest()[:16]}"
+        return f"{self.path.name}@{folder_fingerprint(self.path)}"
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """A digest of a folder's path and its files' names, sizes and modification times."""
+    h = hashlib.sha256(str(folder.resolve()).encode())
+    for f in sorted(folder.iterdir()):
+        if f.is_file():
+            st = f.stat()
+            h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
 
 
 def default_model() -> str:

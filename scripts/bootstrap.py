@@ -9,11 +9,18 @@ Only the standard library is used here, so any Python 3.10-3.12 can run it. Inst
 skipped when pyproject.toml and this script are unchanged since the last successful setup.
 Set PHI3_AIPC_TORCH_INDEX to a package index URL to take torch from there (on Linux, PyTorch's
 CPU-only index: the default Linux wheel is the multi-gigabyte CUDA build).
+
+The archived Intel NPU Acceleration Library pins numpy<2 and its own OpenVINO, so it gets an
+environment of its own, .venv-npu, with a Jupyter kernel "phi3-aipc-npu". Windows installs its
+wheel; Linux builds it from the source distribution against the openvino 2024.4 wheel (it has no
+Linux wheel, and its build would otherwise download OpenVINO and accept only Ubuntu).
+PHI3_AIPC_SKIP_NPU=1 skips that environment (the NPU-library route then reports "missing").
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -21,10 +28,27 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / ".venv"
-BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
-PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
-STAMP = VENV / "phi3-aipc-setup.txt"
+NPU_VENV = ROOT / ".venv-npu"
 TORCH = "torch==2.13.0"  # installed first, so nothing else pulls a CUDA build
+NPU_LIBRARY = "intel-npu-acceleration-library==1.4.0"
+# What the NPU library needs at run time and, on Linux, to build (seen working together).
+NPU_DEPENDENCIES = ["openvino==2024.4.0", "numpy==1.26.4", "neural-compressor==3.7.1", "six",
+                    "setuptools<81", "accelerate", "transformers==4.57.6"]
+NPU_BUILD_TOOLS = ["wheel", "cmake", "ninja"]
+NPU_KERNEL = "phi3-aipc-npu"
+
+
+def bin_dir(env: Path) -> Path:
+    return env / ("Scripts" if os.name == "nt" else "bin")
+
+
+def python_of(env: Path) -> Path:
+    return bin_dir(env) / ("python.exe" if os.name == "nt" else "python")
+
+
+BIN = bin_dir(VENV)
+PYTHON = python_of(VENV)
+STAMP = VENV / "phi3-aipc-setup.txt"
 
 
 def fingerprint() -> str:
@@ -34,23 +58,90 @@ def fingerprint() -> str:
     return h.hexdigest()
 
 
-def pip(*args: str) -> None:
-    subprocess.run([str(PYTHON), "-m", "pip", "install", "--disable-pip-version-check",
-                    *args], check=True, cwd=ROOT)
+def pip(env: Path, *args: str, extra_env: dict | None = None) -> None:
+    subprocess.run([str(python_of(env)), "-m", "pip", "install", "--disable-pip-version-check",
+                    *args], check=True, cwd=ROOT, env={**os.environ, **(extra_env or {})})
+
+
+def create(env: Path, stamp: Path) -> bool:
+    """Create `env` if needed; True if it must be (re)installed."""
+    if not python_of(env).exists():
+        print(f"Creating {env} ...", flush=True)
+        venv.create(env, with_pip=True)
+    if stamp.exists() and stamp.read_text() == fingerprint():
+        return False
+    pip(env, "--upgrade", "pip")
+    index = os.environ.get("PHI3_AIPC_TORCH_INDEX")
+    pip(env, TORCH, *(["--index-url", index] if index else []))
+    return True
 
 
 def setup() -> None:
-    if not PYTHON.exists():
-        print(f"Creating {VENV} ...", flush=True)
-        venv.create(VENV, with_pip=True)
-    if STAMP.exists() and STAMP.read_text() == fingerprint():
+    if create(VENV, STAMP):
+        print("Installing the project into .venv (first time: a few minutes) ...", flush=True)
+        pip(VENV, "-e", ".[all]")
+        # A "python3" kernel inside .venv, found first through JUPYTER_PATH (see jupyter_env).
+        subprocess.run([str(PYTHON), "-m", "ipykernel", "install", "--sys-prefix"], check=True)
+        STAMP.write_text(fingerprint())
+    if os.environ.get("PHI3_AIPC_SKIP_NPU") or sys.platform == "darwin":
+        print("Skipping the NPU-library environment (.venv-npu).", flush=True)
         return
-    print("Installing the project into .venv (first time: a few minutes) ...", flush=True)
-    pip("--upgrade", "pip")
-    index = os.environ.get("PHI3_AIPC_TORCH_INDEX")
-    pip(TORCH, *(["--index-url", index] if index else []))
-    pip("-e", ".[all]")
-    STAMP.write_text(fingerprint())
+    setup_npu()
+
+
+def setup_npu() -> None:
+    """.venv-npu: the NPU library, phi3_aipc, and a Jupyter kernel for notebook 01."""
+    stamp = NPU_VENV / "phi3-aipc-setup.txt"
+    if not create(NPU_VENV, stamp):
+        return
+    print("Installing the NPU Acceleration Library into .venv-npu ...", flush=True)
+    pip(NPU_VENV, *NPU_DEPENDENCIES, *NPU_BUILD_TOOLS)
+    if os.name == "nt":
+        pip(NPU_VENV, NPU_LIBRARY)
+    else:
+        build_npu_library()
+    pip(NPU_VENV, "-e", ".", "ipykernel", *NPU_DEPENDENCIES)
+    subprocess.run([str(python_of(NPU_VENV)), "-m", "ipykernel", "install", "--prefix",
+                    str(VENV), "--name", NPU_KERNEL, "--display-name",
+                    "Python (phi3-aipc NPU library)"], check=True)
+    stamp.write_text(fingerprint())
+
+
+def build_npu_library() -> None:
+    """Build the library's sdist against the openvino 2024.4 wheel instead of a download.
+
+    Its CMake fetches an OpenVINO archive unless OV_LIBRARY_URL is set, and takes it from
+    FETCHCONTENT_SOURCE_DIR_OPENVINO when that is set: we point it at a folder laid out like
+    that archive (runtime/lib/intel64 with the wheel's libraries, python/openvino with the
+    wheel's package), through a toolchain file, which CMake reads from the environment.
+    """
+    build = NPU_VENV / "npu-build"
+    shutil.rmtree(build, ignore_errors=True)
+    build.mkdir()
+    ov = Path(subprocess.run([str(python_of(NPU_VENV)), "-c",
+                              "import openvino, os; print(os.path.dirname(openvino.__file__))"],
+                             check=True, capture_output=True, text=True).stdout.strip())
+    fake = build / "openvino"
+    libs = fake / "runtime" / "lib" / "intel64"
+    libs.mkdir(parents=True)
+    for lib in (ov / "libs").iterdir():
+        os.link(lib, libs / lib.name)
+    main_lib = next(libs.glob("libopenvino.so.*"))  # the library links -lopenvino
+    (libs / "libopenvino.so").symlink_to(main_lib.name)
+    (fake / "python").mkdir()
+    (fake / "python" / "openvino").symlink_to(ov, target_is_directory=True)
+    toolchain = build / "toolchain.cmake"
+    toolchain.write_text(
+        'set(OV_LIBRARY_URL "provided-by-the-openvino-wheel")\n'
+        f'set(FETCHCONTENT_SOURCE_DIR_OPENVINO "{fake}")\n'
+        f'set(OpenVINO_DIR "{ov / "cmake"}")\n')
+    subprocess.run([str(python_of(NPU_VENV)), "-m", "pip", "download", "--no-deps",
+                    "--no-binary", ":all:", NPU_LIBRARY, "-d", str(build)], check=True)
+    sdist = next(build.glob("intel_npu_acceleration_library-*.tar.gz"))
+    print("Building the NPU Acceleration Library (about a minute) ...", flush=True)
+    pip(NPU_VENV, "--no-build-isolation", "--no-deps", str(sdist),
+        extra_env={"CMAKE_TOOLCHAIN_FILE": str(toolchain)})
+    shutil.rmtree(build, ignore_errors=True)
 
 
 def main(argv: list[str]) -> int:
@@ -67,7 +158,13 @@ def main(argv: list[str]) -> int:
     setup()
     if commands[task] is None:
         return 0
-    return subprocess.run(commands[task], cwd=ROOT).returncode
+    return subprocess.run(commands[task], cwd=ROOT, env=jupyter_env()).returncode
+
+
+def jupyter_env() -> dict:
+    """Jupyter looks in .venv first, so "python3" is .venv's and the NPU kernel is found."""
+    path = [str(VENV / "share" / "jupyter"), os.environ.get("JUPYTER_PATH", "")]
+    return {**os.environ, "JUPYTER_PATH": os.pathsep.join(filter(None, path))}
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ REGISTRY = {
     "transformers": "phi3_aipc.backends.transformers:TransformersBackend",
     "openvino": "phi3_aipc.backends.openvino:OpenVINOBackend",
     "onnxruntime-genai": "phi3_aipc.backends.onnxruntime_genai:OnnxRuntimeGenAIBackend",
+    "npu-library": "phi3_aipc.backends.npu_library:NPULibraryBackend",
 }
 
 

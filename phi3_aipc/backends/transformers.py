@@ -49,17 +49,25 @@ def check_memory(artifact: Path) -> None:
 
 
 class TransformersSession(Session):
-    def __init__(self, artifact: Path, device: str, precision: str, model: str) -> None:
+    """Generation with a transformers model: the fp32 reference, or a model another library
+    has already loaded and compiled (`net`, as the NPU library does), with the same loop."""
+
+    def __init__(self, artifact: Path, device: str, precision: str, model: str,
+                 net=None, backend: str = "transformers", load_s: float = 0.0,
+                 device_note: str = "") -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        check_memory(artifact)
         start = time.perf_counter()
+        if net is None:
+            check_memory(artifact)
+            net = AutoModelForCausalLM.from_pretrained(artifact, dtype=torch.float32)
+        self.net = net.eval()
         self.tokenizer = AutoTokenizer.from_pretrained(artifact)
-        self.net = AutoModelForCausalLM.from_pretrained(artifact, dtype=torch.float32).eval()
         self.stops = set(stop_token_ids(artifact))
         self.context = self.net.config.max_position_embeddings
-        super().__init__("transformers", device, precision, model, time.perf_counter() - start)
+        super().__init__(backend, device, precision, model,
+                         load_s + time.perf_counter() - start, device_note)
 
     def generate(self, messages: list[dict], max_new_tokens: int = 256, greedy: bool = False,
                  ignore_eos: bool = False, streamer: Streamer | None = None,

@@ -1,0 +1,87 @@
+"""The NPU-library route: the archived library, in its own environment, one worker per model.
+
+Here there is no NPU, so the library compiles for the CPU; the route must say so, give the
+reference's tokens on the fixed chats, and never take the test process down with it.
+"""
+import os
+import signal
+
+import pytest
+
+from phi3_aipc import open_session
+from phi3_aipc.backends import get_backend
+from phi3_aipc.envs import npu_library_python
+from phi3_aipc.errors import Phi3AipcError
+from phi3_aipc.standin import load_chats
+
+from .conftest import run_cli
+
+if os.environ.get("PHI3_AIPC_SKIP_NPU"):
+    pytest.skip("PHI3_AIPC_SKIP_NPU is set: no NPU-library environment", allow_module_level=True)
+CHATS = load_chats()
+
+
+@pytest.fixture(scope="module")
+def reference(stand_in):
+    session = open_session("transformers", model="stand-in")
+    return [session.generate(chat["messages"], greedy=True).token_ids for chat in CHATS]
+
+
+def test_the_setup_installed_it():
+    assert npu_library_python() is not None, "scripts/bootstrap.py should have built .venv-npu"
+    assert get_backend("npu-library").is_installed()
+
+
+def test_int4_int8_int4_fp16_in_one_process(reference):
+    """The library alone aborts on the second model with the same shapes; workers don't."""
+    for precision in ("int4", "int8", "int4", "fp16"):
+        session = open_session("npu-library", precision, model="stand-in")
+        assert session.device == "CPU (no NPU)"
+        assert "compiled the model for the CPU" in session.device_note
+        for chat, want in zip(CHATS, reference):
+            result = session.generate(chat["messages"], greedy=True)
+            assert result.token_ids == want, precision
+            assert result.text == chat["reply"] and result.finish_reason == "stop"
+        session.close()
+    assert os.getpid()  # still here
+
+
+def test_sessions_side_by_side_and_streaming(stand_in):
+    int8 = open_session("npu-library", "int8", model="stand-in")
+    fp16 = open_session("npu-library", "fp16", model="stand-in")
+    pieces = []
+    result = int8.generate(CHATS[2]["messages"], greedy=True, streamer=pieces.append)
+    assert "".join(pieces) == result.text == CHATS[2]["reply"]
+    assert fp16.generate(CHATS[2]["messages"], greedy=True).text == CHATS[2]["reply"]
+    assert result.metrics.ttft_ms > 0 and result.metrics.load_s > 0
+
+
+def test_a_worker_that_dies_is_an_error_not_a_crash(stand_in):
+    session = open_session("npu-library", "int4", model="stand-in")
+    os.kill(session.proc.pid, signal.SIGABRT)
+    session.proc.wait()
+    with pytest.raises(Phi3AipcError, match="worker process was killed by SIGABRT"):
+        session.generate(CHATS[0]["messages"], greedy=True)
+
+
+def test_bad_input_comes_back_as_a_clear_error(stand_in):
+    session = open_session("npu-library", "int8", model="stand-in")
+    with pytest.raises(Phi3AipcError, match="context window is 4096"):
+        session.generate([{"role": "user", "content": "word " * 5000}])
+    assert session.generate(CHATS[1]["messages"], greedy=True).text == CHATS[1]["reply"]
+
+
+def test_cli_and_no_files_in_the_working_folder(stand_in):
+    out = run_cli("generate", "--backend", "npu-library", "--precision", "int8", "--model",
+                  "stand-in", "--greedy", "--prompt", CHATS[2]["messages"][-1]["content"])
+    assert out.returncode == 0, out.stderr
+    assert "[npu-library | CPU (no NPU) | int8 | stand-in]" in out.stdout
+    assert CHATS[2]["reply"] in out.stdout
+    assert not any(os.path.exists(name) for name in ("cache", "nc_workspace"))
+
+
+def test_unknown_precision_for_the_library():
+    out = run_cli("generate", "--backend", "npu-library", "--precision", "fp32", "--model",
+                  "stand-in", "--prompt", "hi")
+    assert out.returncode == 2
+    assert "offers precisions int4, int8, fp16; got 'fp32'" in out.stderr
