@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import uuid
 from collections.abc import Callable
 from importlib.metadata import version
@@ -24,24 +25,80 @@ def cache_dir() -> Path:
 
 
 def build_once(final: Path, build: Callable[[Path], None]) -> Path:
-    """Return `final`, building it first with `build(tmp_folder)` if it does not exist.
+    """Return `final`, building it first with `build(tmp_folder)` unless a sound one exists.
 
-    The folder is built under a temporary name beside `final` and renamed into place only when
-    `build` returns, so an interrupted build never leaves a folder that looks finished. A file
-    lock makes a second process wait for the first one's build instead of racing it.
+    The folder is built under a temporary name beside `final`, sealed (every file's size and
+    checksum go into its manifest) and renamed into place only when `build` returns, so an
+    interrupted build never leaves a folder that looks finished. A file lock makes a second
+    process wait for the first one's build instead of racing it. A finished folder whose files
+    no longer match its manifest is reported and built again.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(final) + ".lock"):
+        for stale in final.parent.glob(f".{final.name}.tmp-*"):  # a build that was killed
+            shutil.rmtree(stale, ignore_errors=True)
         if final.is_dir():
-            return final
+            problem = check_sealed(final)
+            if problem is None:
+                return final
+            print(f"{final} is damaged ({problem}): building it again.", file=sys.stderr)
+            discard(final)
         tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
         try:
             tmp.mkdir()
             build(tmp)
+            seal(tmp)
             os.replace(tmp, final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def discard(folder: Path) -> None:
+    """Remove a folder: first out of the way (a rename is atomic), then from the disk."""
+    doomed = folder.with_name(f".{folder.name}.discard-{uuid.uuid4().hex[:8]}")
+    os.replace(folder, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def seal(folder: Path) -> None:
+    """Add every file's size, modification time and checksum to the folder's manifest."""
+    made = read_manifest(folder)
+    made["files"] = {
+        f.relative_to(folder).as_posix(): {"size": f.stat().st_size,
+                                           "mtime_ns": f.stat().st_mtime_ns,
+                                           "sha256": sha256(f)}
+        for f in sorted(folder.rglob("*")) if f.is_file() and f.name != MANIFEST}
+    made["size_mb"] = round(sum(e["size"] for e in made["files"].values()) / 1e6, 1)
+    (folder / MANIFEST).write_text(json.dumps(made, indent=2), encoding="utf-8")
+
+
+def check_sealed(folder: Path) -> str | None:
+    """None if the folder still matches its manifest, else what is wrong with it.
+
+    Sizes are always compared; a file whose modification time changed is checksummed again.
+    """
+    made = read_manifest(folder)
+    if "files" not in made:
+        return f"its manifest {MANIFEST} is missing or unfinished"
+    for name, expected in made["files"].items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        st = path.stat()
+        if st.st_size != expected["size"]:
+            return f"{name} has {st.st_size} bytes, the manifest says {expected['size']}"
+        if st.st_mtime_ns != expected["mtime_ns"] and sha256(path) != expected["sha256"]:
+            return f"{name} changed since it was made"
+    return None
 
 
 MANIFEST = "phi3-aipc.json"
@@ -75,3 +132,44 @@ def artifact_dir(route: str, model_name: str, fingerprint: str, precision: str,
 def folder_size_mb(path: Path) -> float:
     """Total size of the files under `path`, in MB."""
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 1e6
+
+
+def check_given(folder: Path) -> None:
+    """Refuse a prepared model given by folder whose files no longer match its manifest."""
+    from .errors import BadInput
+
+    if "files" in read_manifest(folder):
+        problem = check_sealed(folder)
+        if problem:
+            raise BadInput(f"{folder} is damaged: {problem}. Delete it and prepare it again.")
+
+
+def list_artifacts() -> list[dict]:
+    """Every finished artifact in the cache, with its manifest and size."""
+    found = []
+    for manifest in sorted(cache_dir().glob(f"*/*/*/{MANIFEST}")) + \
+            sorted(cache_dir().glob(f"stand-in/*/{MANIFEST}")):
+        folder = manifest.parent
+        if folder.name.startswith("."):
+            continue
+        made = read_manifest(folder)
+        stand_in = folder.parent.name == "stand-in"
+        found.append({"route": made.get("route") or ("stand-in" if stand_in else
+                                                     folder.parts[-3]),
+                      "model": made.get("model") or ("stand-in" if stand_in else
+                                                     folder.parent.name),
+                      "precision": made.get("precision") or "?",
+                      "options": made.get("options", {}),
+                      "size_mb": made.get("size_mb", round(folder_size_mb(folder), 1)),
+                      "path": str(folder)})
+    return found
+
+
+def clear_artifacts(route: str | None = None) -> list[str]:
+    """Remove the cached artifacts of `route` (all routes when None); return their folders."""
+    removed = []
+    for entry in list_artifacts():
+        if route is None or entry["route"] == route:
+            discard(Path(entry["path"]))
+            removed.append(entry["path"])
+    return removed

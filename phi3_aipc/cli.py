@@ -10,14 +10,19 @@ import sys
 
 from .backends import REGISTRY, get_backend, installed_backends, open_session, prepare_artifact
 from .backends.base import PRECISIONS
+from .cache import cache_dir, clear_artifacts, list_artifacts
 from .chat import build_messages
-from .errors import Phi3AipcError
+from .errors import BadInput, Phi3AipcError
 from .models import resolve_model
 from .standin import load_chats
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.func in (cmd_generate, cmd_demo, cmd_prepare):
+        from transformers.utils import logging
+
+        logging.set_verbosity_error()  # our own messages say what matters, once
     try:
         return args.func(args)
     except Phi3AipcError as err:
@@ -56,6 +61,8 @@ def parser() -> argparse.ArgumentParser:
         ov.add_argument("--awq", action="store_true", help="activation-aware quantization")
         ov.add_argument("--scale-estimation", action="store_true")
         ov.add_argument("--num-samples", type=int, help="calibration samples (with --dataset)")
+        cmd.add_argument("--skip-preflight", action="store_true", help="export even when the "
+                         "memory/disk estimate says it will not fit")
         ort = cmd.add_argument_group("build settings (onnxruntime-genai route)")
         ort.add_argument("--target", choices=("cpu", "dml"), help="the provider to build for "
                          "(default: int4 for the device, fp16 dml, fp32 cpu)")
@@ -93,6 +100,16 @@ def parser() -> argparse.ArgumentParser:
                      "(default 128)")
     gen.set_defaults(func=cmd_generate)
 
+    cache = sub.add_parser("cache", help="list or clear prepared models in the phi3-aipc cache")
+    cache_sub = cache.add_subparsers(required=True, metavar="ACTION")
+    cache_list = cache_sub.add_parser("list", help="what the cache holds, with sizes")
+    cache_list.add_argument("--json", action="store_true")
+    cache_list.set_defaults(func=cmd_cache_list)
+    cache_clear = cache_sub.add_parser("clear", help="remove prepared models (all, or one route's)")
+    cache_clear.add_argument("--route", metavar="R", help="only this route's "
+                             f"({', '.join(['stand-in', *REGISTRY])})")
+    cache_clear.set_defaults(func=cmd_cache_clear)
+
     demo = sub.add_parser("demo", help="run every installed route once on the default model")
     demo.add_argument("--model", metavar="M", help="as for generate")
     demo.add_argument("--max-new-tokens", type=int, default=64, metavar="N")
@@ -109,7 +126,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 PREPARE_OPTIONS = ("preset", "sym", "group_size", "ratio", "dataset", "awq", "scale_estimation",
-                   "num_samples", "target", "block_size", "accuracy_level", "prebuilt")
+                   "num_samples", "target", "block_size", "accuracy_level", "prebuilt",
+                   "skip_preflight")
 LOAD_OPTIONS = ("emulate_npu", "max_prompt_len", "min_response_len")
 
 
@@ -151,6 +169,33 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def metrics_line(result) -> str:
     m = result.metrics
     return (f"{result.summary()} | load {m.load_s:.1f} s | peak RSS {m.peak_rss_mb:.0f} MB")
+
+
+def cmd_cache_list(args: argparse.Namespace) -> int:
+    entries = list_artifacts()
+    if args.json:
+        print(json.dumps(entries, indent=2))
+        return 0
+    print(f"Cache: {cache_dir()}")
+    for e in entries:
+        options = " ".join(f"{k}={v}" for k, v in e["options"].items() if k != "recipe")
+        print(f"  {e['route']:18} {e['precision']:5} {e['size_mb']:9.1f} MB  {e['model']}  "
+              f"{options}\n  {'':18} {e['path']}")
+    total = sum(e["size_mb"] for e in entries)
+    print(f"{len(entries)} prepared models, {total:.1f} MB")
+    return 0
+
+
+def cmd_cache_clear(args: argparse.Namespace) -> int:
+    known = ["stand-in", *REGISTRY]
+    if args.route and args.route not in known:
+        raise BadInput(f"Unknown route {args.route!r}; routes: {', '.join(known)}.")
+    removed = clear_artifacts(args.route)
+    for path in removed:
+        print(f"removed {path}")
+    print(f"{len(removed)} prepared models removed"
+          + (f" (route {args.route})" if args.route else ""))
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -15,3 +15,7 @@ class ModelNotFound(Phi3AipcError):
 
 class DeviceUnavailable(Phi3AipcError):
     """A device or route that this PC (or this Python environment) does not have."""
+
+
+class InsufficientResources(Phi3AipcError):
+    """An export that will not fit in this PC's free memory or disk."""

@@ -247,3 +247,44 @@ def format_report(report: dict) -> str:
 
 if __name__ == "__main__":
     print(json.dumps(doctor(), indent=2))
+
+
+# Bytes per weight of each precision on disk (int4 keeps the embedding and lm_head at int8).
+BYTES_PER_WEIGHT = {"fp32": 4.0, "fp16": 2.0, "int8": 1.0, "int4": 0.75}
+
+
+def weight_count(config: dict) -> int:
+    """Phi-3's number of weights, from its config.json."""
+    hidden, layers = config["hidden_size"], config["num_hidden_layers"]
+    heads = config["num_attention_heads"]
+    kv_heads = config.get("num_key_value_heads") or heads
+    head_dim = hidden // heads
+    per_layer = (hidden * (hidden + 2 * kv_heads * head_dim)  # q, k, v
+                 + hidden * hidden  # o
+                 + 3 * hidden * config["intermediate_size"])  # gate, up, down
+    return layers * per_layer + 2 * config["vocab_size"] * hidden  # + embedding, lm_head
+
+
+def preflight(model_dir: Path, precision: str, what: str) -> None:
+    """Refuse an export that will not fit, with the numbers and the way to try anyway.
+
+    Converters hold the model in fp32 (4 bytes per weight) while they work, plus about 1 GB of
+    their own; the output needs its precision's bytes per weight, half again as scratch space.
+    """
+    import psutil
+
+    from .errors import InsufficientResources
+
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    weights = weight_count(config)
+    need_ram = weights * 4 + 1e9
+    need_disk = weights * BYTES_PER_WEIGHT[precision] * 1.5 + 0.1e9
+    free_ram = psutil.virtual_memory().available
+    free_disk = shutil.disk_usage(cache_dir()).free
+    if need_ram > free_ram or need_disk > free_disk:
+        raise InsufficientResources(
+            f"{what} needs about {need_ram / 1e9:.1f} GB of memory and {need_disk / 1e9:.1f} GB "
+            f"of disk ({weights / 1e9:.2f} billion weights); this PC has {free_ram / 1e9:.1f} GB "
+            f"of memory and {free_disk / 1e9:.1f} GB of disk free (at {cache_dir()}). Close "
+            "other programs or free disk space (PHI3_AIPC_CACHE moves the cache), or try anyway "
+            "with --skip-preflight (skip_preflight=True).")

@@ -87,6 +87,13 @@ def looks_like_path(name: str) -> bool:
 
 def check_phi3_folder(folder: Path) -> None:
     """Refuse a folder that is not a Phi-3 checkpoint, saying what is missing."""
+    genai = folder / "genai_config.json"  # a model already built for ONNX Runtime GenAI
+    if genai.is_file() and not (folder / "config.json").is_file():
+        model_type = json.loads(genai.read_text(encoding="utf-8"))["model"].get("type")
+        if model_type != "phi3":
+            raise ModelNotFound(f"{folder} holds an ONNX Runtime GenAI {model_type!r} model, "
+                                "not Phi-3. These notebooks are written for Phi-3-mini.")
+        return
     config = folder / "config.json"
     if not config.is_file():
         raise ModelNotFound(f"{folder} has no config.json, so it is not a Hugging Face model "

@@ -13,7 +13,7 @@ import json
 import shutil
 from pathlib import Path
 
-from .cache import build_once, cache_dir
+from .cache import MANIFEST, build_once, cache_dir
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 TOKENIZER_DIR = DATA / "tokenizer"
@@ -132,6 +132,9 @@ def build(out: Path, progress: bool = True) -> None:
     (out / "README.md").write_text(
         f"# phi3-aipc stand-in ({recipe_key()})\n\n{BANNER_NOTE}\n", encoding="utf-8"
     )
+    made = {"route": "stand-in", "model": "stand-in", "precision": "fp32",
+            "options": {"recipe": recipe_key(), **TRAINING}}
+    (out / MANIFEST).write_text(json.dumps(made, indent=2), encoding="utf-8")
 
 
 def check_memorized(model, full: list[list[int]], prompts: list[list[int]]) -> None:

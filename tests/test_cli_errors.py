@@ -36,3 +36,58 @@ def test_console_script_exit_code():
     assert out.returncode == 2
     assert out.stderr.strip() == "phi3-aipc: error: The prompt is empty. Type a question or " \
         "instruction."
+
+
+def folder_of_another_architecture(tmp_path, stand_in):
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+    return tmp_path
+
+
+def folder_without_weights(tmp_path, stand_in):
+    (tmp_path / "config.json").write_text('{"model_type": "phi3"}')
+    return tmp_path
+
+
+def damaged_export(tmp_path, stand_in):
+    """A finished OpenVINO export whose weights were truncated afterwards."""
+    from phi3_aipc.backends import get_backend
+    from phi3_aipc.models import resolve_model
+
+    export = get_backend("openvino").prepare(resolve_model("stand-in"), "int8")
+    copy = tmp_path / "export"
+    import shutil
+
+    shutil.copytree(export, copy)
+    with open(copy / "openvino_model.bin", "r+b") as f:
+        f.truncate(1000)
+    return copy
+
+
+FOLDERS = {
+    "another architecture": (folder_of_another_architecture, [], "'llama' model, not Phi-3"),
+    "no weights": (folder_without_weights, [], "no weight files"),
+    "damaged export": (damaged_export, ["--backend", "openvino", "--precision", "int8"],
+                       "is damaged: openvino_model.bin has 1000 bytes"),
+}
+
+
+@pytest.mark.parametrize("make,args,message", FOLDERS.values(), ids=FOLDERS.keys())
+def test_bad_model_folders(make, args, message, tmp_path, stand_in, capsys):
+    folder = make(tmp_path, stand_in)
+    capsys.readouterr()  # what making the folder printed (an export's progress) is not the CLI's
+    assert main(["generate", "--model", str(folder), "--prompt", "hi", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("phi3-aipc: error: ") and message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--backend", "openvino", "--precision", "fp8"], "offers precisions int4, int8, fp16, fp32"),
+    (["--backend", "onnxruntime-genai", "--precision", "int8"], "offers precisions int4, fp16"),
+    (["--backend", "npu-library", "--precision", "fp32"], "offers precisions int4, int8, fp16"),
+    (["--backend", "openvino", "--device", "dml"], "runs on CPU, GPU, NPU, AUTO"),
+    (["--backend", "openvino", "--block-size", "32"], "--block-size is not an option of the "
+                                                      "openvino route"),
+])
+def test_precisions_devices_and_options_a_route_lacks(args, message, capsys):
+    assert main(["generate", "--model", "stand-in", "--prompt", "hi", *args]) == 2
+    assert message in capsys.readouterr().err

@@ -85,3 +85,13 @@ def test_unknown_precision_for_the_library():
                   "stand-in", "--prompt", "hi")
     assert out.returncode == 2
     assert "offers precisions int4, int8, fp16; got 'fp32'" in out.stderr
+
+
+def test_a_dropped_session_stops_its_worker(stand_in):
+    import gc
+
+    session = open_session("npu-library", "int8", model="stand-in")
+    proc = session.proc
+    del session
+    gc.collect()
+    assert proc.wait(timeout=30) is not None

@@ -72,15 +72,13 @@ class NPULibrarySession(Session):
             cwd=worker_folder(artifact), env=env, text=True, encoding="utf-8")
         self._finalizer = weakref.finalize(self, stop_worker, self.proc)
         self.stderr_tail: deque[str] = deque(maxlen=20)
-        threading.Thread(target=self._relay_stderr, daemon=True).start()
+        # The thread must not hold `self`, or the session could never be collected (and its
+        # worker never stopped) while the worker runs.
+        threading.Thread(target=relay_stderr, args=(self.proc.stderr, self.stderr_tail),
+                         daemon=True).start()
         ready = self._next_event()
         super().__init__("npu-library", ready["device"], precision, model, ready["load_s"],
                          ready["note"])
-
-    def _relay_stderr(self) -> None:
-        for line in self.proc.stderr:
-            sys.stderr.write(line)
-            self.stderr_tail.append(line.rstrip())
 
     def _next_event(self) -> dict:
         line = self.proc.stdout.readline()
@@ -126,6 +124,13 @@ class NPULibrarySession(Session):
     def close(self) -> None:
         """End the worker (also done when the session is garbage-collected)."""
         self._finalizer()
+
+
+def relay_stderr(stream, tail: deque) -> None:
+    """Pass the worker's messages on to our stderr, keeping the last few for error reports."""
+    for line in stream:
+        sys.stderr.write(line)
+        tail.append(line.rstrip())
 
 
 def stop_worker(proc: subprocess.Popen) -> None:

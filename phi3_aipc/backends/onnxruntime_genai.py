@@ -16,9 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..cache import artifact_dir, build_once, read_manifest, write_manifest
+from ..cache import artifact_dir, build_once, check_given, read_manifest, write_manifest
 from ..chat import check_fits
 from ..errors import BadInput, DeviceUnavailable, ModelNotFound
+from ..hardware import preflight
 from ..models import ModelSource
 from .base import Backend, GenerationResult, Session, Streamer, TokenStream, run_tool
 
@@ -113,6 +114,20 @@ def download_prebuilt() -> Path:
     return Path(folder) / PREBUILT_FOLDER
 
 
+def smoke_test(folder: Path) -> None:
+    """A build counts as finished only once it loads (on the CPU provider) and generates."""
+    import onnxruntime_genai as og
+
+    config = og.Config(str(folder))
+    config.clear_providers()
+    model = og.Model(config)
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=8)
+    generator = og.Generator(model, params)
+    generator.append_tokens([1])
+    generator.generate_next_token()
+
+
 class OnnxRuntimeGenAIBackend(Backend):
     name = "onnxruntime-genai"
     precisions = ("int4", "fp16", "fp32")
@@ -121,7 +136,7 @@ class OnnxRuntimeGenAIBackend(Backend):
     default_device = "cpu"
     modules = ("onnxruntime_genai", "onnx_ir")
     install_hint = 'python -m pip install -e ".[onnx]"'
-    prepare_options = ("target", "block_size", "accuracy_level", "prebuilt")
+    prepare_options = ("target", "block_size", "accuracy_level", "prebuilt", "skip_preflight")
     load_options = ()
 
     def __init__(self) -> None:
@@ -154,10 +169,12 @@ class OnnxRuntimeGenAIBackend(Backend):
 
     def prepare(self, source: ModelSource, precision: str, device: str | None = None,
                 target: str | None = None, block_size: int | None = None,
-                accuracy_level: int | None = None, prebuilt: bool = False) -> Path:
+                accuracy_level: int | None = None, prebuilt: bool = False,
+                skip_preflight: bool = False) -> Path:
         if (source.path / "genai_config.json").is_file():  # already built: use it
             if prebuilt and precision != "int4":
                 raise BadInput(f"The prebuilt model is int4, not {precision}.")
+            check_given(source.path)
             return source.path
         # fp16 is a DirectML build, fp32 a CPU build; int4 is built for the device it runs on.
         target = target or {"fp16": "dml", "fp32": "cpu"}.get(precision, device or "cpu")
@@ -165,12 +182,16 @@ class OnnxRuntimeGenAIBackend(Backend):
         final = artifact_dir(self.name, source.name, source.fingerprint(), precision, options)
 
         def build(tmp: Path) -> None:
+            if not skip_preflight:
+                preflight(source.path, precision, f"Building {source.name} for ONNX Runtime "
+                          f"GenAI {precision}")
             with tempfile.TemporaryDirectory() as scratch:  # the builder's temporary files
                 cmd = builder_command(source.path, tmp, precision, options, Path(scratch))
                 print(f"Building {source.name} for ONNX Runtime GenAI ({precision}, "
                       f"{options['target']}):\n  {' '.join(cmd)}", file=sys.stderr, flush=True)
                 run_tool(cmd, "The ONNX Runtime GenAI model builder", tmp)
             check_model_folder(tmp)
+            smoke_test(tmp)
             shown = builder_command(source.path, "<output>", precision, options)
             write_manifest(tmp, route=self.name, source=source, precision=precision,
                            options=options, command=shown, packages=(GENAI_PACKAGE,))

@@ -13,9 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-from ..cache import artifact_dir, build_once, cache_dir, read_manifest, write_manifest
+from ..cache import artifact_dir, build_once, cache_dir, check_given, read_manifest, write_manifest
 from ..chat import check_fits, prompt_ids, stop_token_ids
 from ..errors import BadInput, DeviceUnavailable, ModelNotFound
+from ..hardware import preflight
 from ..models import ModelSource
 from .base import (
     Backend,
@@ -122,15 +123,17 @@ class OpenVINOBackend(Backend):
     modules = ("openvino", "openvino_genai", "openvino_tokenizers", "optimum.intel")
     install_hint = 'python -m pip install -e ".[openvino]"'
     prepare_options = ("preset", "sym", "group_size", "ratio", "dataset", "awq",
-                       "scale_estimation", "num_samples")
+                       "scale_estimation", "num_samples", "skip_preflight")
     load_options = ("emulate_npu", "max_prompt_len", "min_response_len")
 
     def prepare(self, source: ModelSource, precision: str, device: str | None = None,
                 **options) -> Path:
+        skip_preflight = options.pop("skip_preflight", False)
         if precision == "int4" and device == "NPU" and "preset" not in options:
             options["preset"] = "npu"  # the NPU's export, unless asked otherwise
         if (source.path / "openvino_model.xml").is_file():  # already an export: use it
             made = check_export(source.path)
+            check_given(source.path)
             if made.get("precision", precision) != precision:
                 raise BadInput(f"{source.path} is a {made['precision']} export, not {precision}.")
             return source.path
@@ -138,6 +141,9 @@ class OpenVINOBackend(Backend):
         final = artifact_dir(self.name, source.name, source.fingerprint(), precision, settings)
 
         def build(tmp: Path) -> None:
+            if not skip_preflight:
+                preflight(source.path, precision, f"Exporting {source.name} to OpenVINO "
+                          f"{precision}")
             cmd = export_command(source.path, tmp, precision, settings)
             print(f"Exporting {source.name} to OpenVINO {precision} {settings or ''}:\n  "
                   f"{' '.join(cmd[:-1])} {final}", file=sys.stderr, flush=True)
