@@ -9,7 +9,7 @@ import shutil
 import sys
 import uuid
 from collections.abc import Callable
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from filelock import FileLock
@@ -109,8 +109,15 @@ def write_manifest(folder: Path, route: str, source, precision: str, options: di
     """Record in an artifact how it was made: from what, with which settings and versions."""
     made = {"route": route, "model": source.name, "fingerprint": source.fingerprint(),
             "precision": precision, "options": options, "command": command,
-            "packages": {p: version(p) for p in packages}}
+            "packages": {p: installed_version(p) for p in packages}}
     (folder / MANIFEST).write_text(json.dumps(made, indent=2), encoding="utf-8")
+
+
+def installed_version(package: str) -> str | None:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
 
 
 def read_manifest(folder: Path) -> dict:
@@ -162,6 +169,15 @@ def list_artifacts() -> list[dict]:
                       "options": made.get("options", {}),
                       "size_mb": made.get("size_mb", round(folder_size_mb(folder), 1)),
                       "path": str(folder)})
+    # Folders that the libraries fill themselves: no manifest, but they are ours to list.
+    for folder, route, what in [
+            *((f, "npu-library", "compiled models") for f in
+              sorted((cache_dir() / "npu-library").glob("*")) if f.is_dir()),
+            (cache_dir() / "openvino-compiled", "openvino", "compiled-model blobs")]:
+        if folder.is_dir():
+            found.append({"route": route, "model": folder.name, "precision": "-",
+                          "options": {"contents": what},
+                          "size_mb": round(folder_size_mb(folder), 1), "path": str(folder)})
     return found
 
 

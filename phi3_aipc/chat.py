@@ -27,10 +27,26 @@ def prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
 
 def stop_token_ids(model_dir: Path) -> list[int]:
     """The ids that end a reply, from the model's generation config (Phi-3: 32000, 32001, 32007)."""
+    import json
+
     from transformers import GenerationConfig
 
-    eos = GenerationConfig.from_pretrained(model_dir).eos_token_id
+    model_dir = Path(model_dir)
+    if (model_dir / "generation_config.json").is_file():
+        eos = GenerationConfig.from_pretrained(model_dir).eos_token_id
+    else:  # older checkpoints keep it in config.json only
+        eos = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get(
+            "eos_token_id")
     return [eos] if isinstance(eos, int) else list(eos or [])
+
+
+def check_sampling(temperature: float, top_p: float) -> None:
+    """Refuse sampling settings that cannot work."""
+    if not temperature > 0:
+        raise BadInput(f"temperature must be above 0; got {temperature}. For always the likeliest "
+                       "token use greedy decoding (--greedy).")
+    if not 0 < top_p <= 1:
+        raise BadInput(f"top_p must be in (0, 1]; got {top_p}.")
 
 
 def check_fits(prompt_tokens: int, max_new_tokens: int, context: int) -> None:

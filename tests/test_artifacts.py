@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from phi3_aipc import open_session
-from phi3_aipc.cache import MANIFEST, check_sealed, read_manifest
+from phi3_aipc.cache import check_sealed, read_manifest
 from phi3_aipc.errors import BadInput, InsufficientResources
 from phi3_aipc.hardware import weight_count
 from phi3_aipc.standin import load_chats
@@ -140,13 +140,12 @@ def test_cache_list_and_clear(stand_in, tmp_path):
                                                              ("onnxruntime-genai", "fp32")}
     assert all(e["size_mb"] > 1 for e in entries)
     text = run_cli("cache", "list", env=env).stdout
-    assert "2 prepared models" in text and " MB" in text
+    assert "2 cached folders" in text and " MB" in text
     bad = run_cli("cache", "clear", "--route", "llama", env=env)
     assert bad.returncode == 2 and "Unknown route 'llama'" in bad.stderr
     kept = run_cli("cache", "clear", "--route", "openvino", env=env)
-    assert "0 prepared models removed" in kept.stdout
+    assert "0 cached folders removed" in kept.stdout
     assert len(json.loads(run_cli("cache", "list", "--json", env=env).stdout)) == 2
     cleared = run_cli("cache", "clear", "--route", "onnxruntime-genai", env=env)
-    assert "2 prepared models removed" in cleared.stdout
+    assert "2 cached folders removed" in cleared.stdout
     assert json.loads(run_cli("cache", "list", "--json", env=env).stdout) == []
-    assert (stand_in / MANIFEST).exists()  # the test cache's stand-in is elsewhere, untouched

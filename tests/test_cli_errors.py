@@ -20,6 +20,8 @@ CASES = {
     "prompt over the context": (GEN + ["--prompt", "word " * 5000], "context window is 4096"),
     "too many new tokens": (GEN + ["--prompt", "hi", "--max-new-tokens", "5000"],
                             "Lower max_new_tokens"),
+    "zero temperature": (GEN + ["--prompt", "hi", "--temperature", "0"], "temperature must be"),
+    "top-p over 1": (GEN + ["--prompt", "hi", "--top-p", "1.5"], "top_p must be in (0, 1]"),
 }
 
 

@@ -1,5 +1,6 @@
 """`phi3-aipc doctor --json`: the documented keys and a verdict for each route."""
 import json
+import sys
 
 import pytest
 
@@ -27,7 +28,7 @@ def test_a_verdict_per_route(report):
     assert set(report["routes"]) == {"openvino", "onnxruntime-genai", "npu-library"}
     for route in report["routes"].values():
         assert route["verdict"] in VERDICTS
-        if route["verdict"] == "missing":
+        if route["verdict"] == "missing" and sys.platform != "darwin":  # macOS: no fix exists
             assert route["fix"]
 
 

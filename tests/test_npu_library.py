@@ -5,6 +5,7 @@ reference's tokens on the fixed chats, and never take the test process down with
 """
 import os
 import signal
+import sys
 
 import pytest
 
@@ -16,8 +17,9 @@ from phi3_aipc.standin import load_chats
 
 from .conftest import run_cli
 
-if os.environ.get("PHI3_AIPC_SKIP_NPU"):
-    pytest.skip("PHI3_AIPC_SKIP_NPU is set: no NPU-library environment", allow_module_level=True)
+if os.environ.get("PHI3_AIPC_SKIP_NPU") or sys.platform == "darwin":
+    pytest.skip("no NPU-library environment (PHI3_AIPC_SKIP_NPU, or macOS)",
+                allow_module_level=True)
 CHATS = load_chats()
 
 
@@ -43,7 +45,7 @@ def test_int4_int8_int4_fp16_in_one_process(reference):
             assert result.token_ids == want, precision
             assert result.text == chat["reply"] and result.finish_reason == "stop"
         session.close()
-    assert os.getpid()  # still here
+    # Reaching this line is the point: the test process survived all four models.
 
 
 def test_sessions_side_by_side_and_streaming(stand_in):

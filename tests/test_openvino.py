@@ -105,6 +105,13 @@ def test_emulated_npu_refuses_a_prompt_over_max_prompt_len(exports):
     assert "MAX_PROMPT_LEN of 32" in out.stderr and "--max-prompt-len" in out.stderr
 
 
+def test_asym_from_the_cli_reaches_the_export(exports):
+    out = run_cli("generate", "--model", "stand-in", "--backend", "openvino", "--asym",
+                  "--device", "NPU", "--emulate-npu", "--prompt", "hi")
+    assert out.returncode == 2
+    assert "symmetric int4 export, and this one is asymmetric" in out.stderr
+
+
 def test_emulated_npu_refuses_an_asymmetric_int4_export(stand_in):
     with pytest.raises(BadInput, match="--preset npu"):
         open_session("openvino", "int4", "NPU", model="stand-in",

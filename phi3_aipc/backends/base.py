@@ -10,6 +10,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -134,20 +135,32 @@ def run_tool(cmd: list[str], what: str, output: Path) -> None:
     output on to our stderr (a notebook shows it; stdout stays clean for --json). On failure,
     raise with the exception line it printed: `what` failed: <reason>."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}  # tracer warnings scare more than inform
-    exe = Path(sys.executable).with_name(cmd[0])  # a console script of this environment
-    program = str(exe) if exe.exists() else sys.executable if cmd[0] == "python" else cmd[0]
-    proc = subprocess.Popen([program, *cmd[1:]],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    if cmd[0] == "python":
+        program = sys.executable
+    else:  # a console script of this environment (optimum-cli, or optimum-cli.exe)
+        program = shutil.which(cmd[0], path=str(Path(sys.executable).parent)) or cmd[0]
+    try:
+        proc = subprocess.Popen([program, *cmd[1:]],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    except OSError as err:
+        raise Phi3AipcError(f"{what} could not start {cmd[0]}: {err}. Is the route installed "
+                            "in this environment?") from None
     tail: deque[str] = deque(maxlen=40)
     pending = ""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    for chunk in iter(lambda: proc.stdout.read1(4096), b""):
-        text = decoder.decode(chunk)
-        sys.stderr.write(text)
-        sys.stderr.flush()
-        *lines, pending = (pending + text).split("\n")  # whole lines only
-        tail.extend(line for line in lines if line.strip())
-    tail.append(pending)
+    try:
+        for chunk in iter(lambda: proc.stdout.read1(4096), b""):
+            text = decoder.decode(chunk)
+            sys.stderr.write(text)
+            sys.stderr.flush()
+            *lines, pending = (pending + text).split("\n")  # whole lines only
+            tail.extend(line for line in lines if line.strip())
+    except BaseException:  # interrupted: the converter must not go on writing on its own
+        proc.kill()
+        proc.wait()
+        raise
+    if pending.strip():
+        tail.append(pending)
     if proc.wait() != 0:
         errors = [line for line in tail if re.match(r"[\w.]*(Error|Exception)\b.*:", line)]
         reason = (errors or list(tail) or [f"exit code {proc.returncode}"])[-1].strip()

@@ -63,13 +63,15 @@ class NPULibrarySession(Session):
     def __init__(self, artifact: Path, precision: str, model: str) -> None:
         python = npu_library_python()
         env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1",  # its cache is pickled
+               "PYTHONIOENCODING": "utf-8",
                "PYTHONWARNINGS": "ignore::DeprecationWarning,"
                                  "ignore:pkg_resources is deprecated:UserWarning"}
         self.proc = subprocess.Popen(
             [python, "-m", "phi3_aipc.backends.npu_worker", "--model", str(artifact),
              "--precision", precision, "--name", model],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            cwd=worker_folder(artifact), env=env, text=True, encoding="utf-8")
+            cwd=worker_folder(artifact), env=env, text=True, encoding="utf-8",
+            errors="replace")
         self._finalizer = weakref.finalize(self, stop_worker, self.proc)
         self.stderr_tail: deque[str] = deque(maxlen=20)
         # The thread must not hold `self`, or the session could never be collected (and its
@@ -112,14 +114,22 @@ class NPULibrarySession(Session):
             self.proc.stdin.flush()
         except BrokenPipeError:
             raise self._died() from None
-        while True:
-            event = self._next_event()
-            if event["event"] == "text" and streamer:
-                streamer(event["text"])
-            elif event["event"] == "done":
-                result = event["result"]
-                result["metrics"] = Metrics(**result["metrics"])
-                return GenerationResult(**result)
+        try:
+            while True:
+                event = self._next_event()
+                if event["event"] == "text" and streamer:
+                    streamer(event["text"])
+                elif event["event"] == "done":
+                    result = event["result"]
+                    result["metrics"] = Metrics(**result["metrics"])
+                    return GenerationResult(**result)
+        except BadInput:
+            raise  # the worker answered and is ready for the next request
+        except BaseException:
+            # Interrupted mid-reply: the rest of it would be read as the next reply's, so the
+            # worker goes, and this session with it.
+            self.close()
+            raise
 
     def close(self) -> None:
         """End the worker (also done when the session is garbage-collected)."""

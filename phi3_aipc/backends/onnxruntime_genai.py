@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from ..cache import artifact_dir, build_once, check_given, read_manifest, write_manifest
-from ..chat import check_fits
+from ..chat import check_fits, check_sampling
 from ..errors import BadInput, DeviceUnavailable, ModelNotFound
 from ..hardware import preflight
 from ..models import ModelSource
@@ -194,7 +194,8 @@ class OnnxRuntimeGenAIBackend(Backend):
             smoke_test(tmp)
             shown = builder_command(source.path, "<output>", precision, options)
             write_manifest(tmp, route=self.name, source=source, precision=precision,
-                           options=options, command=shown, packages=(GENAI_PACKAGE,))
+                           options=options, command=shown,
+                           packages=("onnxruntime-genai", "onnxruntime-genai-directml"))
 
         return build_once(final, build)
 
@@ -254,6 +255,7 @@ class OnnxRuntimeGenAISession(Session):
         params = og.GeneratorParams(self.og_model)
         search = dict(max_length=len(prompt) + max_new_tokens, do_sample=not greedy)
         if not greedy:
+            check_sampling(temperature, top_p)
             search.update(temperature=temperature, top_p=top_p, top_k=0)
             if seed is not None:
                 search["random_seed"] = seed

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from ..cache import artifact_dir, build_once, cache_dir, check_given, read_manifest, write_manifest
-from ..chat import check_fits, prompt_ids, stop_token_ids
+from ..chat import check_fits, check_sampling, prompt_ids, stop_token_ids
 from ..errors import BadInput, DeviceUnavailable, ModelNotFound
 from ..hardware import preflight
 from ..models import ModelSource
@@ -156,6 +156,13 @@ class OpenVINOBackend(Backend):
 
         return build_once(final, build)
 
+    def check(self, precision: str | None, device: str | None) -> tuple[str, str]:
+        """Also take a numbered GPU as OpenVINO lists it (GPU.0, GPU.1 with two GPUs)."""
+        if device and device.upper().startswith("GPU."):
+            precision, _ = super().check(precision, "GPU")
+            return precision, device.upper()
+        return super().check(precision, device)
+
     def check_load(self, device: str, **load_options) -> None:
         check_device(device, **load_options)
 
@@ -189,8 +196,8 @@ def check_device(device: str, emulate_npu: bool = False, max_prompt_len: int | N
         raise BadInput("max_prompt_len and min_response_len are NPU settings; use them with "
                        "device NPU.")
     found = available_devices()
-    if device in ("GPU", "NPU") and device not in {d.split(".")[0] for d in found} \
-            and not emulate_npu:
+    if device.startswith(("GPU", "NPU")) and device not in found \
+            and device not in {d.split(".")[0] for d in found} and not emulate_npu:
         hint = (" For a PC without an NPU, emulate_npu (--emulate-npu) runs OpenVINO's NPU "
                 "pipeline on the CPU, for learning (its timings are CPU timings)."
                 if device == "NPU" else " Install Intel's GPU driver if this PC has an Intel GPU.")
@@ -203,7 +210,7 @@ def pipeline_config(device: str, emulate_npu: bool, made: dict, max_prompt_len: 
     check_device(device, emulate_npu, max_prompt_len, min_response_len)
     config: dict = {}
     note = ""
-    if device in ("GPU", "NPU"):
+    if device.startswith(("GPU", "NPU")):
         config["CACHE_DIR"] = str(cache_dir() / "openvino-compiled")
     if device == "NPU":
         options = made.get("options", {})
@@ -262,6 +269,7 @@ class OpenVINOSession(Session):
         config.ignore_eos = ignore_eos
         config.do_sample = not greedy
         if not greedy:
+            check_sampling(temperature, top_p)
             config.temperature, config.top_p = temperature, top_p
             config.rng_seed = seed if seed is not None else int.from_bytes(os.urandom(4), "little")
         detok = self.pipe.get_tokenizer()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..chat import check_fits, prompt_ids, stop_token_ids
+from ..chat import check_fits, check_sampling, prompt_ids, stop_token_ids
 from ..errors import DeviceUnavailable
 from ..models import ModelSource
 from .base import Backend, GenerationResult, Session, Streamer, TokenStream
@@ -79,7 +79,9 @@ class TransformersSession(Session):
         prompt = prompt_ids(self.tokenizer, messages)
         check_fits(len(prompt), max_new_tokens, self.context)
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        warpers = [TemperatureLogitsWarper(temperature), TopPLogitsWarper(top_p)]
+        if not greedy:
+            check_sampling(temperature, top_p)
+            warpers = [TemperatureLogitsWarper(temperature), TopPLogitsWarper(top_p)]
         stream = TokenStream(lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True),
                              self.stops, ignore_eos, streamer)
         with torch.inference_mode():
