@@ -172,7 +172,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def metrics_line(result) -> str:
     m = result.metrics
-    return (f"{result.summary()} | load {m.load_s:.1f} s | peak RSS {m.peak_rss_mb:.0f} MB")
+    return (f"{result.summary()} | load {m.load_s:.1f} s | "
+            f"process peak RSS {m.peak_rss_mb:.0f} MB")
 
 
 def cmd_cache_list(args: argparse.Namespace) -> int:

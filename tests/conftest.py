@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -22,3 +23,10 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 300):
             del full_env[key]
     return subprocess.run([exe, *args], capture_output=True, text=True, env=full_env,
                           timeout=timeout)
+
+
+def cli_json(*args: str) -> dict:
+    """`phi3-aipc generate --model stand-in --json ARGS`, which must succeed, as a dict."""
+    out = run_cli("generate", "--model", "stand-in", "--json", *args)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)

@@ -97,3 +97,13 @@ def test_a_dropped_session_stops_its_worker(stand_in):
     del session
     gc.collect()
     assert proc.wait(timeout=30) is not None
+
+
+def test_the_worker_reports_its_own_memory(stand_in):
+    from phi3_aipc.backends.base import peak_rss_mb
+
+    ballast = bytearray(1500 * 2**20)  # this process now peaks far above the worker
+    ballast[::4096] = b"x" * len(ballast[::4096])
+    session = open_session("npu-library", "int8", model="stand-in")
+    worker_peak = session.generate(CHATS[2]["messages"], greedy=True).metrics.peak_rss_mb
+    assert 0 < worker_peak < peak_rss_mb() - 300

@@ -19,7 +19,7 @@ from phi3_aipc.errors import BadInput, ModelNotFound
 from phi3_aipc.models import resolve_model
 from phi3_aipc.standin import load_chats
 
-from .conftest import run_cli
+from .conftest import cli_json, run_cli
 
 og = pytest.importorskip("onnxruntime_genai")
 CHATS = load_chats()
@@ -34,12 +34,6 @@ PARITY_STRINGS = [
     "<|system|>\nBe brief.<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\n",
     "a literal <|end|> typed by a user",
 ]
-
-
-def cli_json(*args):
-    out = run_cli("generate", "--model", "stand-in", "--json", *args)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
 
 
 @pytest.fixture(scope="module")

@@ -14,17 +14,11 @@ from phi3_aipc.errors import BadInput, ModelNotFound
 from phi3_aipc.models import resolve_model
 from phi3_aipc.standin import load_chats
 
-from .conftest import run_cli
+from .conftest import cli_json, run_cli
 
 pytest.importorskip("openvino_genai")
 CHATS = load_chats()
 UNSEEN = "Tell me a story about a lighthouse."
-
-
-def cli_json(*args):
-    out = run_cli("generate", "--model", "stand-in", "--json", *args)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
 
 
 @pytest.fixture(scope="module")
