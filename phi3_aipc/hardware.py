@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from .cache import cache_dir
-from .envs import npu_library_python
+from .envs import IS_WINDOWS, npu_library_python
 
 # The packages each route needs, as pip names them.
 PACKAGES = [
@@ -22,7 +22,6 @@ PACKAGES = [
     "intel-npu-acceleration-library",
 ]
 VERDICTS = ("ready", "cpu-only", "missing")
-IS_WINDOWS = sys.platform == "win32"
 
 
 def cpu_model() -> str:

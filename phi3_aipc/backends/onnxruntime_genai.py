@@ -18,12 +18,12 @@ from pathlib import Path
 
 from ..cache import artifact_dir, build_once, check_given, read_manifest, write_manifest
 from ..chat import check_fits, check_sampling
+from ..envs import IS_WINDOWS
 from ..errors import BadInput, DeviceUnavailable, ModelNotFound
 from ..hardware import preflight
 from ..models import ModelSource
 from .base import Backend, GenerationResult, Session, Streamer, TokenStream, run_tool
 
-IS_WINDOWS = sys.platform == "win32"
 # Which builds each precision gets: fp16 is a GPU format, fp32 the CPU reference.
 TARGETS = {"int4": ("dml", "cpu"), "fp16": ("dml",), "fp32": ("cpu",)}
 DEFAULT_BLOCK_SIZE = 32
