@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ModelNotFound
-from .standin import BANNER_NOTE, ensure_stand_in
+from .standin import BANNER_NOTE, BENCH_LAYERS, ensure_bench_stand_in, ensure_stand_in
 
 DEFAULT_MODEL = "microsoft/Phi-3-mini-4k-instruct"
 STAND_IN = "stand-in"
+BENCH_STAND_IN = "bench-stand-in"  # "bench-stand-in:8" for 8 layers
 MODEL_ENV = "PHI3_AIPC_MODEL"
 # Only what a Phi-3 checkpoint needs: weights, configs, tokenizer.
 HUB_FILES = ["*.json", "*.safetensors", "tokenizer.model", "*.jinja", "*.txt"]
@@ -24,7 +25,7 @@ class ModelSource:
 
     name: str
     path: Path
-    kind: str  # "hub", "local" or "stand-in"
+    kind: str  # "hub", "local", "stand-in" or "bench-stand-in"
 
     @property
     def is_stand_in(self) -> bool:
@@ -32,7 +33,7 @@ class ModelSource:
 
     def fingerprint(self) -> str:
         """What identifies these weights: the recipe, the hub commit, or the files' stamps."""
-        if self.kind in ("stand-in", "hub"):
+        if self.kind in (STAND_IN, BENCH_STAND_IN, "hub"):
             return f"{self.name}@{self.path.name}"  # recipe digest / snapshot commit
         return f"{self.path.name}@{folder_fingerprint(self.path)}"
 
@@ -55,7 +56,8 @@ def default_model() -> str:
 def resolve_model(model: str | None = None, progress: bool = True) -> ModelSource:
     """Turn a model name into a local folder, downloading or building it if needed.
 
-    `model` is a hub id, a local folder or "stand-in"; None means the default. Only the default
+    `model` is a hub id, a local folder, "stand-in", or "bench-stand-in[:LAYERS]" (Phi-3-mini's
+    layer shapes with random weights, for benchmarks); None means the default. Only the default
     (no argument, no `PHI3_AIPC_MODEL`) falls back to the stand-in when the hub can't be reached,
     with a banner that says so; a model asked for by name that can't be had is an error.
     """
@@ -63,6 +65,9 @@ def resolve_model(model: str | None = None, progress: bool = True) -> ModelSourc
     name = model or default_model()
     if name == STAND_IN:
         return ModelSource(STAND_IN, ensure_stand_in(progress), STAND_IN)
+    if name.split(":")[0] == BENCH_STAND_IN:
+        layers = bench_layers(name)
+        return ModelSource(name, ensure_bench_stand_in(layers, progress), BENCH_STAND_IN)
     folder = Path(name).expanduser()
     if folder.is_dir():
         check_phi3_folder(folder)
@@ -77,6 +82,17 @@ def resolve_model(model: str | None = None, progress: bool = True) -> ModelSourc
             raise
         print_stand_in_banner(str(err))
         return ModelSource(STAND_IN, ensure_stand_in(progress), STAND_IN)
+
+
+def bench_layers(name: str) -> int:
+    """The layer count in "bench-stand-in[:LAYERS]"."""
+    _, _, layers = name.partition(":")
+    if not layers:
+        return BENCH_LAYERS
+    if not layers.isdigit() or not 1 <= int(layers) <= 32:
+        raise ModelNotFound(f"{name!r}: give the bench stand-in's layer count as 1-32, e.g. "
+                            f"'{BENCH_STAND_IN}:8' (default {BENCH_LAYERS}).")
+    return int(layers)
 
 
 def looks_like_path(name: str) -> bool:

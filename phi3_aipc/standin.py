@@ -43,6 +43,19 @@ END_TOKEN_ID = 32007
 TRAINING = dict(seed=0, steps=100, lr=3e-3, threads=2)
 RECIPE_VERSION = 1
 
+# The bench stand-in: Phi-3-mini's real layer shapes with fewer layers and random weights, so
+# that every kernel runs at its real size on a small machine. Its replies are noise.
+BENCH_CONFIG = dict(
+    MODEL_CONFIG,
+    hidden_size=3072,
+    intermediate_size=8192,
+    num_attention_heads=32,
+    num_key_value_heads=32,
+    torch_dtype="bfloat16",  # as Phi-3-mini's checkpoint is stored
+)
+BENCH_LAYERS = 4  # default; Phi-3-mini has 32
+PHI3_MINI_LAYERS = 32
+
 BANNER_NOTE = (
     "This is the phi3-aipc offline stand-in, not Phi-3: a 2-layer model whose replies are canned "
     "sentences memorized from data/standin_chats.json."
@@ -71,6 +84,47 @@ def stand_in_path() -> Path:
 def ensure_stand_in(progress: bool = True) -> Path:
     """Return the stand-in's folder, building it (about half a minute on 2 cores) if needed."""
     return build_once(stand_in_path(), lambda tmp: build(tmp, progress=progress))
+
+
+def bench_stand_in_path(layers: int = BENCH_LAYERS) -> Path:
+    digest = hashlib.sha256(json.dumps([BENCH_CONFIG, layers, TRAINING["seed"], RECIPE_VERSION],
+                                       sort_keys=True).encode()).hexdigest()[:16]
+    return cache_dir() / "stand-in" / f"bench-{layers}-layers-{digest}"
+
+
+def ensure_bench_stand_in(layers: int = BENCH_LAYERS, progress: bool = True) -> Path:
+    """Return the bench stand-in's folder (Phi-3-mini's shapes, `layers` layers, random weights),
+    building it if needed: about 1.3 GB on disk at 4 layers (bf16), 10-30 seconds."""
+    return build_once(bench_stand_in_path(layers),
+                      lambda tmp: build_bench(tmp, layers, progress=progress))
+
+
+def build_bench(out: Path, layers: int, progress: bool = True) -> None:
+    """Save a randomly initialized Phi-3-mini-shaped model with `layers` layers into `out`."""
+    import torch
+    from transformers import GenerationConfig, Phi3Config, Phi3ForCausalLM
+
+    if progress:
+        print(f"Building the bench stand-in: Phi-3-mini's layer shapes, {layers} of its "
+              f"{PHI3_MINI_LAYERS} layers, random weights...", flush=True)
+    torch.manual_seed(TRAINING["seed"])
+    config = Phi3Config(**{**BENCH_CONFIG, "num_hidden_layers": layers})
+    model = Phi3ForCausalLM(config).to(torch.bfloat16).eval()
+    model.generation_config = GenerationConfig(
+        bos_token_id=1, eos_token_id=EOS_TOKEN_IDS, pad_token_id=32000, do_sample=False)
+    model.save_pretrained(out, safe_serialization=True)
+    for f in TOKENIZER_DIR.iterdir():
+        shutil.copy(f, out / f.name)
+    (out / "README.md").write_text(
+        f"# phi3-aipc bench stand-in ({layers} layers)\n\nPhi-3-mini's layer shapes with random "
+        "weights, for timing only: its replies are noise.\n", encoding="utf-8")
+    made = {"route": "stand-in", "model": bench_name(layers), "precision": "bf16",
+            "options": {"layers": layers, "seed": TRAINING["seed"]}}
+    (out / MANIFEST).write_text(json.dumps(made, indent=2), encoding="utf-8")
+
+
+def bench_name(layers: int) -> str:
+    return "bench-stand-in" if layers == BENCH_LAYERS else f"bench-stand-in:{layers}"
 
 
 def training_batch(tokenizer) -> tuple[list[list[int]], list[list[int]]]:
