@@ -10,6 +10,7 @@ import sys
 
 from .backends import REGISTRY, get_backend, installed_backends, open_session, prepare_artifact
 from .backends.base import PRECISIONS
+from .bench import LENGTHS as BENCH_LENGTHS
 from .cache import cache_dir, clear_artifacts, list_artifacts
 from .chat import build_messages
 from .errors import BadInput, Phi3AipcError
@@ -19,7 +20,7 @@ from .standin import load_chats
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.func in (cmd_generate, cmd_demo, cmd_prepare):
+    if args.func in (cmd_generate, cmd_demo, cmd_prepare, cmd_bench):
         from transformers.utils import logging
 
         logging.set_verbosity_error()  # our own messages say what matters, once
@@ -114,6 +115,27 @@ def parser() -> argparse.ArgumentParser:
                              f"({', '.join(['stand-in', *REGISTRY])})")
     cache_clear.set_defaults(func=cmd_cache_clear)
 
+    bench = sub.add_parser("bench", help="measure every route this PC can run: load time, "
+                           "time to first token, tokens/s, memory")
+    bench.add_argument("--model", metavar="M", help="as for generate; 'bench-stand-in[:LAYERS]' "
+                       "has Phi-3-mini's layer shapes with random weights (default 4 layers)")
+    bench.add_argument("--backend", action="append", metavar="B",
+                       help="only this route (repeat for more; default: every installed route)")
+    bench.add_argument("--precision", action="append", metavar="P",
+                       help="only this precision (repeatable; default: every one)")
+    bench.add_argument("--device", action="append", metavar="D", help="only this device "
+                       "(repeatable; 'emulated' for the emulated NPU; default: every one)")
+    bench.add_argument("--reps", type=int, default=3, metavar="N",
+                       help="timed runs per prompt length, each on a different prompt, after "
+                       "one warm-up (default 3)")
+    bench.add_argument("--new-tokens", type=int, default=64, metavar="N",
+                       help="tokens generated per run, end-of-sequence ignored (default 64)")
+    bench.add_argument("--lengths", default=",".join(map(str, BENCH_LENGTHS)), metavar="L,L",
+                       help="prompt lengths in tokens (default %(default)s)")
+    bench.add_argument("--json", metavar="FILE", help="write the full report as JSON")
+    bench.add_argument("--csv", metavar="FILE", help="write one row per route and length")
+    bench.set_defaults(func=cmd_bench)
+
     demo = sub.add_parser("demo", help="run every installed route once on the default model")
     demo.add_argument("--model", metavar="M", help="as for generate")
     demo.add_argument("--max-new-tokens", type=int, default=64, metavar="N")
@@ -201,6 +223,23 @@ def cmd_cache_clear(args: argparse.Namespace) -> int:
         print(f"removed {path}")
     print(f"{len(removed)} cached folders removed"
           + (f" (route {args.route})" if args.route else ""))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from . import bench
+
+    try:
+        lengths = tuple(int(n) for n in args.lengths.split(","))
+    except ValueError:
+        raise BadInput(f"--lengths takes token counts separated by commas, e.g. 32,256; got "
+                       f"{args.lengths!r}.") from None
+    configs = bench.available_configs(args.backend, args.precision, args.device,
+                                      max_prompt_len=max(lengths))
+    report = bench.run(configs, args.model, reps=args.reps, new_tokens=args.new_tokens,
+                       lengths=lengths)
+    bench.write(report, args.json, args.csv)
+    print(bench.summary(report))
     return 0
 
 

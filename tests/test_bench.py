@@ -1,0 +1,135 @@
+"""`phi3-aipc bench`: every field, for the routes at their fast precisions, on the stand-in."""
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from transformers import AutoTokenizer
+
+from phi3_aipc import bench
+from phi3_aipc.standin import TOKENIZER_DIR
+
+from .conftest import run_cli
+
+
+def test_prompts_are_distinct_and_have_their_stored_token_counts():
+    tokenizer = AutoTokenizer.from_pretrained(TOKENIZER_DIR)
+    prompts = bench.load_prompts()
+    assert sorted(prompts) == list(bench.LENGTHS)
+    for target, items in prompts.items():
+        texts = [p["text"] for p in items]
+        assert len(set(texts)) == len(texts) >= 4
+        for p in items:
+            ids = tokenizer.apply_chat_template([{"role": "user", "content": p["text"]}],
+                                                add_generation_prompt=True)
+            assert len(ids) == p["tokens"]
+            assert target <= p["tokens"] <= target + 2
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory, stand_in):
+    folder = tmp_path_factory.mktemp("bench")
+    out = run_cli("bench", "--model", "stand-in", "--precision", "int4", "--precision", "fp32",
+                  "--device", "cpu", "--new-tokens", "8", "--json", str(folder / "b.json"),
+                  "--csv", str(folder / "b.csv"), timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    with open(folder / "b.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    return json.loads((folder / "b.json").read_text()), table, out.stdout
+
+
+def test_bench_measures_each_route_at_its_fast_precision(report):
+    data, _, _ = report
+    by_config = {r["config"]: r for r in data["results"]}
+    for config in ("transformers fp32 cpu", "openvino int4 CPU", "onnxruntime-genai int4 cpu"):
+        r = by_config[config]
+        assert "error" not in r, r
+        assert r["artifact_mb"] > 0 and r["peak_rss_mb"] > 0
+        assert 0 < r["weights_read_mb"] <= r["artifact_mb"]
+        assert r["load_cold_s"] > 0 and r["load_warm_s"] > 0
+        assert sorted(map(int, r["lengths"])) == list(bench.LENGTHS)
+        for n, row in r["lengths"].items():
+            assert int(n) <= row["prompt_tokens"] <= int(n) + 2
+            for key in ("ttft_ms", "tpot_ms"):
+                s = row[key]
+                assert len(s["runs"]) == data["settings"]["reps"] == 3
+                assert 0 < s["min"] <= s["median"] <= s["max"]
+        d = r["decode"]
+        assert d["tokens_per_s"] == pytest.approx(1000 / d["tpot_ms"], rel=0.01)
+        assert d["efficiency"] > 0
+    # int4 reads a fraction of the fp32 reference's bytes per token
+    assert (by_config["openvino int4 CPU"]["weights_read_mb"]
+            < by_config["transformers fp32 cpu"]["weights_read_mb"] / 2)
+    assert data["fastest"]["config"] in by_config
+
+
+def test_bench_describes_the_machine(report):
+    data, _, stdout = report
+    m = data["machine"]
+    assert m["cpu"]["model"] and m["cpu"]["cores"] >= 1 and m["memory_gb"]["total"] > 0
+    assert m["packages"]["openvino"] and m["packages"]["torch"]
+    assert m["bandwidth_gb_s"] > 0 and "torch.sum" in m["bandwidth_method"]
+    assert "Fastest here:" in stdout and "GB/s" in stdout
+
+
+def test_bench_csv_has_a_row_per_route_and_length(report):
+    data, table, _ = report
+    assert len(table) == len(data["results"]) * len(bench.LENGTHS)
+    row = table[0]
+    for column in ("ttft_ms_median", "tpot_ms_median", "tokens_per_s", "efficiency",
+                   "load_cold_s", "load_warm_s", "peak_rss_mb", "artifact_mb"):
+        assert float(row[column]) > 0
+
+
+def test_emulated_npu_is_listed_labelled_and_never_ranked():
+    configs = bench.available_configs(["openvino"], ["int4"])
+    emulated = [c for c in configs if c.emulated]
+    assert [c.label for c in emulated] == ["openvino int4 NPU (emulated on CPU)"]
+    results = [
+        {"config": "real", "emulated": False, "weights_read_mb": 300,
+         "decode": {"tpot_ms": 30.0, "tokens_per_s": 33.3, "efficiency": 0.5}},
+        {"config": emulated[0].label, "emulated": True, "weights_read_mb": 300,
+         "decode": {"tpot_ms": 10.0, "tokens_per_s": 100.0, "efficiency": 0.9}},
+    ]
+    assert bench.fastest(results)["config"] == "real"
+
+
+def test_full_model_estimate_scales_by_weights_read():
+    assert bench.full_model_scale("stand-in") is None
+    four, one = bench.full_model_scale("bench-stand-in"), bench.full_model_scale(
+        "bench-stand-in:1")
+    assert 1 < four < one < 32  # the lm_head is read at every size
+    assert bench.full_model_scale("bench-stand-in:32") == pytest.approx(1.0)
+
+
+def test_bench_stand_in_has_phi3_mini_shapes_and_gets_an_estimate(tmp_path):
+    out = run_cli("bench", "--model", "bench-stand-in:1", "--backend", "transformers",
+                  "--lengths", "32", "--reps", "1", "--new-tokens", "2",
+                  "--json", str(tmp_path / "b.json"), timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    data = json.loads((tmp_path / "b.json").read_text())
+    r = data["results"][0]
+    config = json.loads((Path(r["artifact"]) / "config.json").read_text())
+    assert (config["hidden_size"], config["intermediate_size"], config["num_attention_heads"],
+            config["vocab_size"], config["num_hidden_layers"]) == (3072, 8192, 32, 32064, 1)
+    per_layer = 3072 * 3 * 3072 + 3072 * 3072 + 3 * 3072 * 8192
+    assert r["weights_read_mb"] == pytest.approx((per_layer + 3072 * 32064) * 4 / 1e6, rel=1e-3)
+    estimate = r["estimate_32_layers"]
+    assert "estimate" in estimate["note"]
+    assert estimate["tpot_ms"] == pytest.approx(
+        r["decode"]["tpot_ms"] * bench.full_model_scale("bench-stand-in:1"), rel=0.01)
+    assert "32 layers) estimate" in out.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--backend", "transformers", "--reps", "0"], "reps must be"),
+    (["--backend", "transformers", "--lengths", "99"], "No benchmark prompts of [99]"),
+    (["--backend", "transformers", "--lengths", "a,b"], "--lengths takes token counts"),
+    (["--backend", "transformers", "--backend", "nope"], "Unknown backend"),
+    (["--backend", "npu-library", "--device", "cpu"], "Nothing to measure"),
+    (["--backend", "transformers", "--model", "bench-stand-in:99"], "layer count as 1-32"),
+])
+def test_bench_bad_input(args, message):
+    out = run_cli("bench", *args)
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr and "Traceback" not in out.stderr
