@@ -11,6 +11,7 @@ import threading
 
 from .backends import GenerationResult, Session, get_backend, open_session
 from .chat import check_fits, fit_history, prompt_ids
+from .errors import BadInput
 from .models import ModelSource, resolve_model
 
 DEFAULT_SYSTEM = "You are a helpful AI assistant."
@@ -77,6 +78,9 @@ class ChatWidget:
         names = list(routes or [route])
         for name in names:
             get_backend(name)  # an unknown route is refused here, not on the first message
+        if route not in names:
+            raise BadInput(f"The chat starts on route {route!r}, which is not among its routes "
+                           f"{', '.join(names)}.")
         self.model, self.max_new_tokens, self.greedy = model, max_new_tokens, greedy
         self.context = context
         self.source: ModelSource | None = None

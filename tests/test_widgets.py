@@ -192,6 +192,8 @@ def test_unknown_route_is_refused_at_once():
 
     with pytest.raises(BadInput, match="Unknown backend"):
         ChatWidget(route="directml")
+    with pytest.raises(BadInput, match="not among its routes transformers"):
+        ChatWidget(route="openvino", routes=["transformers"])
 
 
 ROUTES = [("transformers", "fp32", None), ("openvino", "int4", None),
