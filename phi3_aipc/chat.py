@@ -60,3 +60,20 @@ def check_fits(prompt_tokens: int, max_new_tokens: int, context: int) -> None:
         raise BadInput(f"{prompt_tokens} prompt tokens + {max_new_tokens} new tokens exceed the "
                        f"context window of {context}. Lower max_new_tokens to at most "
                        f"{context - prompt_tokens}.")
+
+
+def fit_history(tokenizer, prompt: str, system: str | None, history: list[dict],
+                budget: int) -> tuple[list[dict], int]:
+    """The chat to send, with the oldest turns of `history` dropped until its prompt (counted
+    with the tokenizer's chat template) is at most `budget` tokens; and how many turns went.
+
+    A turn is a user message and the reply to it. If even the new prompt alone is over budget,
+    it is returned without history (the route then refuses it with a clear message).
+    """
+    turns = [history[i:i + 2] for i in range(0, len(history), 2)]
+    for dropped in range(len(turns) + 1):
+        earlier = [m for turn in turns[dropped:] for m in turn]
+        messages = build_messages(prompt, system, earlier)
+        if len(prompt_ids(tokenizer, messages)) <= budget:
+            break
+    return messages, dropped

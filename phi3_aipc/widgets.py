@@ -1,5 +1,26 @@
-"""Notebook widgets: a device picker (the chat widget joins it later)."""
+"""Notebook widgets: a device picker, and a chat with Phi-3 on any route.
+
+The chat generates on a thread of its own, so the kernel stays free to take the Stop button's
+click while tokens stream in; Stop makes the streamer return True, which every route takes as
+"end the reply here" (finish_reason "stopped").
+"""
 from __future__ import annotations
+
+import html
+import threading
+
+from .backends import GenerationResult, Session, get_backend, open_session
+from .chat import check_fits, fit_history, prompt_ids
+from .errors import BadInput
+from .models import ModelSource, resolve_model
+
+DEFAULT_SYSTEM = "You are a helpful AI assistant."
+STYLE = """<style>
+.chat-user, .chat-reply { white-space: pre-wrap; }
+.chat-reply { padding-left: 1em; border-left: 3px solid #8ab4f8; }
+.chat-stats, .chat-note { font-size: 85%; color: #666; }
+.chat-note { font-style: italic; }
+</style>"""
 
 
 def device_picker(devices: list[str], value: str | None = None, description: str = "Device"):
@@ -12,3 +33,229 @@ def device_picker(devices: list[str], value: str | None = None, description: str
     options = list(dict.fromkeys(devices))  # keep order, drop duplicates
     return widgets.Dropdown(options=options, value=value if value in options else options[0],
                             description=description)
+
+
+def route_devices(route: str) -> tuple[list[str], str]:
+    """The devices `route` can use on this PC, and the one to start with."""
+    backend = get_backend(route)
+    if route == "openvino" and backend.is_installed():
+        from .backends.openvino import available_devices
+
+        return available_devices() + ["AUTO"], "CPU"
+    if route == "onnxruntime-genai" and backend.is_installed():
+        from .backends.onnxruntime_genai import dml_available
+
+        return (["dml", "cpu"], "dml") if dml_available()[0] else (["cpu"], "cpu")
+    return list(backend.devices), backend.default_device
+
+
+def stats_line(result: GenerationResult) -> str:
+    """What goes under a reply: time to first token, speed, length, and where it ran."""
+    m = result.metrics
+    ttft = "n/a" if m.ttft_ms is None else f"{m.ttft_ms:.0f} ms"
+    speed = "n/a" if m.tokens_per_s is None else f"{m.tokens_per_s:.1f} tokens/s"
+    return (f"TTFT {ttft} · {speed} · {len(result.token_ids)} tokens ({result.finish_reason}) · "
+            f"{result.backend} {result.precision} on {result.device}")
+
+
+class ChatWidget:
+    """A multi-turn chat on one of `routes`, with route, device and precision pickers.
+
+    The history is kept within the model's context window: when the next prompt would not fit
+    (leaving room for `max_new_tokens`), the oldest turns are dropped and a note says so.
+    `context` overrides the model's window. The model is loaded on the first message and again
+    whenever a picker changes. `send(text)` does what the Send button does; `wait()` blocks until
+    the reply is complete and returns its GenerationResult.
+    """
+
+    def __init__(self, route: str = "openvino", routes: list[str] | None = None,
+                 model: str | ModelSource | None = None, precision: str | None = None,
+                 device: str | None = None, system: str = DEFAULT_SYSTEM,
+                 max_new_tokens: int = 256, greedy: bool = True,
+                 context: int | None = None) -> None:
+        import ipywidgets as widgets
+
+        names = list(routes or [route])
+        for name in names:
+            get_backend(name)  # an unknown route is refused here, not on the first message
+        if route not in names:
+            raise BadInput(f"The chat starts on route {route!r}, which is not among its routes "
+                           f"{', '.join(names)}.")
+        self.model, self.max_new_tokens, self.greedy = model, max_new_tokens, greedy
+        self.context = context
+        self.source: ModelSource | None = None
+        self.session: Session | None = None
+        self.tokenizer = None
+        self.history: list[dict] = []
+        self.result: GenerationResult | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+        self.route = widgets.Dropdown(options=names, value=route, description="Route")
+        if len(names) == 1:
+            self.route.layout.display = "none"
+        self.device = widgets.Dropdown(description="Device")
+        self.precision = widgets.Dropdown(description="Precision")
+        self._fill_pickers(precision, device)
+        self.system = widgets.Textarea(value=system, description="System",
+                                       placeholder="Optional: how the assistant should behave",
+                                       layout=widgets.Layout(width="95%"))
+        self.input = widgets.Text(description="You", placeholder="Type a message, press Send",
+                                  layout=widgets.Layout(width="70%"))
+        self.send_button = widgets.Button(description="Send", button_style="primary")
+        self.stop_button = widgets.Button(description="Stop", button_style="warning",
+                                          disabled=True)
+        self.clear_button = widgets.Button(description="New chat")
+        self.transcript = widgets.VBox()
+        self.status = widgets.HTML("Ready. The model loads with the first message.")
+        for w, name in [(self.route, "chat-route"), (self.device, "chat-device"),
+                        (self.precision, "chat-precision"), (self.system, "chat-system"),
+                        (self.input, "chat-input"), (self.send_button, "chat-send"),
+                        (self.stop_button, "chat-stop"), (self.clear_button, "chat-clear"),
+                        (self.transcript, "chat-transcript"), (self.status, "chat-status")]:
+            w.add_class(name)
+
+        self.route.observe(lambda _: self._fill_pickers(), "value")
+        self.device.observe(lambda _: self._drop_session(), "value")
+        self.precision.observe(lambda _: self._drop_session(), "value")
+        self.send_button.on_click(lambda _: self.send())
+        self.stop_button.on_click(lambda _: self.stop())
+        self.clear_button.on_click(lambda _: self.clear())
+        self.box = widgets.VBox([
+            widgets.HTML(STYLE), widgets.HBox([self.route, self.device, self.precision]),
+            self.system, self.transcript,
+            widgets.HBox([self.input, self.send_button, self.stop_button, self.clear_button]),
+            self.status])
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.box._repr_mimebundle_(**kwargs)
+
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def send(self, text: str | None = None) -> None:
+        """Send `text` (default: what is typed in the box); the reply streams in the background."""
+        text = self.input.value if text is None else text
+        if self.busy:
+            self.status.value = "Still answering: press Stop first."
+            return
+        if not text.strip():
+            self.status.value = "Type a message first."
+            return
+        self.input.value = ""
+        self.result = None
+        self._stop.clear()
+        self._set_busy(True)
+        self._thread = threading.Thread(target=self._reply, args=(text,), daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End the reply being generated; the text so far stays, and joins the history."""
+        if self.busy:
+            self.status.value = "Stopping ..."
+            self._stop.set()
+
+    def wait(self, timeout: float | None = None) -> GenerationResult | None:
+        """Block until the current reply is done; its result (None if it failed)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.result
+
+    def clear(self) -> None:
+        """Start a new chat: forget the history and empty the transcript."""
+        if not self.busy:
+            self.history, self.result = [], None
+            self.transcript.children = ()
+            self.status.value = "New chat."
+
+    def _fill_pickers(self, precision: str | None = None, device: str | None = None) -> None:
+        backend = get_backend(self.route.value)
+        devices, default = route_devices(self.route.value)
+        self.device.options = devices
+        self.device.value = device if device in devices else default
+        self.precision.options = list(backend.precisions)
+        self.precision.value = precision if precision in backend.precisions \
+            else backend.default_precision
+        self._drop_session()
+
+    def _drop_session(self) -> None:
+        """Forget the loaded model; the next message loads what the pickers say."""
+        if self.session is not None and hasattr(self.session, "close"):
+            self.session.close()  # the NPU library's worker process
+        self.session = None
+
+    def _set_busy(self, busy: bool) -> None:
+        for w in (self.send_button, self.clear_button, self.route, self.device, self.precision):
+            w.disabled = busy
+        self.stop_button.disabled = not busy
+
+    def _add(self, css_class: str, value: str):
+        import ipywidgets as widgets
+
+        item = widgets.HTML(value)
+        item.add_class(css_class)
+        self.transcript.children = (*self.transcript.children, item)
+        return item
+
+    def _load(self) -> Session:
+        if self.session is None:
+            route, precision, device = self.route.value, self.precision.value, self.device.value
+            self.status.value = (f"Loading {route} {precision} on {device} (the first time, "
+                                 "this prepares the model, which can take minutes) ...")
+            if self.source is None:
+                self.source = (self.model if isinstance(self.model, ModelSource)
+                               else resolve_model(self.model))
+            self.session = open_session(route, precision, device, model=self.source)
+            if self.session.device_note:
+                self._add("chat-note", html.escape(self.session.device_note))
+        if self.tokenizer is None:
+            from transformers import AutoConfig, AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(self.source.path)
+            self.context = self.context or AutoConfig.from_pretrained(
+                self.source.path).max_position_embeddings
+        return self.session
+
+    def _budget(self, session: Session) -> int:
+        """How many prompt tokens fit: the window minus room for the reply, and the NPU
+        pipeline's prompt limit where there is one."""
+        budget = self.context - self.max_new_tokens
+        limit = getattr(session, "config", {}).get("MAX_PROMPT_LEN")
+        return min(budget, limit) if limit else budget
+
+    def _reply(self, text: str) -> None:
+        try:
+            session = self._load()
+            messages, dropped = fit_history(self.tokenizer, text, self.system.value.strip(),
+                                            self.history, self._budget(session))
+            check_fits(len(prompt_ids(self.tokenizer, messages)), self.max_new_tokens,
+                       self.context)  # even the new message alone may be too long
+            if dropped:
+                del self.history[:2 * dropped]
+                self._add("chat-note", f"(The oldest {dropped} turn{'s' * (dropped > 1)} "
+                          f"of this chat no longer fit the model's {self.context}-token context "
+                          "window with room for the reply, so the model no longer sees them.)")
+            self._add("chat-user", "<b>You:</b> " + html.escape(text))
+            reply = self._add("chat-reply", "")
+            self.status.value = "Answering ... (Stop ends the reply here)"
+            streamed: list[str] = []
+
+            def streamer(piece: str) -> bool:
+                streamed.append(piece)
+                reply.value = html.escape("".join(streamed))
+                return self._stop.is_set()
+
+            result = session.generate(messages, self.max_new_tokens, greedy=self.greedy,
+                                      streamer=streamer)
+            reply.value = html.escape(result.text)
+            self._add("chat-stats", html.escape(stats_line(result)))
+            self.history += [messages[-1], {"role": "assistant", "content": result.text}]
+            self.result = result
+            self.status.value = ("Stopped: the reply so far stays in the chat."
+                                 if result.finish_reason == "stopped" else "Ready.")
+        except Exception as err:  # shown in the widget: a thread's exception would vanish
+            self.result = None
+            self.status.value = f"<b>{type(err).__name__}</b>: {html.escape(str(err))}"
+        finally:
+            self._set_busy(False)

@@ -1,7 +1,8 @@
 """Create or update the project's environment (.venv), then run a task in it.
 
     python scripts/bootstrap.py demo     # the main job: every installed route once
-    python scripts/bootstrap.py test     # the whole test suite (pytest + nbval)
+    python scripts/bootstrap.py test     # the whole test suite (pytest + nbval); on Linux
+                                         # as root, also Debian's chromium for the browser test
     python scripts/bootstrap.py setup    # only the environment
     python scripts/bootstrap.py lab      # JupyterLab on notebooks/
 
@@ -100,7 +101,7 @@ def setup_npu() -> None:
         pip(NPU_VENV, NPU_LIBRARY)
     else:
         build_npu_library()
-    pip(NPU_VENV, "-e", ".", "ipykernel", *NPU_DEPENDENCIES)
+    pip(NPU_VENV, "-e", ".", "ipykernel", "ipywidgets>=8", *NPU_DEPENDENCIES)  # 01's chat
     subprocess.run([str(python_of(NPU_VENV)), "-m", "ipykernel", "install", "--prefix",
                     str(VENV), "--name", NPU_KERNEL, "--display-name",
                     "Python (phi3-aipc NPU library)"], check=True)
@@ -144,6 +145,20 @@ def build_npu_library() -> None:
     shutil.rmtree(build, ignore_errors=True)
 
 
+def ensure_chromium() -> None:
+    """tests/test_browser.py drives Debian's chromium; install it where apt-get runs as root."""
+    if sys.platform != "linux" or shutil.which("chromium"):
+        return
+    if not shutil.which("apt-get") or os.geteuid() != 0:
+        print("No chromium, and no apt-get as root to install it: the browser test will be "
+              "skipped (install Debian's chromium to run it).", flush=True)
+        return
+    print("Installing Debian's chromium for the browser test (about a minute) ...", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "chromium"], check=True, env=env)
+
+
 def main(argv: list[str]) -> int:
     task, extra = (argv[0] if argv else "setup"), argv[1:]
     commands = {
@@ -156,6 +171,8 @@ def main(argv: list[str]) -> int:
         print(f"Unknown task {task!r}; use one of {', '.join(commands)}.", file=sys.stderr)
         return 2
     setup()
+    if task == "test":
+        ensure_chromium()
     if commands[task] is None:
         return 0
     return subprocess.run(commands[task], cwd=ROOT, env=jupyter_env()).returncode

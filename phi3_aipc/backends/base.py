@@ -24,7 +24,8 @@ from ..errors import BadInput, DeviceUnavailable, Phi3AipcError
 from ..models import ModelSource
 
 PRECISIONS = ("int4", "int8", "fp16", "fp32")
-Streamer = Callable[[str], None]
+# Gets each new piece of text; returning True asks generation to end there ("stopped").
+Streamer = Callable[[str], "bool | None"]
 
 
 @dataclass
@@ -46,7 +47,9 @@ class GenerationResult:
     model: str
     text: str
     token_ids: list[int]  # generated ids, without the stop token
-    finish_reason: str  # "stop" (a stop token) or "length" (max_new_tokens reached)
+    # "stop" (a stop token), "length" (max_new_tokens reached) or "stopped" (the streamer
+    # asked to end, e.g. a chat's Stop button)
+    finish_reason: str
     prompt_tokens: int
     metrics: Metrics = field(default_factory=Metrics)
     device_note: str = ""  # e.g. what a missing device fell back to
@@ -87,7 +90,8 @@ class TokenStream:
     """Collects generated ids one by one: times them, streams their text, spots the stop token.
 
     `decode` turns ids into text (skipping special tokens); `streamer` gets each new piece of
-    text. `push` returns True when generation should end (a stop token, unless ignore_eos).
+    text, and may return True to end generation early. `push` returns True when generation
+    should end: a stop token (unless ignore_eos), or the streamer asked to.
     """
 
     def __init__(self, decode: Callable[[list[int]], str], stops: set[int], ignore_eos: bool,
@@ -97,7 +101,8 @@ class TokenStream:
         self.clock = TokenClock()
         self.ids: list[int] = []
         self.text = ""
-        self.stopped = False
+        self.stopped = False  # a stop token ended it
+        self.cancelled = False  # the streamer ended it
 
     def push(self, token_id: int) -> bool:
         self.clock.tick()
@@ -107,14 +112,16 @@ class TokenStream:
         self.ids.append(token_id)
         text = self.decode(self.ids)
         if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
-            if self.streamer and len(text) > len(self.text):
-                self.streamer(text[len(self.text):])
+            new = text[len(self.text):]
             self.text = text
+            if self.streamer and new and self.streamer(new):
+                self.cancelled = True
+                return True
         return False
 
     @property
     def finish_reason(self) -> str:
-        return "stop" if self.stopped else "length"
+        return "stop" if self.stopped else "stopped" if self.cancelled else "length"
 
 
 def peak_rss_mb() -> float:

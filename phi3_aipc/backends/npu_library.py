@@ -114,11 +114,14 @@ class NPULibrarySession(Session):
             self.proc.stdin.flush()
         except BrokenPipeError:
             raise self._died() from None
+        stopping = False
         try:
             while True:
                 event = self._next_event()
-                if event["event"] == "text" and streamer:
-                    streamer(event["text"])
+                if event["event"] == "text" and streamer and not stopping:
+                    if streamer(event["text"]):  # the worker ends the reply at its next token
+                        stopping = True
+                        self._send_stop()
                 elif event["event"] == "done":
                     result = event["result"]
                     result["metrics"] = Metrics(**result["metrics"])
@@ -130,6 +133,13 @@ class NPULibrarySession(Session):
             # worker goes, and this session with it.
             self.close()
             raise
+
+    def _send_stop(self) -> None:
+        try:
+            self.proc.stdin.write(json.dumps({"stop": True}) + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            raise self._died() from None
 
     def close(self) -> None:
         """End the worker (also done when the session is garbage-collected)."""

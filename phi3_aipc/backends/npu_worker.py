@@ -8,6 +8,8 @@ One model per process, because the library aborts the process when a second mode
 layer shapes runs in it. The protocol is JSON lines: the worker says {"event": "ready", ...}
 once the model is compiled; each request line on stdin gets {"event": "text", "text": ...}
 lines as the reply streams, then {"event": "done", "result": {...}} or {"event": "error", ...}.
+A {"stop": true} line sent while a reply streams ends it early (finish_reason "stopped"): stdin
+is read by a thread of its own, so the line is seen while the model generates.
 Everything the library itself prints goes to stderr, so stdout stays the protocol's.
 """
 from __future__ import annotations
@@ -15,7 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import sys
+import threading
 import time
 import traceback
 
@@ -42,16 +46,30 @@ def main() -> int:
         return 1
     send(event="ready", device=session.device, load_s=session.load_s,
          note=session.device_note)
-    for line in sys.stdin:
-        request = json.loads(line)
+    requests: queue.Queue = queue.Queue()
+    stop = threading.Event()
+    threading.Thread(target=read_requests, args=(requests, stop), daemon=True).start()
+    while (request := requests.get()) is not None:
+        stop.clear()  # a stop that came after the previous reply ended is not for this one
         try:
-            result = session.generate(streamer=lambda text: send(event="text", text=text),
-                                      **request)
+            result = session.generate(
+                streamer=lambda text: send(event="text", text=text) or stop.is_set(), **request)
             send(event="done", result=result.to_dict())
         except Exception as err:
             send(event="error", type=type(err).__name__, message=str(err),
                  trace=traceback.format_exc())
     return 0
+
+
+def read_requests(requests: queue.Queue, stop: threading.Event) -> None:
+    """Queue each request line; a stop line sets `stop` at once. None in the queue: stdin closed."""
+    for line in sys.stdin:
+        message = json.loads(line)
+        if message.get("stop"):
+            stop.set()
+        else:
+            requests.put(message)
+    requests.put(None)
 
 
 def load(model: str, precision: str, name: str):
