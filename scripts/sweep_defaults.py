@@ -1,0 +1,123 @@
+"""Choose each route's CPU defaults by measurement: the fastest settings that keep every reply.
+
+For each candidate setting:
+- speed: time to first token and time per output token on the bench stand-in (Phi-3-mini's
+  layer shapes, 4 layers), 256-token prompts, 64 new tokens, one warm-up then REPS runs, each on
+  a different prompt; medians;
+- quality: the memorized stand-in with the same setting must still give all its fixed replies
+  (greedy), as the tests demand of the defaults.
+
+Export-time settings go through `phi3_aipc` (prepare with options); OpenVINO's load-time
+properties (KV-cache precision, dynamic quantization, threads) are passed to `LLMPipeline`.
+The README's benchmark section shows this script's table.
+
+    python scripts/sweep_defaults.py [--route openvino|onnxruntime-genai] [--reps 3]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+
+from phi3_aipc.backends import get_backend, prepare_artifact
+from phi3_aipc.bench import load_prompts
+from phi3_aipc.models import resolve_model
+from phi3_aipc.standin import load_chats
+
+ORT_BUILDS = [{"block_size": 32, "accuracy_level": 4}, {"block_size": 64, "accuracy_level": 4},
+              {"block_size": 128, "accuracy_level": 4}, {"block_size": 32, "accuracy_level": 1}]
+OV_EXPORTS = [{"group_size": 128}, {"group_size": 64}, {"group_size": -1}]
+OV_PROPERTIES = [{}, {"KV_CACHE_PRECISION": "f16"}, {"KV_CACHE_PRECISION": "f32"},
+                 {"DYNAMIC_QUANTIZATION_GROUP_SIZE": 0}, {"INFERENCE_NUM_THREADS": 1}]
+
+
+def prompts(reps: int) -> list[list[dict]]:
+    return [[{"role": "user", "content": p["text"]}] for p in load_prompts()[256][:reps + 1]]
+
+
+def openvino_rows(bench_model, tiny_model, reps: int) -> list[dict]:
+    import openvino_genai as ov_genai
+
+    route = get_backend("openvino")
+    rows = []
+    candidates = [(e, {}) for e in OV_EXPORTS] + [(OV_EXPORTS[0], p) for p in OV_PROPERTIES[1:]]
+    for export, properties in candidates:
+        timings = []
+        for source, kept in ((bench_model, None), (tiny_model, 0)):
+            _, folder = prepare_artifact(route, "int4", "CPU", source, dict(export))
+            pipe = ov_genai.LLMPipeline(str(folder), "CPU", **properties)
+            config = pipe.get_generation_config()
+            if kept is None:  # speed
+                config.max_new_tokens, config.ignore_eos = 64, True
+                for i, messages in enumerate(prompts(reps)):
+                    m = pipe.generate(ov_genai.ChatHistory(messages), config).perf_metrics
+                    if i:
+                        timings.append((m.get_ttft().mean, m.get_tpot().mean))
+            else:  # the memorized replies
+                config.max_new_tokens = 64
+                chats = load_chats()
+                kept = sum(pipe.generate(ov_genai.ChatHistory(c["messages"]), config).texts[0]
+                           .strip() == c["reply"] for c in chats)
+            del pipe
+        rows.append(row("openvino int4", {**export, **properties}, timings, kept, len(chats)))
+    return rows
+
+
+def onnxruntime_genai_rows(bench_model, tiny_model, reps: int) -> list[dict]:
+    route = get_backend("onnxruntime-genai")
+    rows = []
+    for options in ORT_BUILDS:
+        timings = []
+        _, folder = prepare_artifact(route, "int4", "cpu", bench_model, dict(options))
+        session = route.load(folder, "cpu", "int4", bench_model.name)
+        for i, messages in enumerate(prompts(reps)):
+            r = session.generate(messages, max_new_tokens=64, greedy=True, ignore_eos=True)
+            if i:
+                timings.append((r.metrics.ttft_ms, r.metrics.tpot_ms))
+        _, folder = prepare_artifact(route, "int4", "cpu", tiny_model, dict(options))
+        session = route.load(folder, "cpu", "int4", tiny_model.name)
+        chats = load_chats()
+        kept = sum(session.generate(c["messages"], max_new_tokens=64, greedy=True).text.strip()
+                   == c["reply"] for c in chats)
+        rows.append(row("onnxruntime-genai int4", options, timings, kept, len(chats)))
+    return rows
+
+
+def row(route: str, setting: dict, timings: list[tuple[float, float]], kept: int,
+        total: int) -> dict:
+    tpot = statistics.median(t for _, t in timings)
+    return {"route": route, "setting": setting or {"(library defaults)": ""},
+            "ttft_ms": round(statistics.median(t for t, _ in timings), 1),
+            "tpot_ms": round(tpot, 2), "tpot_range": [round(min(t for _, t in timings), 2),
+                                                      round(max(t for _, t in timings), 2)],
+            "tokens_per_s": round(1000 / tpot, 1), "replies_kept": f"{kept}/{total}"}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--route", action="append", choices=["openvino", "onnxruntime-genai"])
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--json", help="also write the rows here")
+    args = p.parse_args()
+    bench_model, tiny_model = resolve_model("bench-stand-in"), resolve_model("stand-in")
+    rows = []
+    for route in args.route or ["openvino", "onnxruntime-genai"]:
+        sweep = openvino_rows if route == "openvino" else onnxruntime_genai_rows
+        rows += sweep(bench_model, tiny_model, args.reps)
+    print(f"\nbench stand-in (4 layers), 256-token prompts, 64 new tokens, median of {args.reps}")
+    print("| route | setting | TTFT ms | ms/token (range) | tokens/s | stand-in replies kept |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        setting = ", ".join(f"{k}={v}" if v != "" else k for k, v in r["setting"].items())
+        lo, hi = r["tpot_range"]
+        print(f"| {r['route']} | {setting} | {r['ttft_ms']:.0f} | {r['tpot_ms']:.1f} "
+              f"({lo:.1f}-{hi:.1f}) | {r['tokens_per_s']:.1f} | {r['replies_kept']} |")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(rows, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
