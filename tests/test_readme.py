@@ -13,7 +13,7 @@ import pytest
 from phi3_aipc.cli import parser
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = ["README.md", "notebooks/README.md"]
+DOCS = ["README.md", "notebooks/README.md", "docs/WORKSHOP.md"]
 
 
 def code_of(doc: str) -> list[str]:
