@@ -88,3 +88,13 @@ def test_every_make_target_and_bootstrap_task_named_exists(doc):
             assert target in targets, f"{doc}: `make {target}` is not in the Makefile"
         for task in re.findall(r"bootstrap\.py ([a-z]+)", code):
             assert task in tasks, f"{doc}: `bootstrap.py {task}` is not one of {sorted(tasks)}"
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_every_pinned_version_named_is_the_setups(doc):
+    """A `package==version` in the docs is one that pyproject.toml or the setup installs."""
+    pins = (ROOT / "pyproject.toml").read_text() + (ROOT / "scripts" / "bootstrap.py").read_text()
+    for code in code_of(doc):
+        for pin in re.findall(r"[A-Za-z][\w.-]*==[0-9][\w.]*", code):
+            assert re.search(f'"{re.escape(pin)}[";]', pins), \
+                f"{doc}: {pin} is not what pyproject.toml or the setup pins"
