@@ -1,0 +1,100 @@
+"""What the documentation names exists: CLI commands and their options, notebooks, make targets.
+
+Commands are read from code (`inline` spans and fenced blocks) in the README, the copy-paste
+reference and the workshop guide, and checked against `phi3_aipc.cli.parser()`, the files in
+notebooks/ and the Makefile.
+"""
+import argparse
+import re
+from pathlib import Path
+
+import pytest
+
+from phi3_aipc.cli import parser
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ["README.md", "notebooks/README.md", "docs/WORKSHOP.md"]
+
+
+def code_of(doc: str) -> list[str]:
+    """The text of every fenced code block and inline code span in a Markdown file."""
+    text = (ROOT / doc).read_text(encoding="utf-8")
+    fence = r"^[ \t]*```[^\n]*\n(.*?)^[ \t]*```"  # also indented, in a list
+    blocks = re.findall(fence, text, re.DOTALL | re.MULTILINE)
+    prose = re.sub(fence, "", text, flags=re.DOTALL | re.MULTILINE)
+    # A line of a block is one command; a backslash at a line's end continues it.
+    lines = [line for block in blocks for line in block.replace("\\\n", " ").splitlines()]
+    spans = [" ".join(span.split()) for span in re.findall(r"`([^`]+)`", prose)]  # may wrap
+    return lines + spans
+
+
+def subcommands(p: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    found = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(found[0].choices) if found else {}
+
+
+def cli_mentions(doc: str) -> list[tuple[list[str], list[str]]]:
+    """Each `phi3-aipc ...` in code: its command words and the --options given with them."""
+    mentions = []
+    for code in code_of(doc):
+        for found in re.finditer(r"(?:^|[\s$>(])phi3-aipc((?:\s+[a-z][a-z-]*)+)?(.*)", code):
+            words = (found[1] or "").split()
+            options = re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", found[2] or "")
+            mentions.append((words, options))
+    return mentions
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_every_cli_command_and_option_named_exists(doc):
+    mentions = cli_mentions(doc)
+    for words, options in mentions:
+        command, known = parser(), []
+        for word in words:  # descend through sub-commands while there are any
+            choices = subcommands(command)
+            if not choices:
+                break
+            assert word in choices, f"{doc}: `phi3-aipc {' '.join(words)}`: no command {word!r}"
+            command = choices[word]
+            known.append(word)
+        assert not (words and subcommands(command)), \
+            f"{doc}: `phi3-aipc {' '.join(words)}` needs one of {sorted(subcommands(command))}"
+        given = {s for a in command._actions for s in a.option_strings}
+        unknown = [o for o in options if o not in given]
+        assert not unknown, f"{doc}: `phi3-aipc {' '.join(known)}` has no {', '.join(unknown)}"
+
+
+def test_the_readme_names_cli_commands():
+    """The check above finds what it looks for (the README documents the CLI)."""
+    named = {words[0] for words, _ in cli_mentions("README.md") if words}
+    assert {"doctor", "prepare", "generate", "demo", "cache"} <= named
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_every_notebook_named_exists(doc):
+    text = (ROOT / doc).read_text(encoding="utf-8")
+    named = set(re.findall(r"\b(\d\d_\w+\.ipynb)\b", text))
+    assert named, f"{doc} names no notebook"
+    missing = sorted(n for n in named if not (ROOT / "notebooks" / n).is_file())
+    assert not missing, f"{doc} names notebooks that do not exist: {missing}"
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_every_make_target_and_bootstrap_task_named_exists(doc):
+    targets = set(re.findall(r"^([a-z]+):", (ROOT / "Makefile").read_text(), re.MULTILINE))
+    bootstrap = (ROOT / "scripts" / "bootstrap.py").read_text()
+    tasks = set(re.findall(r'^\s+"([a-z]+)": ', bootstrap, re.MULTILINE))
+    for code in code_of(doc):
+        for target in re.findall(r"(?:^|\s)make ([a-z]+)", code):
+            assert target in targets, f"{doc}: `make {target}` is not in the Makefile"
+        for task in re.findall(r"bootstrap\.py ([a-z]+)", code):
+            assert task in tasks, f"{doc}: `bootstrap.py {task}` is not one of {sorted(tasks)}"
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_every_pinned_version_named_is_the_setups(doc):
+    """A `package==version` in the docs is one that pyproject.toml or the setup installs."""
+    pins = (ROOT / "pyproject.toml").read_text() + (ROOT / "scripts" / "bootstrap.py").read_text()
+    for code in code_of(doc):
+        for pin in re.findall(r"[A-Za-z][\w.-]*==[0-9][\w.]*", code):
+            assert re.search(f'"{re.escape(pin)}[";]', pins), \
+                f"{doc}: {pin} is not what pyproject.toml or the setup pins"
