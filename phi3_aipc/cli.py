@@ -47,9 +47,10 @@ def parser() -> argparse.ArgumentParser:
         cmd.add_argument("--model", metavar="M", help="hub id, local folder or 'stand-in' "
                          "(default: $PHI3_AIPC_MODEL or microsoft/Phi-3-mini-4k-instruct)")
         ov = cmd.add_argument_group("export settings (openvino route)")
-        ov.add_argument("--preset", help="int4 settings: default (CPU/GPU), reference "
-                        "(--sym --group-size 128 --ratio 0.6), npu (--sym --group-size -1 "
-                        "--ratio 1.0)")
+        ov.add_argument("--preset", help="int4 settings: default (--sym --group-size -1 "
+                        "--ratio 1.0, fastest measured on a CPU), grouped (--sym --group-size 128 "
+                        "--ratio 1.0), reference (--sym --group-size 128 --ratio 0.6), npu "
+                        "(--sym --group-size -1 --ratio 1.0)")
         sym = ov.add_mutually_exclusive_group()
         sym.add_argument("--sym", dest="sym", action="store_const", const=True,
                          help="symmetric weight quantization")
@@ -69,7 +70,8 @@ def parser() -> argparse.ArgumentParser:
         ort = cmd.add_argument_group("build settings (onnxruntime-genai route)")
         ort.add_argument("--target", choices=("cpu", "dml"), help="the provider to build for "
                          "(default: int4 for the device, fp16 dml, fp32 cpu)")
-        ort.add_argument("--block-size", type=int, help="int4 block size (default 32)")
+        ort.add_argument("--block-size", type=int, help="int4 block size (default 128 "
+                         "for the CPU, 32 for DirectML)")
         ort.add_argument("--accuracy-level", type=int, help="int4 MatMul activations: 4 int8 "
                          "(the CPU default), 1 fp32, 0 the provider's choice")
         ort.add_argument("--prebuilt", action="store_true", default=None,

@@ -136,7 +136,7 @@ def test_decoded_text_matches_hugging_face(session):
 
 def test_builds_record_their_settings(builds):
     made = json.loads((builds["int4"] / "phi3-aipc.json").read_text())
-    assert made["options"] == {"target": "cpu", "block_size": 32, "accuracy_level": 4}
+    assert made["options"] == {"target": "cpu", "block_size": 128, "accuracy_level": 4}
     assert made["command"][:3] == ["python", "-m", "onnxruntime_genai.models.builder"]
     dml = json.loads((builds["int4-dml"] / "phi3-aipc.json").read_text())
     assert dml["options"] == {"target": "dml", "block_size": 32, "accuracy_level": 0}

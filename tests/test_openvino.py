@@ -64,7 +64,7 @@ def test_quantized_exports_are_at_most_half_the_fp32_size(exports):
 def test_manifest_records_the_settings_used(exports):
     made = json.loads((exports["int4"] / MANIFEST).read_text())
     assert made["precision"] == "int4"
-    assert made["options"] == {"sym": True, "group_size": 128, "ratio": 1.0}
+    assert made["options"] == {"sym": True, "group_size": -1, "ratio": 1.0}
     assert "--group-size" in made["command"] and "--sym" in made["command"]
     npu = json.loads((exports["npu"] / MANIFEST).read_text())
     assert npu["options"] == {"sym": True, "group_size": -1, "ratio": 1.0}
@@ -151,7 +151,9 @@ def test_prepare_cli_prints_the_cached_export_last(exports):
 
 
 def test_weight_options():
-    assert weight_options("int4") == {"sym": True, "group_size": 128, "ratio": 1.0}
+    assert weight_options("int4") == {"sym": True, "group_size": -1, "ratio": 1.0}
+    assert weight_options("int4", preset="grouped") == {"sym": True, "group_size": 128,
+                                                        "ratio": 1.0}
     assert weight_options("int4", preset="reference") == {"sym": True, "group_size": 128,
                                                           "ratio": 0.6}
     assert weight_options("int4", preset="npu", group_size=128)["group_size"] == 128
