@@ -67,6 +67,7 @@ def available_configs(backends: list[str] | None = None, precisions: list[str] |
 
     OpenVINO's NPU pipeline is added emulated on the CPU where there is no NPU (labelled, never
     ranked). ONNX Runtime GenAI's fp16 is a DirectML build, so it is listed only with DirectML.
+    The precision "default" stands for each route's own default precision.
     """
     from .backends import REGISTRY, get_backend
 
@@ -86,7 +87,9 @@ def available_configs(backends: list[str] | None = None, precisions: list[str] |
             configs.append(BenchConfig(name, "int4", "NPU", load_options={
                 "emulate_npu": True, "max_prompt_len": max_prompt_len}))
     if precisions:
-        configs = [c for c in configs if c.precision in [p.lower() for p in precisions]]
+        wanted = [p.lower() for p in precisions]
+        configs = [c for c in configs if c.precision in wanted or (
+            "default" in wanted and c.precision == get_backend(c.backend).default_precision)]
     if devices:
         wanted = [d.lower() for d in devices]
         configs = [c for c in configs if c.device.lower() in wanted

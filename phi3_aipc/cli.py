@@ -124,7 +124,8 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--backend", action="append", metavar="B",
                        help="only this route (repeat for more; default: every installed route)")
     bench.add_argument("--precision", action="append", metavar="P",
-                       help="only this precision (repeatable; default: every one)")
+                       help="only this precision (repeatable; 'default': each route's own; "
+                       "default: every one)")
     bench.add_argument("--device", action="append", metavar="D", help="only this device "
                        "(repeatable; 'emulated' for the emulated NPU; default: every one)")
     bench.add_argument("--reps", type=int, default=3, metavar="N",
