@@ -222,6 +222,7 @@ def measure(spec: dict, emit) -> dict:
             del session
             gc.collect()
 
+    emit("timing")
     prompts = load_prompts()
     lengths = {}
     peak = 0.0

@@ -1,12 +1,16 @@
 """`phi3-aipc bench`: every field, for the routes at their fast precisions, on the stand-in."""
 import csv
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from transformers import AutoTokenizer
 
 from phi3_aipc import bench
+from phi3_aipc.errors import Phi3AipcError
 from phi3_aipc.standin import TOKENIZER_DIR
 
 from .conftest import run_cli
@@ -29,7 +33,8 @@ def test_prompts_are_distinct_and_have_their_stored_token_counts():
 @pytest.fixture(scope="module")
 def report(tmp_path_factory, stand_in):
     folder = tmp_path_factory.mktemp("bench")
-    out = run_cli("bench", "--model", "stand-in", "--precision", "int4", "--precision", "fp32",
+    out = run_cli("bench", "--model", "stand-in", "--backend", "transformers", "--backend",
+                  "openvino", "--backend", "onnxruntime-genai", "--precision", "default",
                   "--device", "cpu", "--new-tokens", "8", "--json", str(folder / "b.json"),
                   "--csv", str(folder / "b.csv"), timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -121,15 +126,36 @@ def test_bench_stand_in_has_phi3_mini_shapes_and_gets_an_estimate(tmp_path):
     assert "32 layers) estimate" in out.stdout
 
 
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(reps=0), "reps must be"),
+    (dict(lengths=(99,)), "No benchmark prompts of [99]"),
+    (dict(new_tokens=1), "new_tokens must be at least 2"),
+    (dict(model="bench-stand-in:99"), "layer count as 1-32"),
+])
+def test_bench_refuses_bad_settings_before_measuring(kwargs, message):
+    configs = bench.available_configs(["transformers"])
+    with pytest.raises(Phi3AipcError, match=re.escape(message)):
+        bench.run(configs, **{"model": "stand-in", **kwargs}, progress=False, bandwidth=False)
+
+
 @pytest.mark.parametrize("args, message", [
-    (["--backend", "transformers", "--reps", "0"], "reps must be"),
-    (["--backend", "transformers", "--lengths", "99"], "No benchmark prompts of [99]"),
     (["--backend", "transformers", "--lengths", "a,b"], "--lengths takes token counts"),
     (["--backend", "transformers", "--backend", "nope"], "Unknown backend"),
     (["--backend", "npu-library", "--device", "cpu"], "Nothing to measure"),
-    (["--backend", "transformers", "--model", "bench-stand-in:99"], "layer count as 1-32"),
 ])
 def test_bench_bad_input(args, message):
     out = run_cli("bench", *args)
     assert out.returncode == 2, out.stderr
     assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_overhead_script_compares_with_the_raw_loops(stand_in):
+    """The script runs (its ratio target is for real sizes: see the README's benchmark)."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_overhead.py"
+    out = subprocess.run([sys.executable, str(script), "--model", "stand-in", "--extra", "16",
+                          "--reps", "1"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    for backend in ("openvino", "onnxruntime-genai"):
+        line = next(line for line in out.stdout.splitlines() if line.startswith(backend))
+        ours, raw, ratio = (float(x) for x in line.split()[2:5])
+        assert ours > 0 and raw > 0 and ratio == pytest.approx(ours / raw, rel=0.01)
