@@ -78,12 +78,13 @@ def available_configs(backends: list[str] | None = None, precisions: list[str] |
         route = get_backend(name)
         if not route.is_installed():
             continue
-        for device in route_devices(name):
+        here = route.devices_here()
+        for device in here:
             for precision in route.precisions:
                 if name == "onnxruntime-genai" and (precision == "fp16") != (device == "dml"):
                     continue
                 configs.append(BenchConfig(name, precision, device))
-        if name == "openvino" and "NPU" not in route_devices(name):
+        if name == "openvino" and "NPU" not in here:
             configs.append(BenchConfig(name, "int4", "NPU", load_options={
                 "emulate_npu": True, "max_prompt_len": max_prompt_len}))
     if precisions:
@@ -95,21 +96,6 @@ def available_configs(backends: list[str] | None = None, precisions: list[str] |
         configs = [c for c in configs if c.device.lower() in wanted
                    or ("emulated" in wanted and c.emulated)]
     return configs
-
-
-def route_devices(name: str) -> list[str]:
-    """The devices a route can use on this PC."""
-    if name == "openvino":
-        from .backends.openvino import available_devices
-
-        return [d for d in available_devices() if d.split(".")[0] in ("CPU", "GPU", "NPU")]
-    if name == "onnxruntime-genai":
-        from .backends.onnxruntime_genai import dml_available
-
-        return ["dml", "cpu"] if dml_available()[0] else ["cpu"]
-    if name == "npu-library":
-        return ["npu"]  # it falls back to the CPU itself, and says so
-    return ["cpu"]
 
 
 def run(configs: list[BenchConfig], model: str | None = None, reps: int = 3,

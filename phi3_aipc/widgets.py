@@ -35,20 +35,6 @@ def device_picker(devices: list[str], value: str | None = None, description: str
                             description=description)
 
 
-def route_devices(route: str) -> tuple[list[str], str]:
-    """The devices `route` can use on this PC, and the one to start with."""
-    backend = get_backend(route)
-    if route == "openvino" and backend.is_installed():
-        from .backends.openvino import available_devices
-
-        return available_devices() + ["AUTO"], "CPU"
-    if route == "onnxruntime-genai" and backend.is_installed():
-        from .backends.onnxruntime_genai import dml_available
-
-        return (["dml", "cpu"], "dml") if dml_available()[0] else (["cpu"], "cpu")
-    return list(backend.devices), backend.default_device
-
-
 def stats_line(result: GenerationResult) -> str:
     """What goes under a reply: time to first token, speed, length, and where it ran."""
     m = result.metrics
@@ -171,9 +157,11 @@ class ChatWidget:
 
     def _fill_pickers(self, precision: str | None = None, device: str | None = None) -> None:
         backend = get_backend(self.route.value)
-        devices, default = route_devices(self.route.value)
+        devices = backend.devices_here() if backend.is_installed() else [backend.default_device]
+        if self.route.value == "openvino":
+            devices.append("AUTO")  # OpenVINO picks the device itself
         self.device.options = devices
-        self.device.value = device if device in devices else default
+        self.device.value = device if device in devices else devices[0]
         self.precision.options = list(backend.precisions)
         self.precision.value = precision if precision in backend.precisions \
             else backend.default_precision

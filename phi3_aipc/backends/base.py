@@ -254,6 +254,11 @@ class Backend(ABC):
         """A ready-made model the route fetches itself (e.g. a prebuilt download), or None."""
         return None
 
+    def devices_here(self) -> list[str]:
+        """The devices this route can use on this PC, the default first. Routes that can ask
+        their runtime override it; the others list what they offer."""
+        return [self.default_device, *(d for d in self.devices if d != self.default_device)]
+
     def check_load(self, device: str, **load_options) -> None:
         """Refuse, before any export, a device this PC lacks. Routes that can tell override it."""
 

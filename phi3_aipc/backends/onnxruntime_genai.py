@@ -160,6 +160,10 @@ class OnnxRuntimeGenAIBackend(Backend):
                     "(--device cpu).")
         return precision, device
 
+    def devices_here(self) -> list[str]:
+        """DirectML first where it is installed and works; the CPU provider always."""
+        return ["dml", "cpu"] if dml_available()[0] else ["cpu"]
+
     def own_source(self, prebuilt: bool = False, **options) -> ModelSource | None:
         """With prebuilt: Microsoft's DirectML int4 build, downloaded instead of built here."""
         if not prebuilt:

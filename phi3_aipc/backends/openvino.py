@@ -160,6 +160,11 @@ class OpenVINOBackend(Backend):
 
         return build_once(final, build)
 
+    def devices_here(self) -> list[str]:
+        """What OpenVINO lists (CPU first), e.g. ['CPU', 'GPU', 'NPU'] on an AI PC."""
+        found = [d for d in available_devices() if d.split(".")[0] in ("CPU", "GPU", "NPU")]
+        return sorted(found, key=lambda d: d != "CPU")
+
     def check(self, precision: str | None, device: str | None) -> tuple[str, str]:
         """Also take a numbered GPU as OpenVINO lists it (GPU.0, GPU.1 with two GPUs)."""
         if device and device.upper().startswith("GPU."):
