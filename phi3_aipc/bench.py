@@ -62,7 +62,7 @@ def load_prompts() -> dict[int, list[dict]]:
 
 def available_configs(backends: list[str] | None = None, precisions: list[str] | None = None,
                       devices: list[str] | None = None,
-                      max_prompt_len: int = max(LENGTHS)) -> list[BenchConfig]:
+                      max_prompt_len: int | None = None) -> list[BenchConfig]:
     """Every (backend, precision, device) this PC can run, narrowed by the filters.
 
     OpenVINO's NPU pipeline is added emulated on the CPU where there is no NPU (labelled, never
@@ -86,7 +86,8 @@ def available_configs(backends: list[str] | None = None, precisions: list[str] |
                 configs.append(BenchConfig(name, precision, device))
         if name == "openvino" and "NPU" not in here:
             configs.append(BenchConfig(name, "int4", "NPU", load_options={
-                "emulate_npu": True, "max_prompt_len": max_prompt_len}))
+                "emulate_npu": True,
+                "max_prompt_len": max_prompt_len or longest_prompt(LENGTHS)}))
     if precisions:
         wanted = [p.lower() for p in precisions]
         configs = [c for c in configs if c.precision in wanted or (
@@ -107,6 +108,7 @@ def run(configs: list[BenchConfig], model: str | None = None, reps: int = 3,
     from .models import resolve_model
 
     prompts = load_prompts()
+    lengths = tuple(dict.fromkeys(lengths))  # each length once: its prompts are used once
     if reps < 1 or reps + 1 > min(len(prompts[n]) for n in prompts):
         raise BadInput(f"reps must be 1-{min(len(v) for v in prompts.values()) - 1} (one "
                        f"distinct prompt per run, plus one for the warm-up); got {reps}.")
@@ -120,6 +122,12 @@ def run(configs: list[BenchConfig], model: str | None = None, reps: int = 3,
         raise BadInput("Nothing to measure: no installed route matches the filters. See "
                        "`phi3-aipc doctor`.")
     source = resolve_model(model, progress)  # built or downloaded once, before the workers
+    longest = longest_prompt(lengths)
+    context = model_context(source.path)
+    if context and longest + new_tokens > context:
+        raise BadInput(f"The longest benchmark prompt ({longest} tokens) plus {new_tokens} new "
+                       f"tokens exceed {source.name}'s context window of {context}. Lower "
+                       "--new-tokens or drop the longest --lengths.")
     report = {"machine": machine(bandwidth), "model": source.name,
               "settings": {"reps": reps, "new_tokens": new_tokens, "lengths": list(lengths),
                            "warmup": 1, "decode_length": decode_length(lengths)},
@@ -130,15 +138,37 @@ def run(configs: list[BenchConfig], model: str | None = None, reps: int = 3,
         bar.set_description(config.label)
         spec = {"config": asdict(config), "model": source.name, "reps": reps,
                 "new_tokens": new_tokens, "lengths": list(lengths)}
-        result = run_worker(spec, lambda event: bar.update(1) if event == "run" else
-                            bar.set_postfix_str(event))
+        on_event = lambda event: bar.update(1) if event == "run" else \
+            bar.set_postfix_str(event)  # noqa: E731
+        # An export loads its result to check it: done in a process of its own, so that the
+        # measuring process's first load really is its first.
+        result = run_worker({**spec, "prepare_only": True}, on_event)
+        if "error" not in result:
+            result = run_worker({**spec, "prepare_s": result["prepare_s"]}, on_event)
         result.update(config=config.label, emulated=config.emulated)
+        for key in ("backend", "precision", "device"):
+            result.setdefault(key, getattr(config, key))
+        if result.get("device_note") and not config.emulated:  # e.g. the NPU library on a CPU
+            result["config"] = f"{config.backend} {result['precision']} {result['device']}"
         add_derived(result, report["machine"].get("bandwidth_gb_s"), source.name,
                     report["settings"]["decode_length"])
         report["results"].append(result)
     bar.close()
     report["fastest"] = fastest(report["results"])
     return report
+
+
+def longest_prompt(lengths) -> int:
+    """The most tokens any benchmark prompt of these lengths has (some run a token or two over)."""
+    prompts = load_prompts()
+    return max(p["tokens"] for n in lengths for p in prompts.get(n, [{"tokens": n}]))
+
+
+def model_context(folder: Path) -> int | None:
+    config = folder / "config.json"
+    if config.is_file():
+        return json.loads(config.read_text(encoding="utf-8")).get("max_position_embeddings")
+    return None
 
 
 def decode_length(lengths) -> int:
@@ -164,7 +194,11 @@ def run_worker(spec: dict, on_event) -> dict:
     result = None
     try:
         for line in proc.stdout:
-            message = json.loads(line)
+            try:
+                message = json.loads(line)
+            except ValueError:  # something a library printed: pass it on
+                sys.stderr.write(line)
+                continue
             if "event" in message:
                 on_event(message["event"])
             else:
@@ -195,7 +229,10 @@ def measure(spec: dict, emit) -> dict:
     source, artifact = prepare_artifact(route, precision, device, spec["model"],
                                         dict(config.prepare_options), progress=False)
     prepare_s = time.perf_counter() - start
-    read_mb, how = weights_read_mb(config.backend, precision, artifact)
+    if spec.get("prepare_only"):
+        return {"prepare_s": round(prepare_s, 2)}
+    prepare_s = spec.get("prepare_s", prepare_s)
+    read_mb, head_mb, how = weights_read_mb(config.backend, precision, artifact)
 
     emit("loading")
     loads = []
@@ -213,7 +250,7 @@ def measure(spec: dict, emit) -> dict:
     lengths = {}
     peak = 0.0
     for n in spec["lengths"]:
-        runs = []
+        runs, used = [], []
         for i in range(spec["reps"] + 1):  # the first is the warm-up, discarded
             messages = [{"role": "user", "content": prompts[n][i]["text"]}]
             r = session.generate(messages, max_new_tokens=spec["new_tokens"], greedy=True,
@@ -225,15 +262,19 @@ def measure(spec: dict, emit) -> dict:
             peak = max(peak, r.metrics.peak_rss_mb or 0)
             if i:
                 runs.append(r)
+                used.append(i)
         lengths[str(n)] = {
             "prompt_tokens": runs[0].prompt_tokens,
+            "prompts": used,  # which of data/bench_prompts.json's prompts the timed runs used
+            "warmup_prompt": 0,
             "ttft_ms": spread([r.metrics.ttft_ms for r in runs]),
             "tpot_ms": spread([r.metrics.tpot_ms for r in runs]),
         }
     return {"backend": config.backend, "precision": precision, "device": session.device,
             "device_note": session.device_note, "model": source.name,
             "artifact": str(artifact), "artifact_mb": round(folder_size_mb(artifact), 1),
-            "weights_read_mb": round(read_mb, 1), "weights_read_from": how,
+            "weights_read_mb": round(read_mb, 1), "output_layer_mb": round(head_mb, 1),
+            "weights_read_from": how,
             "prepare_s": round(prepare_s, 2), "load_cold_s": round(loads[0], 3),
             "load_warm_s": round(loads[1], 3), "peak_rss_mb": round(peak, 1),
             "lengths": lengths}
@@ -263,28 +304,26 @@ def add_derived(result: dict, bandwidth_gb_s: float | None, model: str, at: int)
         achieved = result["weights_read_mb"] / 1000 / (tpot / 1000)  # GB/s
         result["decode"]["achieved_gb_s"] = round(achieved, 2)
         result["decode"]["efficiency"] = round(achieved / bandwidth_gb_s, 3)
-    scale = full_model_scale(model)
-    if scale:
+    layers = stand_in_layers(model)
+    if layers:
+        head, read = result["output_layer_mb"], result["weights_read_mb"]
+        scale = (head + (read - head) * PHI3_MINI_LAYERS / layers) / read
+        prefill = PHI3_MINI_LAYERS / layers
         result["estimate_32_layers"] = {
-            "note": "estimate, not measured: times scaled by the weights a full Phi-3-mini "
-                    "reads per token (assumes every layer costs the same)",
-            "scale": round(scale, 3), "tpot_ms": round(tpot * scale, 1),
-            "tokens_per_s": round(1000 / (tpot * scale), 2),
-            "ttft_ms": {n: round(v["ttft_ms"]["median"] * scale, 1)
+            "note": "estimate, not measured: time per token scaled by the weights a full "
+                    "Phi-3-mini reads per token (the output layer once, the layers 32 times), "
+                    "time to first token by the layer count",
+            "tpot_scale": round(scale, 3), "ttft_scale": round(prefill, 3),
+            "tpot_ms": round(tpot * scale, 1), "tokens_per_s": round(1000 / (tpot * scale), 2),
+            "ttft_ms": {n: round(v["ttft_ms"]["median"] * prefill, 1)
                         for n, v in result["lengths"].items()}}
 
 
-def full_model_scale(model: str) -> float | None:
-    """Weights read per token by Phi-3-mini over those of the bench stand-in `model`."""
+def stand_in_layers(model: str) -> int | None:
+    """The layer count of a bench stand-in `model`, None for any other model."""
     from .models import BENCH_STAND_IN, bench_layers
-    from .standin import BENCH_CONFIG
 
-    if model.split(":")[0] != BENCH_STAND_IN:
-        return None
-    hidden, inter = BENCH_CONFIG["hidden_size"], BENCH_CONFIG["intermediate_size"]
-    per_layer = hidden * 3 * hidden + hidden * hidden + hidden * 2 * inter + inter * hidden
-    head = hidden * BENCH_CONFIG["vocab_size"]
-    return (PHI3_MINI_LAYERS * per_layer + head) / (bench_layers(model) * per_layer + head)
+    return bench_layers(model) if model.split(":")[0] == BENCH_STAND_IN else None
 
 
 def fastest(results: list[dict]) -> dict | None:
@@ -375,52 +414,61 @@ def measure_bandwidth(size_mb: int = 512, repeats: int = 7) -> dict:
 
 # --- weights read per generated token ---------------------------------------------------------
 
-def weights_read_mb(backend: str, precision: str, artifact: Path) -> tuple[float, str]:
-    """MB of weights one decoding step reads: every weight, except the embedding table (one row
-    of it). Counted from the artifact's own tensors where the format allows."""
+def weights_read_mb(backend: str, precision: str, artifact: Path) -> tuple[float, float, str]:
+    """MB of weights one decoding step reads: every weight except the embedding table (a token
+    reads one row of it); and of those, the output layer's. Counted from the artifact's own
+    tensors where the format allows."""
     if backend == "openvino":
-        total, embedding = openvino_weights(artifact)
+        total, embedding, head = openvino_weights(artifact)
         how = "OpenVINO IR constants"
     elif backend == "onnxruntime-genai":
-        total, embedding = onnx_weights(artifact)
+        total, embedding, head = onnx_weights(artifact)
         how = "ONNX initializers"
     else:
-        params, embedding_params = safetensors_params(artifact)
+        params, embedding_params, head_params = safetensors_params(artifact)
         per_weight = {"fp32": 4, "fp16": 2, "int8": 1, "int4": 0.5}[precision]
         if backend == "transformers":
             per_weight = 4  # loaded as fp32 whatever the checkpoint's type
-        total, embedding = params * per_weight, embedding_params * per_weight
+        total, embedding, head = (n * per_weight for n in (params, embedding_params, head_params))
         how = f"parameter count x {per_weight} bytes (estimate: the library quantizes in memory)"\
             if backend != "transformers" else "parameter count x 4 bytes (fp32)"
-    return (total - embedding) / 1e6, how
+    return (total - embedding) / 1e6, head / 1e6, how
 
 
-def openvino_weights(folder: Path) -> tuple[int, int]:
-    """Bytes of all constants of the IR, and of those behind the embedding lookup."""
+def openvino_weights(folder: Path) -> tuple[int, int, int]:
+    """Bytes of all constants of the IR, of those behind the embedding lookup, and of those of
+    the output layer (the other constants with a vocabulary-sized first dimension)."""
     import openvino as ov
 
     model = ov.Core().read_model(str(folder / "openvino_model.xml"))
-    total = sum(op.get_byte_size() for op in model.get_ops() if op.get_type_name() == "Constant")
-    embedding = 0
+    vocab = json.loads((folder / "config.json").read_text(encoding="utf-8"))["vocab_size"]
+    constants = [op for op in model.get_ops() if op.get_type_name() == "Constant"]
+    embedding: set[str] = set()
     for op in model.get_ops():
         if op.get_type_name() != "Gather":
             continue
-        found, stack, seen = 0, [op.input_value(0).get_node()], set()
+        found, stack = set(), [op.input_value(0).get_node()]
         while stack:  # walk up through the decompression ops to the stored constants
             node = stack.pop()
-            if node.get_friendly_name() in seen:
+            if node.get_friendly_name() in found:
                 continue
-            seen.add(node.get_friendly_name())
             if node.get_type_name() == "Constant":
-                found += node.get_byte_size()
+                found.add(node.get_friendly_name())
             elif node.get_type_name() in ("Convert", "Subtract", "Multiply", "Reshape"):
                 stack += [value.get_node() for value in node.input_values()]
-        embedding = max(embedding, found)
-    return total, embedding
+        if sum(c.get_byte_size() for c in constants if c.get_friendly_name() in found) > \
+                sum(c.get_byte_size() for c in constants if c.get_friendly_name() in embedding):
+            embedding = found
+    vocab_sized = [c for c in constants if c.get_friendly_name() not in embedding
+                   and list(c.get_output_shape(0))[:1] == [vocab]]
+    return (sum(c.get_byte_size() for c in constants),
+            sum(c.get_byte_size() for c in constants if c.get_friendly_name() in embedding),
+            sum(c.get_byte_size() for c in vocab_sized))
 
 
-def onnx_weights(folder: Path) -> tuple[int, int]:
-    """Bytes of all initializers of the ONNX model, and of the embedding lookup's."""
+def onnx_weights(folder: Path) -> tuple[int, int, int]:
+    """Bytes of all initializers of the ONNX model, of the embedding lookup's, and of the
+    output layer's (the builder names them lm_head.*)."""
     import numpy as np
     import onnx
     from onnx import helper
@@ -430,15 +478,16 @@ def onnx_weights(folder: Path) -> tuple[int, int]:
              for t in model.graph.initializer}
     embedding = max((sum(sizes.get(i, 0) for i in node.input) for node in model.graph.node
                      if node.op_type in ("Gather", "GatherBlockQuantized")), default=0)
-    return sum(sizes.values()), embedding
+    head = sum(size for name, size in sizes.items() if name.startswith("lm_head"))
+    return sum(sizes.values()), embedding, head
 
 
-def safetensors_params(folder: Path) -> tuple[int, int]:
-    """Parameter count of a checkpoint, and of its embedding table, from the file headers."""
+def safetensors_params(folder: Path) -> tuple[int, int, int]:
+    """Parameter counts of a checkpoint: all, the embedding table's, the output layer's."""
     import math
     import struct
 
-    total = embedding = 0
+    total = embedding = head = 0
     for f in folder.glob("*.safetensors"):
         with open(f, "rb") as fh:
             header = json.loads(fh.read(struct.unpack("<Q", fh.read(8))[0]))
@@ -449,7 +498,9 @@ def safetensors_params(folder: Path) -> tuple[int, int]:
             total += n
             if name.endswith("embed_tokens.weight"):
                 embedding += n
-    return total, embedding
+            elif name.startswith("lm_head."):
+                head += n
+    return total, embedding, head
 
 
 # --- output -----------------------------------------------------------------------------------
@@ -589,8 +640,12 @@ def worker_main(spec_json: str) -> int:
     from transformers.utils import logging
 
     logging.set_verbosity_error()
-    out = sys.stdout
-    sys.stdout = sys.stderr  # anything a library prints must not corrupt the protocol
+    # Only the protocol goes to the real stdout: whatever a library prints, from Python or from
+    # C++, goes to stderr, which the parent passes on.
+    sys.stdout.flush()
+    out = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
 
     def emit(event: str) -> None:
         out.write(json.dumps({"event": event}) + "\n")
@@ -599,7 +654,9 @@ def worker_main(spec_json: str) -> int:
     try:
         result = measure(json.loads(spec_json), emit)
     except Phi3AipcError as err:
-        result = {"error": str(err)}
+        result = {"error": " ".join(str(err).split())}
+    except Exception as err:  # a route that breaks must not take the benchmark down with it
+        result = {"error": f"{type(err).__name__}: {' '.join(str(err).split())}"[:500]}
     out.write(json.dumps(result) + "\n")
     out.flush()
     return 0

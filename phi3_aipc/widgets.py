@@ -74,6 +74,7 @@ class ChatWidget:
         self.tokenizer = None
         self.history: list[dict] = []
         self.result: GenerationResult | None = None
+        self.error: Exception | None = None  # why the last reply failed, if it did
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
@@ -130,7 +131,7 @@ class ChatWidget:
             self.status.value = "Type a message first."
             return
         self.input.value = ""
-        self.result = None
+        self.result, self.error = None, None
         self._stop.clear()
         self._set_busy(True)
         self._thread = threading.Thread(target=self._reply, args=(text,), daemon=True)
@@ -143,9 +144,12 @@ class ChatWidget:
             self._stop.set()
 
     def wait(self, timeout: float | None = None) -> GenerationResult | None:
-        """Block until the current reply is done; its result (None if it failed)."""
+        """Block until the current reply is done and return its result; if the reply failed,
+        raise its error here too (the widget shows it in its status line)."""
         if self._thread is not None:
             self._thread.join(timeout)
+        if self.error is not None:
+            raise self.error
         return self.result
 
     def clear(self) -> None:
@@ -243,7 +247,7 @@ class ChatWidget:
             self.status.value = ("Stopped: the reply so far stays in the chat."
                                  if result.finish_reason == "stopped" else "Ready.")
         except Exception as err:  # shown in the widget: a thread's exception would vanish
-            self.result = None
+            self.result, self.error = None, err
             self.status.value = f"<b>{type(err).__name__}</b>: {html.escape(str(err))}"
         finally:
             self._set_busy(False)

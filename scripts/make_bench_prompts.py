@@ -1,9 +1,11 @@
 """Write data/bench_prompts.json: distinct prompts of defined lengths in Phi-3 tokens.
 
-Each prompt is a user turn asking to summarize notes; the notes are this file's own sentences in
-a seeded order, cut word by word until the whole chat prompt (template included) reaches the
-target length. The token counts stored are what Phi-3's tokenizer gives for the formatted prompt;
-tests/test_bench.py checks them. Run: python scripts/make_bench_prompts.py
+Each prompt is a user turn: notes (this file's own sentences in a seeded order, cut word by word
+until the whole chat prompt, template included, reaches the target length), then the request to
+summarize them. The notes come first, so prompts differ from their first word: a pipeline that
+reuses a cached common prefix gains nothing. The token counts stored are what Phi-3's tokenizer
+gives for the formatted prompt; tests/test_bench.py checks them.
+Run: python scripts/make_bench_prompts.py
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from transformers import AutoTokenizer
 ROOT = Path(__file__).resolve().parents[1]
 LENGTHS = (32, 256, 1024)
 PER_LENGTH = 6  # one warm-up and up to five timed repetitions, all different
-INSTRUCTION = "Summarize these notes in one sentence:\n"
+INSTRUCTION = "\n\nSummarize these notes in one sentence."
 SENTENCES = """\
 The laptop was set up on a small desk near the window of the workshop room.
 Each attendee brought a machine with a recent processor and enough memory for the exercises.
@@ -51,7 +53,7 @@ At the end, everyone compared their numbers and found that machines differ a lot
 
 
 def chat_length(tokenizer, text: str) -> int:
-    messages = [{"role": "user", "content": INSTRUCTION + text}]
+    messages = [{"role": "user", "content": text + INSTRUCTION}]
     return len(tokenizer.apply_chat_template(messages, add_generation_prompt=True))
 
 
@@ -70,8 +72,8 @@ def make_prompt(tokenizer, target: int, seed: int) -> tuple[str, int]:
             high = mid
         else:
             low = mid + 1
-    text = INSTRUCTION + " ".join(words[:low])
-    return text, chat_length(tokenizer, text[len(INSTRUCTION):])
+    text = " ".join(words[:low])
+    return text + INSTRUCTION, chat_length(tokenizer, text)
 
 
 def main() -> None:

@@ -9,7 +9,8 @@ For each candidate setting:
 
 Export-time settings go through `phi3_aipc` (prepare with options); OpenVINO's load-time
 properties (KV-cache precision, dynamic quantization, threads) are passed to `LLMPipeline`.
-The README's benchmark section shows this script's table.
+OpenVINO's load-time properties are tried on the default export. The README's benchmark section
+shows this script's table.
 
     python scripts/sweep_defaults.py [--route openvino|onnxruntime-genai] [--reps 3]
 """
@@ -27,7 +28,7 @@ from phi3_aipc.standin import load_chats
 
 ORT_BUILDS = [{"block_size": 32, "accuracy_level": 4}, {"block_size": 64, "accuracy_level": 4},
               {"block_size": 128, "accuracy_level": 4}, {"block_size": 32, "accuracy_level": 1}]
-OV_EXPORTS = [{"group_size": 128}, {"group_size": 64}, {"group_size": -1}]
+OV_EXPORTS = [{"group_size": -1}, {"group_size": 128}, {"group_size": 64}]  # the default first
 OV_PROPERTIES = [{}, {"KV_CACHE_PRECISION": "f16"}, {"KV_CACHE_PRECISION": "f32"},
                  {"DYNAMIC_QUANTIZATION_GROUP_SIZE": 0}, {"INFERENCE_NUM_THREADS": 1}]
 
@@ -100,6 +101,9 @@ def main() -> int:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--json", help="also write the rows here")
     args = p.parse_args()
+    if not 1 <= args.reps <= 5:
+        p.error("--reps must be 1-5: data/bench_prompts.json has 6 prompts per length "
+                "(one warm-up, then one prompt per run)")
     bench_model, tiny_model = resolve_model("bench-stand-in"), resolve_model("stand-in")
     rows = []
     for route in args.route or ["openvino", "onnxruntime-genai"]:

@@ -55,6 +55,8 @@ def test_bench_measures_each_route_at_its_fast_precision(report):
         assert sorted(map(int, r["lengths"])) == list(bench.LENGTHS)
         for n, row in r["lengths"].items():
             assert int(n) <= row["prompt_tokens"] <= int(n) + 2
+            # one warm-up and three timed runs, each on a prompt of its own
+            assert row["warmup_prompt"] == 0 and row["prompts"] == [1, 2, 3]
             for key in ("ttft_ms", "tpot_ms"):
                 s = row[key]
                 assert len(s["runs"]) == data["settings"]["reps"] == 3
@@ -80,10 +82,18 @@ def test_bench_describes_the_machine(report):
 def test_bench_csv_has_a_row_per_route_and_length(report):
     data, table, _ = report
     assert len(table) == len(data["results"]) * len(bench.LENGTHS)
-    row = table[0]
-    for column in ("ttft_ms_median", "tpot_ms_median", "tokens_per_s", "efficiency",
-                   "load_cold_s", "load_warm_s", "peak_rss_mb", "artifact_mb"):
-        assert float(row[column]) > 0
+    for row in table:
+        for column in ("ttft_ms_median", "tpot_ms_median", "tokens_per_s", "efficiency",
+                       "load_cold_s", "load_warm_s", "peak_rss_mb", "artifact_mb"):
+            assert float(row[column]) > 0
+        assert float(row["ttft_ms_min"]) <= float(row["ttft_ms_median"]) <= float(
+            row["ttft_ms_max"])
+    by_config = {r["config"]: r for r in data["results"]}
+    for row in table:
+        n = str(row["prompt_tokens"])
+        lengths = by_config[row["config"]]["lengths"]
+        match = [v for v in lengths.values() if str(v["prompt_tokens"]) == n]
+        assert float(row["tpot_ms_median"]) == match[0]["tpot_ms"]["median"]
 
 
 def test_emulated_npu_is_listed_labelled_and_never_ranked():
@@ -99,12 +109,17 @@ def test_emulated_npu_is_listed_labelled_and_never_ranked():
     assert bench.fastest(results)["config"] == "real"
 
 
-def test_full_model_estimate_scales_by_weights_read():
-    assert bench.full_model_scale("stand-in") is None
-    four, one = bench.full_model_scale("bench-stand-in"), bench.full_model_scale(
-        "bench-stand-in:1")
-    assert 1 < four < one < 32  # the lm_head is read at every size
-    assert bench.full_model_scale("bench-stand-in:32") == pytest.approx(1.0)
+def test_a_route_that_fails_is_an_error_row_and_the_others_still_run(stand_in):
+    good = bench.BenchConfig("transformers", "fp32", "cpu")
+    bad = bench.BenchConfig("openvino", "int4", "NPU")  # no NPU here, and not emulated
+    report = bench.run([bad, good], model="stand-in", reps=1, new_tokens=2, lengths=(32,),
+                       progress=False, bandwidth=False)
+    failed, ran = report["results"]
+    assert "NPU" in failed["error"] and "\n" not in failed["error"]
+    assert (failed["backend"], failed["precision"], failed["device"]) == ("openvino", "int4",
+                                                                           "NPU")
+    assert ran["decode"]["tpot_ms"] > 0 and report["fastest"]["config"] == ran["config"]
+    assert "skipped: " in bench.table(report)
 
 
 def test_bench_stand_in_has_phi3_mini_shapes_and_gets_an_estimate(tmp_path):
@@ -117,12 +132,18 @@ def test_bench_stand_in_has_phi3_mini_shapes_and_gets_an_estimate(tmp_path):
     config = json.loads((Path(r["artifact"]) / "config.json").read_text())
     assert (config["hidden_size"], config["intermediate_size"], config["num_attention_heads"],
             config["vocab_size"], config["num_hidden_layers"]) == (3072, 8192, 32, 32064, 1)
-    per_layer = 3072 * 3 * 3072 + 3072 * 3072 + 3 * 3072 * 8192
-    assert r["weights_read_mb"] == pytest.approx((per_layer + 3072 * 32064) * 4 / 1e6, rel=1e-3)
+    per_layer, head = 3072 * 3 * 3072 + 3072 * 3072 + 3 * 3072 * 8192, 3072 * 32064
+    assert r["weights_read_mb"] == pytest.approx((per_layer + head) * 4 / 1e6, rel=1e-3)
+    assert r["output_layer_mb"] == pytest.approx(head * 4 / 1e6, rel=1e-3)
     estimate = r["estimate_32_layers"]
     assert "estimate" in estimate["note"]
-    assert estimate["tpot_ms"] == pytest.approx(
-        r["decode"]["tpot_ms"] * bench.full_model_scale("bench-stand-in:1"), rel=0.01)
+    # 32 layers read 32x the layer bytes but the output layer once; the prompt pass scales
+    # with the layers
+    assert estimate["tpot_scale"] == pytest.approx((head + 32 * per_layer) / (head + per_layer),
+                                                   rel=1e-3)
+    assert estimate["tpot_ms"] == pytest.approx(r["decode"]["tpot_ms"] * estimate["tpot_scale"],
+                                                rel=0.01)
+    assert estimate["ttft_scale"] == 32
     assert "32 layers) estimate" in out.stdout
 
 
@@ -152,10 +173,12 @@ def test_bench_bad_input(args, message):
 def test_overhead_script_compares_with_the_raw_loops(stand_in):
     """The script runs (its ratio target is for real sizes: see the README's benchmark)."""
     script = Path(__file__).resolve().parents[1] / "scripts" / "bench_overhead.py"
-    out = subprocess.run([sys.executable, str(script), "--model", "stand-in", "--extra", "16",
+    out = subprocess.run([sys.executable, str(script), "--model", "stand-in", "--extra", "96",
                           "--reps", "1"], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     for backend in ("openvino", "onnxruntime-genai"):
         line = next(line for line in out.stdout.splitlines() if line.startswith(backend))
         ours, raw, ratio = (float(x) for x in line.split()[2:5])
-        assert ours > 0 and raw > 0 and ratio == pytest.approx(ours / raw, rel=0.01)
+        # On the tiny stand-in a token takes about a millisecond, so the ratio is noise here;
+        # the target applies at real sizes (README). This checks that both sides were timed.
+        assert ours > 0 and raw > 0 and ratio > 0 and ("ok" in line or "OVER TARGET" in line)

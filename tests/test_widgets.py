@@ -9,6 +9,7 @@ import pytest
 
 from phi3_aipc import open_session
 from phi3_aipc.chat import fit_history, prompt_ids
+from phi3_aipc.errors import BadInput
 from phi3_aipc.standin import load_chats
 
 pytest.importorskip("ipywidgets")
@@ -157,7 +158,8 @@ def test_fit_history_drops_whole_turns_oldest_first(stand_in):
 
 def test_an_error_shows_in_the_widget_and_the_chat_goes_on(stand_in):
     chat = ChatWidget(route="transformers", model="stand-in", max_new_tokens=64, context=20)
-    assert ask(chat, question(INTRO)) is None
+    with pytest.raises(BadInput, match="context window"):  # wait() raises what the status shows
+        ask(chat, question(INTRO))
     assert "BadInput" in chat.status.value and "context window" in chat.status.value
     assert chat.history == [] and not chat.send_button.disabled
     chat.context = 4096
