@@ -3,15 +3,16 @@
 The few names a notebook needs:
 
     from phi3_aipc import open_session, build_messages
-    session = open_session("transformers", model="stand-in")
-    print(session.generate(build_messages("Can you introduce yourself?")).text)
+    with open_session("transformers", model="stand-in") as session:
+        print(session.generate(build_messages("Can you introduce yourself?")).text)
 """
-from .backends import get_backend, installed_backends, open_session
+from .backends import GenerationRequest, get_route, installed_routes, open_session, prepare
+from .catalog import DEFAULT_MODEL
 from .chat import build_messages
 from .errors import BadInput, DeviceUnavailable, ModelNotFound, Phi3AipcError
-from .models import DEFAULT_MODEL, STAND_IN, resolve_model
+from .models import STAND_IN, resolve_model
 
 __version__ = "0.1.0"
-__all__ = ["open_session", "get_backend", "installed_backends", "build_messages",
-           "resolve_model", "DEFAULT_MODEL", "STAND_IN", "Phi3AipcError", "BadInput",
-           "DeviceUnavailable", "ModelNotFound"]
+__all__ = ["open_session", "prepare", "get_route", "installed_routes", "GenerationRequest",
+           "build_messages", "resolve_model", "DEFAULT_MODEL", "STAND_IN", "Phi3AipcError",
+           "BadInput", "DeviceUnavailable", "ModelNotFound"]

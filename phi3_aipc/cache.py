@@ -9,11 +9,12 @@ import shutil
 import sys
 import uuid
 from collections.abc import Callable
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from filelock import FileLock
 from platformdirs import user_cache_dir
+
+from .envs import installed_version
 
 
 def cache_dir() -> Path:
@@ -113,13 +114,6 @@ def write_manifest(folder: Path, route: str, source, precision: str, options: di
     (folder / MANIFEST).write_text(json.dumps(made, indent=2), encoding="utf-8")
 
 
-def installed_version(package: str) -> str | None:
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return None
-
-
 def read_manifest(folder: Path) -> dict:
     """What `write_manifest` recorded, or {} for a folder made some other way."""
     path = folder / MANIFEST
@@ -151,8 +145,9 @@ def check_given(folder: Path) -> None:
             raise BadInput(f"{folder} is damaged: {problem}. Delete it and prepare it again.")
 
 
-def list_artifacts() -> list[dict]:
-    """Every finished artifact in the cache, with its manifest and size."""
+def list_artifacts(library_folders: list[tuple[str, Path, str]] = ()) -> list[dict]:
+    """Every finished artifact in the cache, with its manifest and size; and the folders that
+    routes' libraries fill themselves, given as (route, folder, what it holds)."""
     found = []
     for manifest in sorted(cache_dir().glob(f"*/*/*/{MANIFEST}")) + \
             sorted(cache_dir().glob(f"stand-in/*/{MANIFEST}")):
@@ -169,11 +164,7 @@ def list_artifacts() -> list[dict]:
                       "options": made.get("options", {}),
                       "size_mb": made.get("size_mb", round(folder_size_mb(folder), 1)),
                       "path": str(folder)})
-    # Folders that the libraries fill themselves: no manifest, but they are ours to list.
-    for folder, route, what in [
-            *((f, "npu-library", "compiled models") for f in
-              sorted((cache_dir() / "npu-library").glob("*")) if f.is_dir()),
-            (cache_dir() / "openvino-compiled", "openvino", "compiled-model blobs")]:
+    for route, folder, what in library_folders:  # no manifest, but they are ours to list
         if folder.is_dir():
             found.append({"route": route, "model": folder.name, "precision": "-",
                           "options": {"contents": what},
@@ -181,10 +172,11 @@ def list_artifacts() -> list[dict]:
     return found
 
 
-def clear_artifacts(route: str | None = None) -> list[str]:
+def clear_artifacts(route: str | None = None,
+                    library_folders: list[tuple[str, Path, str]] = ()) -> list[str]:
     """Remove the cached artifacts of `route` (all routes when None); return their folders."""
     removed = []
-    for entry in list_artifacts():
+    for entry in list_artifacts(library_folders):
         if route is None or entry["route"] == route:
             discard(Path(entry["path"]))
             removed.append(entry["path"])

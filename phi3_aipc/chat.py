@@ -1,6 +1,7 @@
 """Messages -> prompt through the tokenizer's own chat template; stop tokens from the model."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from .errors import BadInput
@@ -62,10 +63,11 @@ def check_fits(prompt_tokens: int, max_new_tokens: int, context: int) -> None:
                        f"{context - prompt_tokens}.")
 
 
-def fit_history(tokenizer, prompt: str, system: str | None, history: list[dict],
-                budget: int) -> tuple[list[dict], int]:
+def fit_history(count: Callable[[list[dict]], int], prompt: str, system: str | None,
+                history: list[dict], budget: int) -> tuple[list[dict], int]:
     """The chat to send, with the oldest turns of `history` dropped until its prompt (counted
-    with the tokenizer's chat template) is at most `budget` tokens; and how many turns went.
+    by `count`, e.g. a session's `count_prompt_tokens`) is at most `budget` tokens; and how
+    many turns went.
 
     A turn is a user message and the reply to it. If even the new prompt alone is over budget,
     it is returned without history (the route then refuses it with a clear message).
@@ -74,6 +76,6 @@ def fit_history(tokenizer, prompt: str, system: str | None, history: list[dict],
     for dropped in range(len(turns) + 1):
         earlier = [m for turn in turns[dropped:] for m in turn]
         messages = build_messages(prompt, system, earlier)
-        if len(prompt_ids(tokenizer, messages)) <= budget:
+        if count(messages) <= budget:
             break
     return messages, dropped

@@ -7,14 +7,26 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
+from pathlib import Path
 
-from .backends import REGISTRY, get_backend, installed_backends, open_session, prepare_artifact
-from .backends.base import PRECISIONS
-from .bench import LENGTHS as BENCH_LENGTHS
+from . import catalog
+from .backends import (
+    REGISTRY,
+    all_routes,
+    get_route,
+    installed_routes,
+    library_caches,
+    open_session,
+    prepare_artifact,
+)
+from .backends.base import PRECISIONS, GenerationRequest, Option
+from .bench.configs import LENGTHS as BENCH_LENGTHS
 from .cache import cache_dir, clear_artifacts, list_artifacts
 from .chat import build_messages
 from .errors import BadInput, Phi3AipcError
 from .models import resolve_model
+from .processes import tool_log
 from .standin import load_chats
 
 
@@ -31,6 +43,53 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def add_option(group, option: Option) -> None:
+    """A route's option as a CLI flag; flags stay None unless given (the route's default)."""
+    if option.type is bool:
+        if option.off:
+            both = group.add_mutually_exclusive_group()
+            both.add_argument(option.flag, dest=option.name, action="store_const", const=True,
+                              help=option.help)
+            both.add_argument(option.off, dest=option.name, action="store_const", const=False,
+                              help=option.off_help)
+        else:
+            group.add_argument(option.flag, dest=option.name, action="store_true",
+                               default=None, help=option.help)
+        return
+    group.add_argument(option.flag, dest=option.name, type=option.type, help=option.help,
+                       choices=option.choices or None)
+
+
+def route_args(cmd: argparse.ArgumentParser, stages: tuple[str, ...]) -> None:
+    """--route, --precision, --model, and every route's own options of these stages."""
+    cmd.add_argument("--route", "--backend", dest="route", default="transformers", metavar="R",
+                     help=f"route: {', '.join(REGISTRY)} (default: transformers; --backend "
+                     "is the same)")
+    cmd.add_argument("--precision", metavar="P",
+                     help=f"{', '.join(PRECISIONS)} (default: the route's own)")
+    cmd.add_argument("--model", metavar="M", help=f"hub id (known: {catalog.describe()}), "
+                     f"local folder or 'stand-in' (default: $PHI3_AIPC_MODEL or "
+                     f"{catalog.DEFAULT_MODEL})")
+    cmd.add_argument("--device", metavar="D", help="the device it runs on (default: the "
+                     "route's own)")
+    seen: set[str] = set()
+    for route in all_routes():
+        options = [o for o in route.options if o.stage in stages and o.name not in seen]
+        if options:
+            group = cmd.add_argument_group(f"settings of the {route.name} route")
+            for option in options:
+                add_option(group, option)
+                seen.add(option.name)
+
+
+def given(args: argparse.Namespace, stage: str) -> dict:
+    """The options of the chosen route the user set (None: not given; --asym gives sym=False).
+    Options of other routes that were given are passed on too, so that the route refuses
+    them by name."""
+    names = {o.name for r in all_routes() for o in r.options if o.stage == stage}
+    return {n: v for n in sorted(names) if (v := getattr(args, n, None)) is not None}
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="phi3-aipc", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(required=True, metavar="COMMAND")
@@ -39,55 +98,18 @@ def parser() -> argparse.ArgumentParser:
     doctor.add_argument("--json", action="store_true", help="print the report as JSON")
     doctor.set_defaults(func=cmd_doctor)
 
-    def route_args(cmd: argparse.ArgumentParser) -> None:
-        cmd.add_argument("--backend", default="transformers", metavar="B",
-                         help=f"route: {', '.join(REGISTRY)} (default: transformers)")
-        cmd.add_argument("--precision", metavar="P",
-                         help=f"{', '.join(PRECISIONS)} (default: the route's own)")
-        cmd.add_argument("--model", metavar="M", help="hub id, local folder or 'stand-in' "
-                         "(default: $PHI3_AIPC_MODEL or microsoft/Phi-3-mini-4k-instruct)")
-        ov = cmd.add_argument_group("export settings (openvino route)")
-        ov.add_argument("--preset", help="int4 settings: default (--sym --group-size -1 "
-                        "--ratio 1.0, fastest measured on a CPU), grouped (--sym --group-size 128 "
-                        "--ratio 1.0), reference (--sym --group-size 128 --ratio 0.6), npu "
-                        "(--sym --group-size -1 --ratio 1.0)")
-        sym = ov.add_mutually_exclusive_group()
-        sym.add_argument("--sym", dest="sym", action="store_const", const=True,
-                         help="symmetric weight quantization")
-        sym.add_argument("--asym", dest="sym", action="store_const", const=False,
-                         help="asymmetric weight quantization")
-        ov.add_argument("--group-size", type=int, help="int4 group size (-1: per channel)")
-        ov.add_argument("--ratio", type=float, help="share of layers in int4 (the rest int8)")
-        ov.add_argument("--dataset", help="calibration data for AWQ/scale estimation "
-                        "(auto: generated by the model; wikitext2: downloaded)")
-        ov.add_argument("--awq", action="store_true", default=None,
-                        help="activation-aware quantization")
-        ov.add_argument("--scale-estimation", action="store_true", default=None)
-        ov.add_argument("--num-samples", type=int, help="calibration samples (with --dataset)")
-        cmd.add_argument("--skip-preflight", action="store_true", default=None,
-                         help="export even when the "
-                         "memory/disk estimate says it will not fit")
-        ort = cmd.add_argument_group("build settings (onnxruntime-genai route)")
-        ort.add_argument("--target", choices=("cpu", "dml"), help="the provider to build for "
-                         "(default: int4 for the device, fp16 dml, fp32 cpu)")
-        ort.add_argument("--block-size", type=int, help="int4 block size (default 128 "
-                         "for the CPU, 32 for DirectML)")
-        ort.add_argument("--accuracy-level", type=int, help="int4 MatMul activations: 4 int8 "
-                         "(the CPU default), 1 fp32, 0 the provider's choice")
-        ort.add_argument("--prebuilt", action="store_true", default=None,
-                         help="download Microsoft's DirectML "
-                         "int4 Phi-3-mini instead of building one")
+    models = sub.add_parser("models", help="the models the suite knows, and their prebuilt "
+                            "builds per route")
+    models.add_argument("--json", action="store_true", help="print the catalog as JSON")
+    models.set_defaults(func=cmd_models)
 
     prepare = sub.add_parser("prepare", help="convert/quantize a model for a route; prints "
                              "the artifact folder last")
-    route_args(prepare)
-    prepare.add_argument("--device", metavar="D", help="the device it will run on, where the "
-                         "route builds per device (default: the route's own)")
+    route_args(prepare, ("prepare",))
     prepare.set_defaults(func=cmd_prepare)
 
     gen = sub.add_parser("generate", help="reply to one prompt")
-    route_args(gen)
-    gen.add_argument("--device", metavar="D", help="device (default: the route's own)")
+    route_args(gen, ("prepare", "load"))
     gen.add_argument("--prompt", required=True, metavar="TEXT")
     gen.add_argument("--system", metavar="TEXT", help="system prompt")
     gen.add_argument("--max-new-tokens", type=int, default=256, metavar="N")
@@ -98,13 +120,6 @@ def parser() -> argparse.ArgumentParser:
     gen.add_argument("--top-p", type=float, default=0.9)
     gen.add_argument("--seed", type=int, help="seed for sampling")
     gen.add_argument("--json", action="store_true", help="print one JSON object")
-    npu = gen.add_argument_group("NPU settings (openvino route)")
-    npu.add_argument("--emulate-npu", action="store_true", default=None,
-                     help="on a PC without an NPU, run "
-                     "OpenVINO's NPU pipeline emulated on the CPU (labelled as such)")
-    npu.add_argument("--max-prompt-len", type=int, help="NPU: longest prompt (default 1024)")
-    npu.add_argument("--min-response-len", type=int, help="NPU: room for the reply "
-                     "(default 128)")
     gen.set_defaults(func=cmd_generate)
 
     cache = sub.add_parser("cache", help="list or clear prepared models in the phi3-aipc cache")
@@ -113,7 +128,8 @@ def parser() -> argparse.ArgumentParser:
     cache_list.add_argument("--json", action="store_true")
     cache_list.set_defaults(func=cmd_cache_list)
     cache_clear = cache_sub.add_parser("clear", help="remove prepared models (all, or one route's)")
-    cache_clear.add_argument("--route", metavar="R", help="only this route's "
+    cache_clear.add_argument("--route", "--backend", dest="route", metavar="R",
+                             help="only this route's "
                              f"({', '.join(['stand-in', *REGISTRY])})")
     cache_clear.set_defaults(func=cmd_cache_clear)
 
@@ -121,7 +137,7 @@ def parser() -> argparse.ArgumentParser:
                            "time to first token, tokens/s, memory")
     bench.add_argument("--model", metavar="M", help="as for generate; 'bench-stand-in[:LAYERS]' "
                        "has Phi-3-mini's layer shapes with random weights (default 4 layers)")
-    bench.add_argument("--backend", action="append", metavar="B",
+    bench.add_argument("--route", "--backend", dest="route", action="append", metavar="R",
                        help="only this route (repeat for more; default: every installed route)")
     bench.add_argument("--precision", action="append", metavar="P",
                        help="only this precision (repeatable; 'default': each route's own; "
@@ -142,52 +158,67 @@ def parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run every installed route once on the default model")
     demo.add_argument("--model", metavar="M", help="as for generate")
     demo.add_argument("--max-new-tokens", type=int, default=64, metavar="N")
+    demo.add_argument("--verbose", action="store_true", help="show the converters' and "
+                      "libraries' own output instead of keeping it in a log file")
     demo.set_defaults(func=cmd_demo)
     return p
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from .hardware import doctor, format_report
+    from .doctor import doctor, format_report
 
     report = doctor()
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
 
 
-PREPARE_OPTIONS = ("preset", "sym", "group_size", "ratio", "dataset", "awq", "scale_estimation",
-                   "num_samples", "target", "block_size", "accuracy_level", "prebuilt",
-                   "skip_preflight")
-LOAD_OPTIONS = ("emulate_npu", "max_prompt_len", "min_response_len")
-
-
-def given(args: argparse.Namespace, names: tuple[str, ...]) -> dict:
-    """The route options the user actually set (None: not given; --asym gives sym=False)."""
-    return {n: v for n in names if (v := getattr(args, n, None)) is not None}
+def cmd_models(args: argparse.Namespace) -> int:
+    rows = [{"id": m.id, "stand_in": f"stand-in:{m.short}", "context_window": m.context_window,
+             "parameters_b": m.parameters_b, "layers": m.layers,
+             "bf16_gb": round(m.bf16_gb, 2), "export_ram_gb": round(m.export_ram_gb, 1),
+             "note": m.note, "prebuilt": [p.__dict__ for p in m.prebuilt]}
+            for m in catalog.MODELS.values()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        default = "  (default)" if r["id"] == catalog.DEFAULT_MODEL else ""
+        print(f"{r['id']}{default}\n  {r['parameters_b']}B parameters, {r['layers']} layers, "
+              f"{r['context_window']}-token window; {r['bf16_gb']:.1f} GB in bf16, about "
+              f"{r['export_ram_gb']:.0f} GB of memory to export; {r['note']}")
+        for p in r["prebuilt"]:
+            where = "/".join(filter(None, [p["repo"], p["subfolder"]]))
+            print(f"  prebuilt {p['route']:18} {p['precision']} for {', '.join(p['devices'])}: "
+                  f"{where}" + (f" ({p['settings']})" if p["settings"] else ""))
+    return 0
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    route = get_backend(args.backend)
-    options = given(args, PREPARE_OPTIONS)
-    route.check_options(options, {})
-    precision, device = route.check(args.precision, args.device)
-    _, artifact = prepare_artifact(route, precision, device, args.model, options)
+    plan = get_route(args.route).plan(args.precision, args.device, given(args, "prepare"))
+    _, artifact = prepare_artifact(plan, args.model)
     print(artifact)
     return 0
 
 
+def request_of(args: argparse.Namespace) -> GenerationRequest:
+    return GenerationRequest(max_new_tokens=args.max_new_tokens, greedy=args.greedy,
+                             ignore_eos=args.ignore_eos, temperature=args.temperature,
+                             top_p=args.top_p, seed=args.seed).check()
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     messages = build_messages(args.prompt, args.system)
-    session = open_session(args.backend, args.precision, args.device, args.model,
-                           prepare_options=given(args, PREPARE_OPTIONS),
-                           load_options=given(args, LOAD_OPTIONS))
-    stream = None if args.json else lambda text: print(text, end="", flush=True)
-    if not args.json:
-        print(f"[{session.backend} | {session.device} | {session.precision} | {session.model}]")
-        if session.device_note:
-            print(f"[{session.device_note}]")
-    result = session.generate(messages, max_new_tokens=args.max_new_tokens, greedy=args.greedy,
-                              ignore_eos=args.ignore_eos, streamer=stream,
-                              temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+    request = request_of(args)
+    with open_session(args.route, args.precision, args.device, args.model,
+                      prepare_options=given(args, "prepare"),
+                      load_options=given(args, "load")) as session:
+        stream = None if args.json else lambda text: print(text, end="", flush=True)
+        if not args.json:
+            print(f"[{session.backend} | {session.device} | {session.precision} | "
+                  f"{session.model}]")
+            if session.device_note:
+                print(f"[{session.device_note}]")
+        result = session.generate(messages, request, streamer=stream)
     if args.json:
         print(result.to_json())
     else:
@@ -202,7 +233,7 @@ def metrics_line(result) -> str:
 
 
 def cmd_cache_list(args: argparse.Namespace) -> int:
-    entries = list_artifacts()
+    entries = list_artifacts(library_caches())
     if args.json:
         print(json.dumps(entries, indent=2))
         return 0
@@ -221,7 +252,7 @@ def cmd_cache_clear(args: argparse.Namespace) -> int:
     known = ["stand-in", *REGISTRY]
     if args.route and args.route not in known:
         raise BadInput(f"Unknown route {args.route!r}; routes: {', '.join(known)}.")
-    removed = clear_artifacts(args.route)
+    removed = clear_artifacts(args.route, library_caches())
     for path in removed:
         print(f"removed {path}")
     print(f"{len(removed)} cached folders removed"
@@ -237,7 +268,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except ValueError:
         raise BadInput(f"--lengths takes token counts separated by commas, e.g. 32,256; got "
                        f"{args.lengths!r}.") from None
-    configs = bench.available_configs(args.backend, args.precision, args.device,
+    configs = bench.available_configs(args.route, args.precision, args.device,
                                       max_prompt_len=max(lengths))
     report = bench.run(configs, args.model, reps=args.reps, new_tokens=args.new_tokens,
                        lengths=lengths)
@@ -247,25 +278,64 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """Every installed route once: a progress line each, then one table. What the converters
+    and libraries print goes to a log file (all of it on screen with --verbose)."""
     chat = load_chats()[0]  # the reference material's system prompt and question
+    request = GenerationRequest(max_new_tokens=args.max_new_tokens, greedy=True).check()
     source = resolve_model(args.model)
-    routes = installed_backends()
+    routes = installed_routes()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    log = None if args.verbose else cache_dir() / "logs" / f"demo-{stamp}.log"
     print(f"Model: {source.name} ({source.path})")
     print(f"Prompt: {chat['messages'][-1]['content']!r}; routes installed: "
-          f"{', '.join(r.name for r in routes)}\n")
-    for route in routes:
+          f"{', '.join(r.name for r in routes)}")
+    if log:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        print(f"Exports and library messages go to {log} (--verbose shows them here).")
+    print()
+    rows, notes = [], []
+    for i, route in enumerate(routes, 1):
+        print(f"[{i}/{len(routes)}] {route.name}: preparing, loading and generating ...",
+              end="", flush=True)
+        start = time.perf_counter()
         try:
-            session = open_session(route.name, model=source)
-            result = session.generate(chat["messages"], max_new_tokens=args.max_new_tokens,
-                                      greedy=True)
+            with tool_log(log), open_session(route.name, model=source) as session:
+                result = session.generate(chat["messages"], request)
         except Phi3AipcError as err:  # one route that cannot run here must not hide the others
-            print(f"== {route.name}: skipped. {err}\n")
+            print(" skipped")
+            notes.append(f"{route.name}: skipped. {err}")
+            show_log_tail(log)
             continue
-        note = f" ({session.device_note})" if session.device_note else ""
-        print(f"== {route.name}: device {result.device}{note}, precision {result.precision}")
-        print(result.text)
-        print(metrics_line(result) + "\n")
+        print(f" done in {time.perf_counter() - start:.1f} s")
+        rows.append(result)
+        if result.device_note:
+            notes.append(f"{route.name}: {result.device_note}")
+    print()
+    print(demo_table(rows))
+    for note in notes:
+        print(f"- {note}")
     return 0
+
+
+def demo_table(results: list) -> str:
+    head = ["route", "device", "precision", "reply", "TTFT ms", "tokens/s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        m = r.metrics
+        reply = " ".join(r.text.split()).replace("|", "/")
+        lines.append(f"| {r.backend} | {r.device} | {r.precision} | {reply} | "
+                     f"{m.ttft_ms:.0f} | {m.tokens_per_s or 0:.1f} |")
+    return "\n".join(lines)
+
+
+def show_log_tail(log: Path | None, lines: int = 30) -> None:
+    """After a failed step, what the tools printed last (the log has it all)."""
+    if log and log.is_file():
+        tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+        if tail:
+            print(f"  last lines of {log}:", file=sys.stderr)
+            for line in tail:
+                print(f"    {line}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,3 +31,11 @@ def npu_library_python() -> str | None:
         return sys.executable
     exe = env_python(".venv-npu")
     return str(exe) if exe.exists() else None
+
+
+def installed_version(package: str) -> str | None:
+    """The installed version of a package by its pip name, or None."""
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None

@@ -1,4 +1,4 @@
-"""Where a model comes from: a hub id, a local folder, or the offline stand-in."""
+"""Where a model comes from: a hub id, a local folder, a prebuilt build, or the offline stand-in."""
 from __future__ import annotations
 
 import hashlib
@@ -8,10 +8,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .catalog import DEFAULT_MODEL, FAMILY
 from .errors import ModelNotFound
 from .standin import BANNER_NOTE, BENCH_LAYERS, ensure_bench_stand_in, ensure_stand_in
 
-DEFAULT_MODEL = "microsoft/Phi-3-mini-4k-instruct"
 STAND_IN = "stand-in"
 BENCH_STAND_IN = "bench-stand-in"  # "bench-stand-in:8" for 8 layers
 MODEL_ENV = "PHI3_AIPC_MODEL"
@@ -25,7 +25,7 @@ class ModelSource:
 
     name: str
     path: Path
-    kind: str  # "hub", "local", "stand-in" or "bench-stand-in"
+    kind: str  # "hub", "local", "prebuilt", "stand-in" or "bench-stand-in"
 
     @property
     def is_stand_in(self) -> bool:
@@ -33,7 +33,7 @@ class ModelSource:
 
     def fingerprint(self) -> str:
         """What identifies these weights: the recipe, the hub commit, or the files' stamps."""
-        if self.kind in (STAND_IN, BENCH_STAND_IN, "hub"):
+        if self.kind in (STAND_IN, BENCH_STAND_IN, "hub", "prebuilt"):
             return f"{self.name}@{self.path.name}"  # recipe digest / snapshot commit
         return f"{self.path.name}@{folder_fingerprint(self.path)}"
 
@@ -56,13 +56,14 @@ def default_model() -> str:
 def resolve_model(model: str | None = None, progress: bool = True) -> ModelSource:
     """Turn a model name into a local folder, downloading or building it if needed.
 
-    `model` is a hub id, a local folder, "stand-in", or "bench-stand-in[:LAYERS]" (Phi-3-mini's
+    `model` is a hub id (or a catalog model's short name, e.g. "phi-3.5-mini"), a local
+    folder, "stand-in", or "bench-stand-in[:LAYERS]" (Phi-3-mini's
     layer shapes with random weights, for benchmarks); None means the default. Only the default
     (no argument, no `PHI3_AIPC_MODEL`) falls back to the stand-in when the hub can't be reached,
     with a banner that says so; a model asked for by name that can't be had is an error.
     """
     implicit = model is None and not os.environ.get(MODEL_ENV)
-    name = model or default_model()
+    name = catalog_id(model or default_model())
     if name == STAND_IN:
         return ModelSource(STAND_IN, ensure_stand_in(progress), STAND_IN)
     if name.split(":")[0] == BENCH_STAND_IN:
@@ -82,6 +83,17 @@ def resolve_model(model: str | None = None, progress: bool = True) -> ModelSourc
             raise
         print_stand_in_banner(str(err))
         return ModelSource(STAND_IN, ensure_stand_in(progress), STAND_IN)
+
+
+def catalog_id(name: str) -> str:
+    """The hub id of a catalog model given by its short name; other names as they are."""
+    from .catalog import MODELS
+
+    if not isinstance(name, str) or not name.strip():
+        raise ModelNotFound(f"Give a model: a hub id such as {DEFAULT_MODEL}, a local folder, "
+                            f"or '{STAND_IN}'; got {name!r}.")
+    by_short = {m.short: m.id for m in MODELS.values()}
+    return by_short.get(name, name)
 
 
 def bench_layers(name: str) -> int:
@@ -106,7 +118,7 @@ def check_phi3_folder(folder: Path) -> None:
     genai = folder / "genai_config.json"  # a model already built for ONNX Runtime GenAI
     if genai.is_file() and not (folder / "config.json").is_file():
         model_type = json.loads(genai.read_text(encoding="utf-8"))["model"].get("type")
-        if model_type != "phi3":
+        if model_type not in FAMILY:
             raise ModelNotFound(f"{folder} holds an ONNX Runtime GenAI {model_type!r} model, "
                                 "not Phi-3. These notebooks are written for Phi-3-mini.")
         return
@@ -115,7 +127,7 @@ def check_phi3_folder(folder: Path) -> None:
         raise ModelNotFound(f"{folder} has no config.json, so it is not a Hugging Face model "
                             "folder. Point to the folder that holds config.json and the weights.")
     model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
-    if model_type != "phi3":
+    if model_type not in FAMILY:
         raise ModelNotFound(f"{folder} holds a {model_type!r} model, not Phi-3 (model_type "
                             "'phi3'). These notebooks are written for Phi-3-mini.")
     weights = ("*.safetensors", "*.bin", "openvino_model.xml", "genai_config.json")
@@ -124,30 +136,60 @@ def check_phi3_folder(folder: Path) -> None:
                             "(*.safetensors). Download the model again.")
 
 
-def download(repo_id: str, progress: bool = True) -> Path:
-    """Fetch a hub model into the Hugging Face cache (or find it there) and return its folder."""
+def download(repo_id: str, progress: bool = True, folder: str = "",
+             patterns: list[str] | None = None) -> Path:
+    """Fetch files of a hub repository into the Hugging Face cache, or find them there, and
+    return the folder: a checkpoint's files by default; `patterns` for others; `folder` for
+    one folder of it (as prebuilt builds come). The cache comes first: what was downloaded
+    once loads offline."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
 
+    patterns = patterns or ([f"{folder}/*"] if folder else HUB_FILES)
+    what = f"{repo_id}/{folder}" if folder else repo_id
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=HUB_FILES, local_files_only=True))
+        cached = Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
+        if not folder or (cached / folder).is_dir():
+            return cached / folder
     except Exception:
         pass  # not cached yet
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        raise ModelNotFound(f"{repo_id} is not in the local Hugging Face cache and HF_HUB_OFFLINE "
+        raise ModelNotFound(f"{what} is not in the local Hugging Face cache and HF_HUB_OFFLINE "
                             "is set. Download it once while online, or unset HF_HUB_OFFLINE.")
     reason = hub_unreachable()
     if reason:
-        raise ModelNotFound(f"Cannot reach the model hub to download {repo_id} ({reason}). "
+        raise ModelNotFound(f"Cannot reach the model hub to download {what} ({reason}). "
                             "Connect to the internet, set HF_ENDPOINT to a reachable mirror, or "
-                            f"use --model {STAND_IN} / PHI3_AIPC_MODEL={STAND_IN}.")
+                            f"use --model {STAND_IN} / PHI3_AIPC_MODEL={STAND_IN}"
+                            + (" (or build the model yourself)." if folder else "."))
     (enable_progress_bars if progress else disable_progress_bars)()
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=HUB_FILES))
+        return Path(snapshot_download(repo_id, allow_patterns=patterns)) / folder
     except Exception as err:
-        raise ModelNotFound(f"Could not download {repo_id}: {type(err).__name__}: {err}. "
+        raise ModelNotFound(f"Could not download {what}: {type(err).__name__}: {err}. "
                             "Check the model id and your connection (or HF_TOKEN for gated "
                             "models).") from None
+
+
+def prebuilt_source(route: str, model: str | None, device: str) -> ModelSource:
+    """The catalog's ready-made build of `model` (None: the default model) for `route`, the
+    one made for `device` where there are several; downloaded, or found in the cache."""
+    from .catalog import MODELS, known
+    from .errors import BadInput
+
+    name = catalog_id(model or default_model())
+    entry = known(name)
+    builds = [b for b in entry.prebuilt_for(route) if device in b.devices] if entry else []
+    if not builds:
+        offered = [m.id for m in MODELS.values()
+                   if any(device in b.devices for b in m.prebuilt_for(route))]
+        raise BadInput(f"No prebuilt {route} build for {device} is known for {name!r} (there "
+                       f"is for {', '.join(offered) or 'no model'}). Leave out --prebuilt to "
+                       "make your own.")
+    chosen = builds[0]
+    path = download(chosen.repo, folder=chosen.subfolder,
+                    patterns=None if chosen.subfolder else ["*"])
+    return ModelSource("/".join(filter(None, [chosen.repo, chosen.subfolder])), path, "prebuilt")
 
 
 def hub_unreachable(timeout: float = 3.0) -> str | None:
@@ -170,3 +212,24 @@ def print_stand_in_banner(reason: str) -> None:
         f"once with\n   hf download {DEFAULT_MODEL}\n{line}",
         file=sys.stderr,
     )
+
+
+def safetensors_params(folder: Path) -> tuple[int, int, int]:
+    """Parameter counts of a checkpoint: all, the embedding table's, the output layer's."""
+    import math
+    import struct
+
+    total = embedding = head = 0
+    for f in folder.glob("*.safetensors"):
+        with open(f, "rb") as fh:
+            header = json.loads(fh.read(struct.unpack("<Q", fh.read(8))[0]))
+        for name, tensor in header.items():
+            if name == "__metadata__":
+                continue
+            n = math.prod(tensor["shape"])
+            total += n
+            if name.endswith("embed_tokens.weight"):
+                embedding += n
+            elif name.startswith("lm_head."):
+                head += n
+    return total, embedding, head

@@ -14,6 +14,9 @@ import shutil
 from pathlib import Path
 
 from .cache import MANIFEST, build_once, cache_dir
+from .catalog import default
+
+DEFAULT = default()  # the catalog's default model: the bench stand-in has its shapes
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 TOKENIZER_DIR = DATA / "tokenizer"
@@ -47,14 +50,12 @@ RECIPE_VERSION = 1
 # that every kernel runs at its real size on a small machine. Its replies are noise.
 BENCH_CONFIG = dict(
     MODEL_CONFIG,
-    hidden_size=3072,
-    intermediate_size=8192,
-    num_attention_heads=32,
-    num_key_value_heads=32,
+    **{k: DEFAULT.config[k] for k in ("hidden_size", "intermediate_size", "num_attention_heads",
+                                      "num_key_value_heads")},
     torch_dtype="bfloat16",  # as Phi-3-mini's checkpoint is stored
 )
 BENCH_LAYERS = 4  # default; Phi-3-mini has 32
-PHI3_MINI_LAYERS = 32
+PHI3_MINI_LAYERS = DEFAULT.layers
 
 BANNER_NOTE = (
     "This is the phi3-aipc offline stand-in, not Phi-3: a 2-layer model whose replies are canned "

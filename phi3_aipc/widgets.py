@@ -9,8 +9,8 @@ from __future__ import annotations
 import html
 import threading
 
-from .backends import GenerationResult, Session, get_backend, open_session
-from .chat import check_fits, fit_history, prompt_ids
+from .backends import GenerationRequest, GenerationResult, Session, get_route, open_session
+from .chat import check_fits, fit_history
 from .errors import BadInput
 from .models import ModelSource, resolve_model
 
@@ -63,7 +63,7 @@ class ChatWidget:
 
         names = list(routes or [route])
         for name in names:
-            get_backend(name)  # an unknown route is refused here, not on the first message
+            get_route(name)  # an unknown route is refused here, not on the first message
         if route not in names:
             raise BadInput(f"The chat starts on route {route!r}, which is not among its routes "
                            f"{', '.join(names)}.")
@@ -71,7 +71,6 @@ class ChatWidget:
         self.context = context
         self.source: ModelSource | None = None
         self.session: Session | None = None
-        self.tokenizer = None
         self.history: list[dict] = []
         self.result: GenerationResult | None = None
         self.error: Exception | None = None  # why the last reply failed, if it did
@@ -160,21 +159,19 @@ class ChatWidget:
             self.status.value = "New chat."
 
     def _fill_pickers(self, precision: str | None = None, device: str | None = None) -> None:
-        backend = get_backend(self.route.value)
-        devices = backend.devices_here() if backend.is_installed() else [backend.default_device]
-        if self.route.value == "openvino":
-            devices.append("AUTO")  # OpenVINO picks the device itself
+        route = get_route(self.route.value)
+        devices = route.picker_devices()
         self.device.options = devices
         self.device.value = device if device in devices else devices[0]
-        self.precision.options = list(backend.precisions)
-        self.precision.value = precision if precision in backend.precisions \
-            else backend.default_precision
+        self.precision.options = list(route.precisions)
+        self.precision.value = precision if precision in route.precisions \
+            else route.default_precision
         self._drop_session()
 
     def _drop_session(self) -> None:
         """Forget the loaded model; the next message loads what the pickers say."""
-        if self.session is not None and hasattr(self.session, "close"):
-            self.session.close()  # the NPU library's worker process
+        if self.session is not None:
+            self.session.close()
         self.session = None
 
     def _set_busy(self, busy: bool) -> None:
@@ -201,32 +198,28 @@ class ChatWidget:
             self.session = open_session(route, precision, device, model=self.source)
             if self.session.device_note:
                 self._add("chat-note", html.escape(self.session.device_note))
-        if self.tokenizer is None:
-            from transformers import AutoConfig, AutoTokenizer
-
-            self.tokenizer = AutoTokenizer.from_pretrained(self.source.path)
-            self.context = self.context or AutoConfig.from_pretrained(
-                self.source.path).max_position_embeddings
         return self.session
 
-    def _budget(self, session: Session) -> int:
-        """How many prompt tokens fit: the window minus room for the reply, and the NPU
-        pipeline's prompt limit where there is one."""
-        budget = self.context - self.max_new_tokens
-        limit = getattr(session, "config", {}).get("MAX_PROMPT_LEN")
-        return min(budget, limit) if limit else budget
+    def _budget(self, session: Session) -> tuple[int, int]:
+        """The context window, and how many prompt tokens fit: the window minus room for the
+        reply, and the device's own prompt limit where there is one."""
+        context = self.context or session.context_window
+        budget = context - self.max_new_tokens
+        limit = session.prompt_limit
+        return context, min(budget, limit) if limit else budget
 
     def _reply(self, text: str) -> None:
         try:
             session = self._load()
-            messages, dropped = fit_history(self.tokenizer, text, self.system.value.strip(),
-                                            self.history, self._budget(session))
-            check_fits(len(prompt_ids(self.tokenizer, messages)), self.max_new_tokens,
-                       self.context)  # even the new message alone may be too long
+            context, budget = self._budget(session)
+            messages, dropped = fit_history(session.count_prompt_tokens, text,
+                                            self.system.value.strip(), self.history, budget)
+            check_fits(session.count_prompt_tokens(messages), self.max_new_tokens,
+                       context)  # even the new message alone may be too long
             if dropped:
                 del self.history[:2 * dropped]
                 self._add("chat-note", f"(The oldest {dropped} turn{'s' * (dropped > 1)} "
-                          f"of this chat no longer fit the model's {self.context}-token context "
+                          f"of this chat no longer fit the model's {context}-token context "
                           "window with room for the reply, so the model no longer sees them.)")
             self._add("chat-user", "<b>You:</b> " + html.escape(text))
             reply = self._add("chat-reply", "")
@@ -238,8 +231,8 @@ class ChatWidget:
                 reply.value = html.escape("".join(streamed))
                 return self._stop.is_set()
 
-            result = session.generate(messages, self.max_new_tokens, greedy=self.greedy,
-                                      streamer=streamer)
+            request = GenerationRequest(max_new_tokens=self.max_new_tokens, greedy=self.greedy)
+            result = session.generate(messages, request, streamer=streamer)
             reply.value = html.escape(result.text)
             self._add("chat-stats", html.escape(stats_line(result)))
             self.history += [messages[-1], {"role": "assistant", "content": result.text}]

@@ -19,7 +19,7 @@ import statistics
 import sys
 import time
 
-from phi3_aipc.backends import get_backend, prepare_artifact
+from phi3_aipc.backends import get_route, prepare_artifact
 from phi3_aipc.bench import load_prompts
 from phi3_aipc.models import resolve_model
 
@@ -71,10 +71,10 @@ RAW = {"openvino": raw_openvino, "onnxruntime-genai": raw_onnxruntime_genai}
 
 
 def measure(backend: str, model: str, short: int, extra: int, reps: int) -> dict:
-    route = get_backend(backend)
-    precision, device = route.check(None, "cpu" if backend != "openvino" else "CPU")
-    source, artifact = prepare_artifact(route, precision, device, model, {}, progress=True)
-    session = route.load(artifact, device, precision, source.name)
+    route = get_route(backend)
+    plan = route.plan()
+    source, artifact = prepare_artifact(plan, model, progress=True)
+    session = route.load(plan, artifact, source.name)
     ours = lambda messages, n: session.generate(  # noqa: E731
         messages, max_new_tokens=n, greedy=True, ignore_eos=True, streamer=lambda text: None)
     raw = RAW[backend](artifact)
@@ -95,7 +95,7 @@ def measure(backend: str, model: str, short: int, extra: int, reps: int) -> dict
                       zip(t[short], t[short + extra])] for name, t in times.items()}
     ratios = [a / b for a, b in zip(per_rep["phi3_aipc"], per_rep["raw"])]
     tpot = {name: statistics.median(v) for name, v in per_rep.items()}
-    return {"backend": backend, "precision": precision, "model": source.name,
+    return {"backend": backend, "precision": plan.precision, "model": source.name,
             "tpot_ms_phi3_aipc": tpot["phi3_aipc"], "tpot_ms_raw": tpot["raw"],
             "ratio": tpot["phi3_aipc"] / tpot["raw"], "ratio_range": (min(ratios), max(ratios))}
 

@@ -21,7 +21,7 @@ import json
 import statistics
 import sys
 
-from phi3_aipc.backends import get_backend, prepare_artifact
+from phi3_aipc.backends import get_route, prepare_artifact
 from phi3_aipc.bench import load_prompts
 from phi3_aipc.models import resolve_model
 from phi3_aipc.standin import load_chats
@@ -40,13 +40,14 @@ def prompts(reps: int) -> list[list[dict]]:
 def openvino_rows(bench_model, tiny_model, reps: int) -> list[dict]:
     import openvino_genai as ov_genai
 
-    route = get_backend("openvino")
+    route = get_route("openvino")
     rows = []
+    plan = lambda export: route.plan("int4", "CPU", export)  # noqa: E731
     candidates = [(e, {}) for e in OV_EXPORTS] + [(OV_EXPORTS[0], p) for p in OV_PROPERTIES[1:]]
     for export, properties in candidates:
         timings = []
         for source, kept in ((bench_model, None), (tiny_model, 0)):
-            _, folder = prepare_artifact(route, "int4", "CPU", source, dict(export))
+            _, folder = prepare_artifact(plan(export), source)
             pipe = ov_genai.LLMPipeline(str(folder), "CPU", **properties)
             config = pipe.get_generation_config()
             if kept is None:  # speed
@@ -66,18 +67,19 @@ def openvino_rows(bench_model, tiny_model, reps: int) -> list[dict]:
 
 
 def onnxruntime_genai_rows(bench_model, tiny_model, reps: int) -> list[dict]:
-    route = get_backend("onnxruntime-genai")
+    route = get_route("onnxruntime-genai")
     rows = []
     for options in ORT_BUILDS:
         timings = []
-        _, folder = prepare_artifact(route, "int4", "cpu", bench_model, dict(options))
-        session = route.load(folder, "cpu", "int4", bench_model.name)
+        plan = route.plan("int4", "cpu", options)
+        _, folder = prepare_artifact(plan, bench_model)
+        session = route.load(plan, folder, bench_model.name)
         for i, messages in enumerate(prompts(reps)):
             r = session.generate(messages, max_new_tokens=64, greedy=True, ignore_eos=True)
             if i:
                 timings.append((r.metrics.ttft_ms, r.metrics.tpot_ms))
-        _, folder = prepare_artifact(route, "int4", "cpu", tiny_model, dict(options))
-        session = route.load(folder, "cpu", "int4", tiny_model.name)
+        _, folder = prepare_artifact(plan, tiny_model)
+        session = route.load(plan, folder, tiny_model.name)
         chats = load_chats()
         kept = sum(session.generate(c["messages"], max_new_tokens=64, greedy=True).text.strip()
                    == c["reply"] for c in chats)

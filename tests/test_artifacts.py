@@ -16,8 +16,8 @@ import pytest
 
 from phi3_aipc import open_session
 from phi3_aipc.cache import check_sealed, read_manifest
+from phi3_aipc.catalog import weight_count
 from phi3_aipc.errors import BadInput, InsufficientResources
-from phi3_aipc.hardware import weight_count
 from phi3_aipc.standin import load_chats
 
 from .conftest import run_cli

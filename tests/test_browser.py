@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from phi3_aipc.backends import get_backend
+from phi3_aipc.backends import get_route, prepare
 from phi3_aipc.models import resolve_model
 from phi3_aipc.standin import load_chats
 
@@ -55,8 +55,8 @@ def lab(tmp_path, stand_in):
         import playwright  # noqa: F401
     except ImportError:
         missing("playwright is not installed: pip install -e '.[test]'")
-    if get_backend("openvino").is_installed():  # the notebook's route: export before timing
-        get_backend("openvino").prepare(resolve_model("stand-in", progress=False), "int4")
+    if get_route("openvino").is_installed():  # the notebook's route: export before timing
+        prepare("openvino", "int4", model=resolve_model("stand-in", progress=False))
     root = tmp_path / "root"
     root.mkdir()
     shutil.copy(NOTEBOOK, root)

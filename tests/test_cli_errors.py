@@ -10,7 +10,7 @@ CASES = {
     "empty prompt": (GEN + ["--prompt", "  "], "prompt is empty"),
     "zero new tokens": (GEN + ["--prompt", "hi", "--max-new-tokens", "0"], "at least 1"),
     "unknown backend": (GEN + ["--prompt", "hi", "--backend", "llama.cpp"],
-                        "Unknown backend 'llama.cpp'. Available: transformers"),
+                        "Unknown route 'llama.cpp'. Available: transformers"),
     "precision the route lacks": (GEN + ["--prompt", "hi", "--precision", "int4"],
                                   "offers precisions fp32; got 'int4'"),
     "unknown precision": (GEN + ["--prompt", "hi", "--precision", "int3"], "got 'int3'"),
@@ -52,10 +52,9 @@ def folder_without_weights(tmp_path, stand_in):
 
 def damaged_export(tmp_path, stand_in):
     """A finished OpenVINO export whose weights were truncated afterwards."""
-    from phi3_aipc.backends import get_backend
-    from phi3_aipc.models import resolve_model
+    from phi3_aipc.backends import prepare
 
-    export = get_backend("openvino").prepare(resolve_model("stand-in"), "int8")
+    export = prepare("openvino", "int8", model="stand-in")
     copy = tmp_path / "export"
     import shutil
 

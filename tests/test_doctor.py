@@ -4,7 +4,9 @@ import sys
 
 import pytest
 
-from phi3_aipc.hardware import VERDICTS, format_report, route_verdicts
+from phi3_aipc.backends import get_route
+from phi3_aipc.backends.base import VERDICTS
+from phi3_aipc.doctor import format_report
 
 from .conftest import run_cli
 
@@ -44,23 +46,28 @@ NO_DML = {"available": False, "reason": "DirectML exists only on Windows."}
 NO_NPU_LIB = {"installed": False, "npu_available": None}
 
 
+def verdict(route: str, facts: dict, versions: dict) -> str:
+    return get_route(route).verdict(facts, versions).verdict
+
+
 def test_verdicts_follow_what_is_found():
-    routes = route_verdicts(NO_PACKAGES, {"devices": []}, NO_DML, NO_NPU_LIB)
-    assert {r["verdict"] for r in routes.values()} == {"missing"}
-    assert routes["openvino"]["fix"] == 'python -m pip install -e ".[openvino]"'
+    assert verdict("openvino", {"devices": []}, NO_PACKAGES) == "missing"
+    assert verdict("onnxruntime-genai", NO_DML, NO_PACKAGES) == "missing"
+    assert verdict("npu-library", NO_NPU_LIB, NO_PACKAGES) == "missing"
+    assert get_route("openvino").verdict({"devices": []}, NO_PACKAGES).fix == \
+        'python -m pip install -e ".[openvino]"'
 
     found = {"openvino-genai": "1", "optimum-intel": "1", "onnxruntime-genai": "1",
              "onnxruntime-genai-directml": None}
     gpu = {"devices": [{"name": "CPU"}, {"name": "GPU.0"}, {"name": "NPU"}]}
     cpu = {"devices": [{"name": "CPU"}]}
-    npu_lib = {"installed": True, "npu_available": True}
-    assert route_verdicts(found, gpu, NO_DML, npu_lib)["openvino"]["verdict"] == "ready"
-    assert route_verdicts(found, cpu, NO_DML, npu_lib)["openvino"]["verdict"] == "cpu-only"
-    assert route_verdicts(found, cpu, {"available": True, "reason": ""},
-                          npu_lib)["onnxruntime-genai"]["verdict"] == "ready"
-    assert route_verdicts(found, cpu, NO_DML, npu_lib)["npu-library"]["verdict"] == "ready"
-    no_npu = {"installed": True, "npu_available": False}
-    assert route_verdicts(found, cpu, NO_DML, no_npu)["npu-library"]["verdict"] == "cpu-only"
+    assert verdict("openvino", gpu, found) == "ready"
+    assert verdict("openvino", cpu, found) == "cpu-only"
+    assert verdict("onnxruntime-genai", {"available": True, "reason": ""}, found) == "ready"
+    assert verdict("onnxruntime-genai", NO_DML, found) == "cpu-only"
+    assert verdict("npu-library", {"installed": True, "npu_available": True}, found) == "ready"
+    assert verdict("npu-library", {"installed": True, "npu_available": False},
+                   found) == "cpu-only"
 
 
 def test_text_report_names_every_route(report):

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from phi3_aipc import DeviceUnavailable, build_messages, installed_backends, open_session
+from phi3_aipc import DeviceUnavailable, build_messages, installed_routes, open_session
 from phi3_aipc.chat import prompt_ids
 from phi3_aipc.standin import load_chats
 
@@ -98,11 +98,18 @@ def test_prepare_prints_the_artifact_folder_last(stand_in):
 def test_demo_runs_every_installed_route(stand_in):
     out = run_cli("demo", "--model", "stand-in")
     assert out.returncode == 0, out.stderr
-    assert "== transformers: device cpu, precision fp32" in out.stdout
-    routes = [b.name for b in installed_backends()]
+    routes = [b.name for b in installed_routes()]
     assert f"routes installed: {', '.join(routes)}" in out.stdout
-    assert out.stdout.count(CHATS[0]["reply"]) == len(routes)
-    assert out.stdout.count("TTFT") == len(routes)
+    for i, name in enumerate(routes, 1):
+        assert f"[{i}/{len(routes)}] {name}: preparing, loading and generating ... done" \
+            in out.stdout
+    table = out.stdout[out.stdout.index("| route | device | precision | reply |"):]
+    rows = [line.split(" | ") for line in table.splitlines()[2:] if line.startswith("| ")]
+    assert [row[0].strip("| ") for row in rows] == routes
+    assert all(row[3] == CHATS[0]["reply"] for row in rows)
+    assert "| transformers | cpu | fp32 |" in table
+    log = out.stdout.split("library messages go to ")[1].split(" (--verbose")[0]
+    assert log.endswith(".log")
 
 
 def test_fp32_reference_refuses_a_model_that_cannot_fit(stand_in, monkeypatch):

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from phi3_aipc import open_session
-from phi3_aipc.backends import get_backend
+from phi3_aipc.backends import get_route
 from phi3_aipc.envs import npu_library_python
 from phi3_aipc.errors import Phi3AipcError
 from phi3_aipc.standin import load_chats
@@ -31,7 +31,7 @@ def reference(stand_in):
 
 def test_the_setup_installed_it():
     assert npu_library_python() is not None, "scripts/bootstrap.py should have built .venv-npu"
-    assert get_backend("npu-library").is_installed()
+    assert get_route("npu-library").is_installed()
 
 
 def test_int4_int8_int4_fp16_in_one_process(reference):
@@ -100,7 +100,7 @@ def test_a_dropped_session_stops_its_worker(stand_in):
 
 
 def test_the_worker_reports_its_own_memory(stand_in):
-    from phi3_aipc.backends.base import peak_rss_mb
+    from phi3_aipc.processes import peak_rss_mb
 
     ballast = bytearray(1500 * 2**20)  # this process now peaks far above the worker
     ballast[::4096] = b"x" * len(ballast[::4096])

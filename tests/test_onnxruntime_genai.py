@@ -7,7 +7,8 @@ import json
 import pytest
 
 from phi3_aipc import open_session
-from phi3_aipc.backends import get_backend
+from phi3_aipc.backends import prepare
+from phi3_aipc.backends.base import Plan
 from phi3_aipc.backends.onnxruntime_genai import (
     OnnxRuntimeGenAISession,
     build_options,
@@ -38,11 +39,11 @@ PARITY_STRINGS = [
 
 @pytest.fixture(scope="module")
 def builds(stand_in):
-    route, source = get_backend("onnxruntime-genai"), resolve_model("stand-in")
+    source, route = resolve_model("stand-in"), "onnxruntime-genai"
     return {
-        "fp32": route.prepare(source, "fp32", "cpu"),
-        "int4": route.prepare(source, "int4", "cpu"),
-        "int4-dml": route.prepare(source, "int4", "cpu", target="dml"),
+        "fp32": prepare(route, "fp32", "cpu", source),
+        "int4": prepare(route, "int4", "cpu", source),
+        "int4-dml": prepare(route, "int4", "cpu", source, target="dml"),
     }
 
 
@@ -96,7 +97,8 @@ def test_directml_where_it_is_not_installed_is_refused():
 
 def test_a_cpu_build_is_refused_on_directml(builds):
     with pytest.raises(BadInput, match="built for the CPU .* --device dml"):
-        OnnxRuntimeGenAISession(builds["int4"], "dml", "int4", "stand-in", "")
+        plan = Plan("onnxruntime-genai", "int4", "dml")  # as if DirectML were here
+        OnnxRuntimeGenAISession(plan, builds["int4"], "stand-in")
 
 
 def test_a_folder_without_genai_config(stand_in):

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from phi3_aipc import open_session
-from phi3_aipc.backends import get_backend
+from phi3_aipc.backends import prepare
 from phi3_aipc.backends.openvino import check_export, export_command, weight_options
 from phi3_aipc.cache import MANIFEST, folder_size_mb
 from phi3_aipc.errors import BadInput, ModelNotFound
@@ -24,12 +24,12 @@ UNSEEN = "Tell me a story about a lighthouse."
 @pytest.fixture(scope="module")
 def exports(stand_in):
     """fp32, int8, int4 (default preset) and int4 (npu preset) exports of the stand-in."""
-    route, source = get_backend("openvino"), resolve_model("stand-in")
+    source = resolve_model("stand-in")
     return {
-        "fp32": route.prepare(source, "fp32"),
-        "int8": route.prepare(source, "int8"),
-        "int4": route.prepare(source, "int4"),
-        "npu": route.prepare(source, "int4", preset="npu"),
+        "fp32": prepare("openvino", "fp32", model=source),
+        "int8": prepare("openvino", "int8", model=source),
+        "int4": prepare("openvino", "int4", model=source),
+        "npu": prepare("openvino", "int4", model=source, preset="npu"),
     }
 
 

@@ -98,3 +98,23 @@ def test_every_pinned_version_named_is_the_setups(doc):
         for pin in re.findall(r"[A-Za-z][\w.-]*==[0-9][\w.]*", code):
             assert re.search(f'"{re.escape(pin)}[";]', pins), \
                 f"{doc}: {pin} is not what pyproject.toml or the setup pins"
+
+
+def test_the_docs_state_the_defaults_the_code_has():
+    """Default settings live once, in the route's file; the docs must say the same."""
+    from phi3_aipc.backends.onnxruntime_genai import DEFAULT_BLOCK_SIZE
+    from phi3_aipc.backends.openvino import PRESETS
+
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    reference = " ".join((ROOT / "notebooks/README.md").read_text(encoding="utf-8").split())
+    for name, p in PRESETS.items():
+        flags = f"--sym --group-size {p['group_size']} --ratio {p['ratio']}"
+        assert re.search(rf"`--preset {name}` \|[^|]*{re.escape(flags)}", readme), name
+    default = PRESETS["default"]
+    assert (f"--weight-format int4 --sym --group-size {default['group_size']} "
+            f"--ratio {default['ratio']}") in reference
+    stated = re.search(r"`--block-size` \(default (\d+) for the CPU.*?; (\d+), the builder's "
+                       r"own, for DirectML\)", readme)
+    assert stated and (int(stated[1]), int(stated[2])) == (DEFAULT_BLOCK_SIZE["cpu"],
+                                                           DEFAULT_BLOCK_SIZE["dml"])
+    assert f"int4_block_size={DEFAULT_BLOCK_SIZE['cpu']}" in reference

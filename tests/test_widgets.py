@@ -146,13 +146,14 @@ def test_fit_history_drops_whole_turns_oldest_first(stand_in):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(stand_in)
+    count = lambda messages: len(prompt_ids(tokenizer, messages))  # noqa: E731
     history = SECOND_TURN["messages"][1:3] * 3  # three (user, assistant) turns
-    full, dropped = fit_history(tokenizer, "Hi", "sys", history, budget=10_000)
+    full, dropped = fit_history(count, "Hi", "sys", history, budget=10_000)
     assert dropped == 0 and full[1:-1] == history
-    one_turn = len(prompt_ids(tokenizer, full[:1] + history[4:] + full[-1:]))
-    messages, dropped = fit_history(tokenizer, "Hi", "sys", history, budget=one_turn)
+    one_turn = count(full[:1] + history[4:] + full[-1:])
+    messages, dropped = fit_history(count, "Hi", "sys", history, budget=one_turn)
     assert dropped == 2 and messages[1:-1] == history[4:]
-    messages, dropped = fit_history(tokenizer, "Hi", "sys", history, budget=1)
+    messages, dropped = fit_history(count, "Hi", "sys", history, budget=1)
     assert dropped == 3 and messages == full[:1] + full[-1:]
 
 
@@ -192,7 +193,7 @@ def test_route_and_pickers_choose_the_session(stand_in):
 def test_unknown_route_is_refused_at_once():
     from phi3_aipc.errors import BadInput
 
-    with pytest.raises(BadInput, match="Unknown backend"):
+    with pytest.raises(BadInput, match="Unknown route"):
         ChatWidget(route="directml")
     with pytest.raises(BadInput, match="not among its routes transformers"):
         ChatWidget(route="openvino", routes=["transformers"])
@@ -205,9 +206,9 @@ ROUTES = [("transformers", "fp32", None), ("openvino", "int4", None),
 @pytest.mark.parametrize("route,precision,device", ROUTES, ids=[r[0] for r in ROUTES])
 def test_every_route_stops_when_the_streamer_says_so(stand_in, route, precision, device):
     """The Stop button's signal, one level down: a streamer returning True."""
-    from phi3_aipc.backends import get_backend
+    from phi3_aipc.backends import get_route
 
-    if not get_backend(route).is_installed():
+    if not get_route(route).is_installed():
         pytest.skip(f"the {route} route is not installed here")
     session = open_session(route, precision, device, model="stand-in", progress=False)
     pieces: list[str] = []

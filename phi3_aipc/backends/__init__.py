@@ -1,4 +1,8 @@
-"""The routes, by name. A route's module is imported only when it is asked for."""
+"""The routes, by name. A route's module is imported only when it is asked for.
+
+A new route is one file in this folder (a `Route` subclass) and one line in REGISTRY: the CLI's
+options, doctor, the benchmark and the chat widget ask the route itself for the rest.
+"""
 from __future__ import annotations
 
 import importlib
@@ -6,41 +10,54 @@ from pathlib import Path
 
 from ..errors import BadInput
 from ..models import ModelSource, resolve_model
-from .base import Backend, GenerationResult, Metrics, Session
+from .base import GenerationRequest, GenerationResult, Metrics, Plan, Route, Session
 
 # name -> "module:class".
 REGISTRY = {
-    "transformers": "phi3_aipc.backends.transformers:TransformersBackend",
-    "openvino": "phi3_aipc.backends.openvino:OpenVINOBackend",
-    "onnxruntime-genai": "phi3_aipc.backends.onnxruntime_genai:OnnxRuntimeGenAIBackend",
-    "npu-library": "phi3_aipc.backends.npu_library:NPULibraryBackend",
+    "transformers": "phi3_aipc.backends.transformers:TransformersRoute",
+    "openvino": "phi3_aipc.backends.openvino:OpenVINORoute",
+    "onnxruntime-genai": "phi3_aipc.backends.onnxruntime_genai:OnnxRuntimeGenAIRoute",
+    "npu-library": "phi3_aipc.backends.npu_library:NPULibraryRoute",
 }
 
 
-def get_backend(name: str) -> Backend:
-    """The route called `name`, e.g. "transformers"."""
-    if name not in REGISTRY:
-        raise BadInput(f"Unknown backend {name!r}. Available: {', '.join(REGISTRY)}.")
+def get_route(name: str) -> Route:
+    """The route called `name`, e.g. "openvino"."""
+    if not isinstance(name, str) or name not in REGISTRY:
+        raise BadInput(f"Unknown route {name!r}. Available: {', '.join(REGISTRY)}.")
     module, cls = REGISTRY[name].split(":")
     return getattr(importlib.import_module(module), cls)()
 
 
-def installed_backends() -> list[Backend]:
+def all_routes() -> list[Route]:
+    return [get_route(name) for name in REGISTRY]
+
+
+def installed_routes() -> list[Route]:
     """The routes whose packages are importable in this environment."""
-    return [b for b in map(get_backend, REGISTRY) if b.is_installed()]
+    return [r for r in all_routes() if r.is_installed()]
 
 
-def prepare_artifact(route: Backend, precision: str, device: str,
-                     model: str | ModelSource | None, options: dict,
+def prepare_artifact(plan: Plan, model: str | ModelSource | None = None,
                      progress: bool = True) -> tuple[ModelSource, Path]:
-    """Find the model (or the route's own ready-made one) and prepare it for the route."""
-    source = route.own_source(**options)
+    """Find the model (or the route's own ready-made one) and prepare it as `plan` says."""
+    route = get_route(plan.route)
+    name = model.name if isinstance(model, ModelSource) else model
+    source = route.own_source(plan, name)
     if source is None:
         source = model if isinstance(model, ModelSource) else resolve_model(model, progress)
-    return source, route.prepare(source, precision, device, **options)
+    return source, route.prepare(plan, source)
 
 
-def open_session(backend: str = "transformers", precision: str | None = None,
+def prepare(route: str, precision: str | None = None, device: str | None = None,
+            model: str | ModelSource | None = None, progress: bool = True,
+            **prepare_options) -> Path:
+    """The artifact folder of `model` for a route: what `phi3-aipc prepare` prints."""
+    plan = get_route(route).plan(precision, device, prepare_options)
+    return prepare_artifact(plan, model, progress)[1]
+
+
+def open_session(route: str = "transformers", precision: str | None = None,
                  device: str | None = None, model: str | ModelSource | None = None,
                  progress: bool = True, prepare_options: dict | None = None,
                  load_options: dict | None = None) -> Session:
@@ -49,15 +66,17 @@ def open_session(backend: str = "transformers", precision: str | None = None,
     `prepare_options` and `load_options` are the route's own settings (for example OpenVINO's
     `group_size` or `emulate_npu`); a route refuses options it does not have.
     """
-    route = get_backend(backend)
-    prepare_options, load_options = prepare_options or {}, load_options or {}
-    route.check_options(prepare_options, load_options)
-    precision, device = route.check(precision, device)
-    route.check_load(device, **load_options)
-    source, artifact = prepare_artifact(route, precision, device, model, prepare_options,
-                                        progress)
-    return route.load(artifact, device, precision, source.name, **load_options)
+    chosen = get_route(route)
+    plan = chosen.plan(precision, device, prepare_options, load_options)
+    source, artifact = prepare_artifact(plan, model, progress)
+    return chosen.load(plan, artifact, source.name)
 
 
-__all__ = ["Backend", "GenerationResult", "Metrics", "Session", "get_backend",
-           "installed_backends", "open_session", "prepare_artifact", "REGISTRY"]
+def library_caches() -> list[tuple[str, Path, str]]:
+    """(route, folder, what) for the folders routes' libraries fill themselves."""
+    return [(r.name, folder, what) for r in all_routes() for folder, what in r.library_caches()]
+
+
+__all__ = ["GenerationRequest", "GenerationResult", "Metrics", "Plan", "Route", "Session",
+           "REGISTRY", "get_route", "all_routes", "installed_routes", "prepare",
+           "prepare_artifact", "open_session", "library_caches"]

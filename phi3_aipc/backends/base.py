@@ -1,31 +1,114 @@
-"""The one small interface every route implements, and the results it returns.
+"""The one small interface every route implements, and the values that flow through it.
 
-prepare(model, precision) -> artifact folder; load(artifact, device) -> Session;
-Session.generate(messages) -> GenerationResult with the generated ids, text and timings.
+    plan = route.plan(precision, device, prepare_options, load_options)   # checked once
+    artifact = route.prepare(plan, source)                                # convert/quantize
+    with route.load(plan, artifact, source.name) as session:              # on the device
+        result = session.generate(messages, GenerationRequest(greedy=True))
+
+A route also says what it needs and offers (its CLI options, its doctor verdict, its benchmark
+configurations, the weights it reads per token), so that nothing outside its own file needs to
+know its name.
 """
 from __future__ import annotations
 
-import codecs
 import importlib.util
 import json
-import os
-import re
-import shutil
-import subprocess
-import sys
 import time
 from abc import ABC, abstractmethod
-from collections import deque
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from types import MappingProxyType
 
-from ..errors import BadInput, DeviceUnavailable, Phi3AipcError
+from ..chat import check_fits, check_sampling
+from ..errors import BadInput, DeviceUnavailable
 from ..models import ModelSource
+from ..processes import peak_rss_mb
 
 PRECISIONS = ("int4", "int8", "fp16", "fp32")
 # Gets each new piece of text; returning True asks generation to end there ("stopped").
 Streamer = Callable[[str], "bool | None"]
+
+
+@dataclass(frozen=True)
+class Option:
+    """A setting of a route, as a keyword of prepare() or load() and as a CLI flag.
+
+    `type` is int, float, str or bool (a flag; `off` names the flag that sets it False, as
+    --asym does for sym).
+    """
+
+    name: str
+    stage: str  # "prepare" or "load"
+    help: str
+    type: type = str
+    choices: tuple = ()
+    off: str | None = None
+    off_help: str = ""
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+SKIP_PREFLIGHT = Option("skip_preflight", "prepare", "export even when the memory/disk estimate "
+                        "says it will not fit", bool)
+
+
+def frozen(options: Mapping | None = None) -> Mapping:
+    return MappingProxyType(dict(options or {}))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A checked request for one route: what to prepare and how to load it, and why.
+
+    Made only by `Route.plan`, which refuses what cannot work here before anything is built;
+    `notes` say what was chosen for the user (e.g. the CPU because there is no DirectML).
+    """
+
+    route: str
+    precision: str
+    device: str
+    prepare_options: Mapping = field(default_factory=frozen)
+    load_options: Mapping = field(default_factory=frozen)
+    notes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "prepare_options", frozen(self.prepare_options))
+        object.__setattr__(self, "load_options", frozen(self.load_options))
+
+    def but(self, **changes) -> Plan:
+        """A copy with some fields changed (a route's own normalization)."""
+        return replace(self, **changes)
+
+    @property
+    def note(self) -> str:
+        return " ".join(self.notes)
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """How to generate: every route takes these same settings."""
+
+    max_new_tokens: int = 256
+    greedy: bool = False
+    ignore_eos: bool = False  # generate exactly max_new_tokens tokens
+    temperature: float = 0.7
+    top_p: float = 0.9
+    seed: int | None = None
+
+    def check(self) -> GenerationRequest:
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise BadInput(f"max_new_tokens is {self.max_new_tokens}; it must be at least 1.")
+        if not self.greedy:
+            check_sampling(self.temperature, self.top_p)
+        return self
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> GenerationRequest:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass
@@ -41,7 +124,7 @@ class Metrics:
 
 @dataclass
 class GenerationResult:
-    backend: str
+    backend: str  # the route
     device: str
     precision: str
     model: str
@@ -56,6 +139,10 @@ class GenerationResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> GenerationResult:
+        return cls(**{**data, "metrics": Metrics(**data["metrics"])})
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False)
@@ -124,151 +211,205 @@ class TokenStream:
         return "stop" if self.stopped else "stopped" if self.cancelled else "length"
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MB.
-
-    On Linux this is VmHWM: getrusage's ru_maxrss would carry over the peak of the parent a
-    worker process was forked from.
-    """
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    try:
-        import resource
-
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak / 1024 / 1024 if sys.platform == "darwin" else peak / 1024
-    except ImportError:  # Windows
-        import psutil
-
-        return psutil.Process().memory_info().peak_wset / 1024 / 1024
-
-
-def run_tool(cmd: list[str], what: str, output: Path) -> None:
-    """Run a converter (optimum-cli, the ORT GenAI builder) from this environment, passing its
-    output on to our stderr (a notebook shows it; stdout stays clean for --json). On failure,
-    raise with the exception line it printed: `what` failed: <reason>."""
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}  # tracer warnings scare more than inform
-    if cmd[0] == "python":
-        program = sys.executable
-    else:  # a console script of this environment (optimum-cli, or optimum-cli.exe)
-        program = shutil.which(cmd[0], path=str(Path(sys.executable).parent)) or cmd[0]
-    try:
-        proc = subprocess.Popen([program, *cmd[1:]],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    except OSError as err:
-        raise Phi3AipcError(f"{what} could not start {cmd[0]}: {err}. Is the route installed "
-                            "in this environment?") from None
-    tail: deque[str] = deque(maxlen=40)
-    pending = ""
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    try:
-        for chunk in iter(lambda: proc.stdout.read1(4096), b""):
-            text = decoder.decode(chunk)
-            sys.stderr.write(text)
-            sys.stderr.flush()
-            *lines, pending = (pending + text).split("\n")  # whole lines only
-            tail.extend(line for line in lines if line.strip())
-    except BaseException:  # interrupted: the converter must not go on writing on its own
-        proc.kill()
-        proc.wait()
-        raise
-    if pending.strip():
-        tail.append(pending)
-    if proc.wait() != 0:
-        errors = [line for line in tail if re.match(r"[\w.]*(Error|Exception)\b.*:", line)]
-        reason = (errors or list(tail) or [f"exit code {proc.returncode}"])[-1].strip()
-        shown = " ".join("<output>" if arg == str(output) else arg for arg in cmd)
-        raise Phi3AipcError(f"{what} failed: {reason} Command: {shown}")
-
-
 class Session(ABC):
-    """A model loaded on a device, ready to generate."""
+    """A model loaded on a device, ready to generate. Close it (or use `with`) to free it."""
 
-    def __init__(self, backend: str, device: str, precision: str, model: str,
-                 load_s: float, device_note: str = "") -> None:
-        self.backend, self.device, self.precision, self.model = backend, device, precision, model
-        self.load_s, self.device_note = load_s, device_note
+    def __init__(self, plan: Plan, model: str, load_s: float, device: str | None = None,
+                 note: str = "") -> None:
+        self.plan = plan
+        self.backend, self.precision, self.model = plan.route, plan.precision, model
+        self.device = device or plan.device  # what it runs on, e.g. "NPU (emulated on CPU)"
+        self.load_s = load_s
+        self.device_note = " ".join(filter(None, [plan.note, note]))
+
+    # What callers need to know before they send a prompt.
+    context_window: int = 0  # tokens: prompt plus reply
+    prompt_limit: int | None = None  # a device's own cap on the prompt (the NPU pipeline's)
 
     @abstractmethod
-    def generate(self, messages: list[dict], max_new_tokens: int = 256, greedy: bool = False,
-                 ignore_eos: bool = False, streamer: Streamer | None = None,
-                 temperature: float = 0.7, top_p: float = 0.9,
-                 seed: int | None = None) -> GenerationResult:
-        """Reply to `messages`. With ignore_eos, exactly max_new_tokens tokens are generated."""
+    def prompt_ids(self, messages: list[dict]) -> list[int]:
+        """The prompt's token ids, by this route's own chat template and tokenizer."""
+
+    def count_prompt_tokens(self, messages: list[dict]) -> int:
+        return len(self.prompt_ids(messages))
+
+    def generate(self, messages: list[dict], request: GenerationRequest | None = None,
+                 streamer: Streamer | None = None, **settings) -> GenerationResult:
+        """Reply to `messages`. Settings come as a GenerationRequest, or as its keywords
+        (max_new_tokens, greedy, ignore_eos, temperature, top_p, seed)."""
+        if request is None:
+            request = GenerationRequest(**settings)
+        elif settings:
+            raise BadInput("Give generation settings as a GenerationRequest or as keywords, "
+                           "not both.")
+        request.check()
+        prompt = self.prompt_ids(messages)
+        check_fits(len(prompt), request.max_new_tokens, self.context_window)
+        if self.prompt_limit and len(prompt) > self.prompt_limit:
+            raise BadInput(f"The prompt is {len(prompt)} tokens, over the prompt limit "
+                           f"MAX_PROMPT_LEN of {self.prompt_limit} that {self.device} was loaded "
+                           "with. Load with a larger max_prompt_len (--max-prompt-len) or "
+                           "shorten the prompt.")
+        return self._generate(messages, prompt, request, streamer)
+
+    @abstractmethod
+    def _generate(self, messages: list[dict], prompt: list[int], request: GenerationRequest,
+                  streamer: Streamer | None) -> GenerationResult:
+        """Generate for a checked request; `prompt` is `prompt_ids(messages)`."""
 
     def result(self, stream: TokenStream, prompt_tokens: int,
                metrics: Metrics | None = None) -> GenerationResult:
-        """The result of a finished `stream`; `metrics` if the backend measured its own."""
+        """The result of a finished `stream`; `metrics` if the route measured its own."""
         return GenerationResult(self.backend, self.device, self.precision, self.model,
                                 stream.decode(stream.ids), stream.ids, stream.finish_reason,
                                 prompt_tokens, metrics or stream.clock.metrics(self.load_s),
                                 self.device_note)
 
+    def close(self) -> None:
+        """Free the model (and any process holding it). Closing twice does nothing."""
 
-class Backend(ABC):
-    """A route to run Phi-3: which precisions and devices it offers, and how to prepare and load."""
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A route's state on this PC, for `phi3-aipc doctor`."""
+
+    verdict: str  # "ready" (an accelerator), "cpu-only" (it runs, on the CPU) or "missing"
+    detail: str
+    fix: str | None = None
+
+
+VERDICTS = ("ready", "cpu-only", "missing")
+
+
+@dataclass(frozen=True)
+class WeightsRead:
+    """Bytes of weights one decoding step reads: all but the embedding table (a token reads one
+    row of it); and of those, the output layer's. `how`: where the figure comes from."""
+
+    total_mb: float
+    output_layer_mb: float
+    how: str
+
+
+class Route(ABC):
+    """A way to run Phi-3: what it offers, how to check a request, prepare and load."""
 
     name: str
     precisions: tuple[str, ...]
     devices: tuple[str, ...]
     default_precision: str
     default_device: str
-    modules: tuple[str, ...]  # Python modules the route needs
-    install_hint: str  # the command that installs them
-    prepare_options: tuple[str, ...] = ()  # keyword options prepare() accepts
-    load_options: tuple[str, ...] = ()  # keyword options load() accepts
+    modules: tuple[str, ...] = ()  # Python modules the route needs
+    packages: tuple[str, ...] = ()  # pip names of the packages it needs (doctor, manifests)
+    install_hint: str = ""  # the command that installs them
+    options: tuple[Option, ...] = ()  # its own settings (prepare and load keywords, CLI flags)
+    doctor_key: str | None = None  # the doctor report's key for `facts()`
 
+    # --- what it is -------------------------------------------------------------------------
     def is_installed(self) -> bool:
         return all(importlib.util.find_spec(m) is not None for m in self.modules)
-
-    def check(self, precision: str | None, device: str | None) -> tuple[str, str]:
-        """Validate precision and device (None: the route's defaults); return them normalized."""
-        precision = (precision or self.default_precision).lower()
-        if precision not in self.precisions:
-            raise BadInput(f"The {self.name} route offers precisions {', '.join(self.precisions)}; "
-                           f"got {precision!r}.")
-        device = device or self.default_device
-        by_lower = {d.lower(): d for d in self.devices}
-        if device.lower() not in by_lower:
-            raise BadInput(f"The {self.name} route runs on {', '.join(self.devices)}; "
-                           f"got device {device!r}.")
-        if not self.is_installed():
-            raise DeviceUnavailable(f"The {self.name} route is not installed in this Python "
-                                    f"environment. Install it with: {self.install_hint}")
-        return precision, by_lower[device.lower()]
-
-    def check_options(self, prepare: dict, load: dict) -> None:
-        """Refuse options this route does not have, naming the routes' own."""
-        for given, accepted in ((prepare, self.prepare_options), (load, self.load_options)):
-            for key in given:
-                if key not in accepted:
-                    flag = "--" + key.replace("_", "-")
-                    raise BadInput(f"{flag} is not an option of the {self.name} route"
-                                   + (f" (its options: {', '.join(accepted)})." if accepted
-                                      else "."))
-
-    def own_source(self, **prepare_options) -> ModelSource | None:
-        """A ready-made model the route fetches itself (e.g. a prebuilt download), or None."""
-        return None
 
     def devices_here(self) -> list[str]:
         """The devices this route can use on this PC, the default first. Routes that can ask
         their runtime override it; the others list what they offer."""
         return [self.default_device, *(d for d in self.devices if d != self.default_device)]
 
-    def check_load(self, device: str, **load_options) -> None:
-        """Refuse, before any export, a device this PC lacks. Routes that can tell override it."""
+    def picker_devices(self) -> list[str]:
+        """What a device picker offers: the devices here, and any the runtime chooses itself."""
+        return self.devices_here() if self.is_installed() else [self.default_device]
+
+    def facts(self) -> dict:
+        """What this route's runtime reports on this PC (doctor's `doctor_key` entry)."""
+        return {}
+
+    def verdict(self, facts: dict, versions: dict) -> Verdict | None:
+        """The doctor's verdict from `facts()` and package versions (None: not judged)."""
+        return None
+
+    def bench_configs(self, max_prompt_len: int) -> list[dict]:
+        """What `phi3-aipc bench` measures: {precision, device, prepare_options,
+        load_options} for each configuration this PC can run."""
+        here = self.devices_here()
+        return [{"precision": p, "device": d} for d in here for p in self.precisions]
+
+    def weights_read(self, artifact: Path, precision: str) -> WeightsRead:
+        """Weights read per generated token, counted from the artifact where its format
+        allows (the benchmark's roofline)."""
+        from ..models import safetensors_params
+
+        total, embedding, head = safetensors_params(artifact)
+        per_weight = {"fp32": 4, "fp16": 2, "int8": 1, "int4": 0.5}[precision]
+        return WeightsRead((total - embedding) * per_weight / 1e6, head * per_weight / 1e6,
+                           f"parameter count x {per_weight} bytes (estimate: the library "
+                           "quantizes in memory)")
+
+    def library_caches(self) -> list[tuple[Path, str]]:
+        """Folders the route's libraries fill themselves (no manifest), with what they hold."""
+        return []
+
+    # --- checking a request -----------------------------------------------------------------
+    def plan(self, precision: str | None = None, device: str | None = None,
+             prepare_options: Mapping | None = None,
+             load_options: Mapping | None = None) -> Plan:
+        """Check a request once: options, precision, device, that the route is installed and
+        the device is here. Returns the immutable Plan that prepare() and load() take."""
+        prepare_options = {k: v for k, v in (prepare_options or {}).items() if v is not None}
+        load_options = {k: v for k, v in (load_options or {}).items() if v is not None}
+        for stage, given in (("prepare", prepare_options), ("load", load_options)):
+            accepted = [o.name for o in self.options if o.stage == stage]
+            for key in given:
+                if key not in accepted:
+                    flag = "--" + key.replace("_", "-")
+                    raise BadInput(f"{flag} is not an option of the {self.name} route"
+                                   + (f" (its options: {', '.join(accepted)})." if accepted
+                                      else "."))
+        precision = self.check_precision(precision)
+        device, notes = self.choose_device(device)
+        if not self.is_installed():
+            raise DeviceUnavailable(f"The {self.name} route is not installed in this Python "
+                                    f"environment. Install it with: {self.install_hint}")
+        plan = Plan(self.name, precision, device, prepare_options, load_options, tuple(notes))
+        return self.refine(plan)
+
+    def check_precision(self, precision: str | None) -> str:
+        if precision is not None and not isinstance(precision, str):
+            raise BadInput(f"precision must be a name such as int4; got {precision!r}.")
+        precision = (precision or self.default_precision).lower()
+        if precision not in self.precisions:
+            raise BadInput(f"The {self.name} route offers precisions {', '.join(self.precisions)}; "
+                           f"got {precision!r}.")
+        return precision
+
+    def choose_device(self, device: str | None) -> tuple[str, list[str]]:
+        """The device by its canonical name (None: the route's default), and notes on the
+        choice."""
+        device = device or self.default_device
+        by_lower = {d.lower(): d for d in self.devices}
+        if not isinstance(device, str) or device.lower() not in by_lower:
+            raise BadInput(f"The {self.name} route runs on {', '.join(self.devices)}; "
+                           f"got device {device!r}.")
+        return by_lower[device.lower()], []
+
+    def refine(self, plan: Plan) -> Plan:
+        """The route's own checks and normalization of a plan (its options, its device being
+        here). Refuses what cannot work, before any export."""
+        return plan
+
+    # --- doing it ---------------------------------------------------------------------------
+    def own_source(self, plan: Plan, model: str | None) -> ModelSource | None:
+        """A ready-made model the route fetches itself (e.g. a prebuilt download), or None."""
+        return None
 
     @abstractmethod
-    def prepare(self, source: ModelSource, precision: str, device: str | None = None,
-                **options) -> Path:
-        """Return a folder holding the model in this route's format at `precision`, made for
-        `device` where the route builds per device (None: the route's default)."""
+    def prepare(self, plan: Plan, source: ModelSource) -> Path:
+        """Return a folder holding the model in this route's format, as the plan says."""
 
     @abstractmethod
-    def load(self, artifact: Path, device: str, precision: str, model: str,
-             **options) -> Session:
-        """Load a prepared artifact on `device`."""
+    def load(self, plan: Plan, artifact: Path, model: str) -> Session:
+        """Load a prepared artifact on the plan's device."""

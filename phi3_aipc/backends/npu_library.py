@@ -14,40 +14,98 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import weakref
-from collections import deque
 from pathlib import Path
 
 from ..cache import cache_dir
+from ..chat import prompt_ids
 from ..envs import npu_library_python
 from ..errors import BadInput, Phi3AipcError
 from ..models import ModelSource, folder_fingerprint
-from .base import Backend, GenerationResult, Metrics, Session, Streamer
+from ..processes import Relay, messages
+from .base import (
+    GenerationRequest,
+    GenerationResult,
+    Plan,
+    Route,
+    Session,
+    Streamer,
+    Verdict,
+)
 
 INSTALL_HINT = ("make setup (Linux), or py -3.11 scripts\\bootstrap.py setup (Windows): "
                 "it builds .venv-npu")
+NPU_LIBRARY_CHECK = """
+import json
+from intel_npu_acceleration_library.backend import get_driver_version, npu_available
+from intel_npu_acceleration_library.backend.utils import __min_npu_driver_version__ as needed
+npu = npu_available()
+print(json.dumps({"npu": npu, "driver": get_driver_version() if npu else None,
+                  "min_driver": needed}))
+"""
 
 
-class NPULibraryBackend(Backend):
+class NPULibraryRoute(Route):
     name = "npu-library"
     precisions = ("int4", "int8", "fp16")
     devices = ("npu",)
     default_precision = "int4"
     default_device = "npu"
-    modules = ()
+    packages = ("intel-npu-acceleration-library",)
     install_hint = INSTALL_HINT
+    doctor_key = "npu_library"
 
     def is_installed(self) -> bool:
         return npu_library_python() is not None
 
-    def prepare(self, source: ModelSource, precision: str, device: str | None = None,
-                **options) -> Path:
+    def facts(self) -> dict:
+        return library_status()
+
+    def verdict(self, facts: dict, versions: dict) -> Verdict:
+        if not facts.get("installed"):
+            fix = None if sys.platform == "darwin" else INSTALL_HINT
+            return Verdict("missing", "intel-npu-acceleration-library is not installed (it is "
+                           "archived; OpenVINO GenAI is its successor on the NPU)"
+                           + (", and has no macOS build." if fix is None else "."), fix)
+        if facts.get("npu_available"):
+            driver, needed = facts.get("driver_version"), facts.get("min_driver_version")
+            if driver and needed and driver < needed:
+                return Verdict("cpu-only", f"NPU driver {driver} is older than the {needed} the "
+                               "library needs.", "update the Intel NPU driver")
+            return Verdict("ready", f"The NPU library sees an NPU (driver {driver}).")
+        return Verdict("cpu-only", "The NPU library sees no NPU and compiles for the CPU, where "
+                       "the other routes are faster.")
+
+    def library_caches(self) -> list[tuple[Path, str]]:
+        root = cache_dir() / "npu-library"
+        return [(f, "compiled models") for f in sorted(root.glob("*")) if f.is_dir()]
+
+    def prepare(self, plan: Plan, source: ModelSource) -> Path:
         return source.path  # the library quantizes as it loads; its cache is per worker folder
 
-    def load(self, artifact: Path, device: str, precision: str, model: str,
-             **options) -> Session:
-        return NPULibrarySession(artifact, precision, model)
+    def load(self, plan: Plan, artifact: Path, model: str) -> Session:
+        return NPULibrarySession(plan, artifact, model)
+
+
+def library_status() -> dict:
+    """Ask the NPU library, in its own environment, whether it sees an NPU and which driver."""
+    python = npu_library_python()
+    status = {"installed": python is not None, "python": python, "npu_available": None,
+              "driver_version": None, "min_driver_version": None, "error": None}
+    if python is None:
+        return status
+    try:  # in a subprocess: the library can abort the process that imports it
+        out = subprocess.run([python, "-c", NPU_LIBRARY_CHECK], capture_output=True, text=True,
+                             timeout=120)
+        if out.returncode == 0:
+            found = json.loads(out.stdout.strip().splitlines()[-1])
+            status.update(npu_available=found["npu"], driver_version=found["driver"],
+                          min_driver_version=found["min_driver"])
+        else:
+            status["error"] = (out.stderr.strip().splitlines() or ["?"])[-1]
+    except (subprocess.TimeoutExpired, IndexError, ValueError) as err:
+        status["error"] = f"{type(err).__name__}: {err}"
+    return status
 
 
 def worker_folder(artifact: Path) -> Path:
@@ -60,7 +118,11 @@ def worker_folder(artifact: Path) -> Path:
 
 
 class NPULibrarySession(Session):
-    def __init__(self, artifact: Path, precision: str, model: str) -> None:
+    """Talks to a worker process that holds the model (JSON lines, see npu_worker.py)."""
+
+    def __init__(self, plan: Plan, artifact: Path, model: str) -> None:
+        from transformers import AutoConfig, AutoTokenizer
+
         python = npu_library_python()
         env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1",  # its cache is pickled
                "PYTHONIOENCODING": "utf-8",
@@ -68,25 +130,26 @@ class NPULibrarySession(Session):
                                  "ignore:pkg_resources is deprecated:UserWarning"}
         self.proc = subprocess.Popen(
             [python, "-m", "phi3_aipc.backends.npu_worker", "--model", str(artifact),
-             "--precision", precision, "--name", model],
+             "--precision", plan.precision, "--name", model],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             cwd=worker_folder(artifact), env=env, text=True, encoding="utf-8",
             errors="replace")
         self._finalizer = weakref.finalize(self, stop_worker, self.proc)
-        self.stderr_tail: deque[str] = deque(maxlen=20)
-        # The thread must not hold `self`, or the session could never be collected (and its
-        # worker never stopped) while the worker runs.
-        threading.Thread(target=relay_stderr, args=(self.proc.stderr, self.stderr_tail),
-                         daemon=True).start()
+        self.relay = Relay(self.proc.stderr, keep=20)
+        self.events = messages(self.proc.stdout)
+        # The same tokenizer and window as the worker's, to check a prompt before sending it.
+        self.tokenizer = AutoTokenizer.from_pretrained(artifact)
+        self.context_window = AutoConfig.from_pretrained(artifact).max_position_embeddings
         ready = self._next_event()
-        super().__init__("npu-library", ready["device"], precision, model, ready["load_s"],
-                         ready["note"])
+        super().__init__(plan, model, ready["load_s"], ready["device"], ready["note"])
+
+    def prompt_ids(self, messages: list[dict]) -> list[int]:
+        return prompt_ids(self.tokenizer, messages)
 
     def _next_event(self) -> dict:
-        line = self.proc.stdout.readline()
-        if not line:
+        event = next(self.events, None)
+        if event is None:
             raise self._died()
-        event = json.loads(line)
         if event["event"] == "error":
             error = BadInput if event["type"] == "BadInput" else Phi3AipcError
             raise error(event["message"])
@@ -96,24 +159,24 @@ class NPULibrarySession(Session):
         code = self.proc.wait()
         how = (f"was killed by {signal.Signals(-code).name}" if code < 0
                else f"exited with code {code}")
-        last = next((line for line in reversed(self.stderr_tail) if line.strip()), "")
+        self.relay.join(timeout=2)
+        last = self.relay.last_line()
         return Phi3AipcError(f"The NPU library's worker process {how}"
                              + (f" ({last})" if last else "")
                              + ". Your Python session is unaffected; load the model again.")
 
-    def generate(self, messages: list[dict], max_new_tokens: int = 256, greedy: bool = False,
-                 ignore_eos: bool = False, streamer: Streamer | None = None,
-                 temperature: float = 0.7, top_p: float = 0.9,
-                 seed: int | None = None) -> GenerationResult:
-        if self.proc.poll() is not None:
-            raise self._died()
-        request = dict(messages=messages, max_new_tokens=max_new_tokens, greedy=greedy,
-                       ignore_eos=ignore_eos, temperature=temperature, top_p=top_p, seed=seed)
+    def _send(self, message: dict) -> None:
         try:
-            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.write(json.dumps(message) + "\n")
             self.proc.stdin.flush()
         except BrokenPipeError:
             raise self._died() from None
+
+    def _generate(self, messages: list[dict], prompt: list[int], request: GenerationRequest,
+                  streamer: Streamer | None) -> GenerationResult:
+        if self.proc.poll() is not None:
+            raise self._died()
+        self._send({"messages": messages, "request": request.__dict__})
         stopping = False
         try:
             while True:
@@ -121,11 +184,9 @@ class NPULibrarySession(Session):
                 if event["event"] == "text" and streamer and not stopping:
                     if streamer(event["text"]):  # the worker ends the reply at its next token
                         stopping = True
-                        self._send_stop()
+                        self._send({"stop": True})
                 elif event["event"] == "done":
-                    result = event["result"]
-                    result["metrics"] = Metrics(**result["metrics"])
-                    return GenerationResult(**result)
+                    return GenerationResult.from_dict(event["result"])
         except BadInput:
             raise  # the worker answered and is ready for the next request
         except BaseException:
@@ -134,23 +195,9 @@ class NPULibrarySession(Session):
             self.close()
             raise
 
-    def _send_stop(self) -> None:
-        try:
-            self.proc.stdin.write(json.dumps({"stop": True}) + "\n")
-            self.proc.stdin.flush()
-        except BrokenPipeError:
-            raise self._died() from None
-
     def close(self) -> None:
         """End the worker (also done when the session is garbage-collected)."""
         self._finalizer()
-
-
-def relay_stderr(stream, tail: deque) -> None:
-    """Pass the worker's messages on to our stderr, keeping the last few for error reports."""
-    for line in stream:
-        sys.stderr.write(line)
-        tail.append(line.rstrip())
 
 
 def stop_worker(proc: subprocess.Popen) -> None:

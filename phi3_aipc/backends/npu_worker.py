@@ -6,7 +6,8 @@ Run by the npu-library route inside the library's own environment (.venv-npu):
 
 One model per process, because the library aborts the process when a second model with the same
 layer shapes runs in it. The protocol is JSON lines: the worker says {"event": "ready", ...}
-once the model is compiled; each request line on stdin gets {"event": "text", "text": ...}
+once the model is compiled; each request line on stdin ({"messages": [...], "request": {...}},
+the fields of a GenerationRequest) gets {"event": "text", "text": ...}
 lines as the reply streams, then {"event": "done", "result": {...}} or {"event": "error", ...}.
 A {"stop": true} line sent while a reply streams ends it early (finish_reason "stopped"): stdin
 is read by a thread of its own, so the line is seen while the model generates.
@@ -16,12 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import queue
 import sys
 import threading
 import time
 import traceback
+
+from ..processes import protocol_sender
+from .base import GenerationRequest, Plan
 
 
 def main() -> int:
@@ -31,13 +34,7 @@ def main() -> int:
     args.add_argument("--name", required=True)
     opts = args.parse_args()
 
-    protocol = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
-    os.dup2(2, 1)  # the library's prints and warnings go to stderr
-    sys.stdout = sys.stderr
-
-    def send(**message) -> None:
-        protocol.write(json.dumps(message) + "\n")
-
+    send = protocol_sender()  # the library's prints and warnings go to stderr
     try:
         session = load(opts.model, opts.precision, opts.name)
     except Exception as err:  # report, don't die silently
@@ -53,7 +50,8 @@ def main() -> int:
         stop.clear()  # a stop that came after the previous reply ended is not for this one
         try:
             result = session.generate(
-                streamer=lambda text: send(event="text", text=text) or stop.is_set(), **request)
+                request["messages"], GenerationRequest.from_dict(request["request"]),
+                streamer=lambda text: send(event="text", text=text) or stop.is_set())
             send(event="done", result=result.to_dict())
         except Exception as err:
             send(event="error", type=type(err).__name__, message=str(err),
@@ -92,8 +90,9 @@ def load(model: str, precision: str, name: str):
         device = "CPU (no NPU)"
         note = ("No NPU here: the NPU library compiled the model for the CPU, where the "
                 "OpenVINO and ONNX Runtime GenAI routes are much faster.")
-    return TransformersSession(model, device, precision, name, net=net, backend="npu-library",
-                               load_s=load_s, device_note=note)
+    plan = Plan("npu-library", precision, "npu")
+    return TransformersSession(plan, model, name, net=net, load_s=load_s, device=device,
+                               note=note)
 
 
 if __name__ == "__main__":

@@ -17,32 +17,44 @@ import time
 from pathlib import Path
 
 from ..cache import artifact_dir, build_once, check_given, read_manifest, write_manifest
-from ..chat import check_fits, check_sampling
 from ..envs import IS_WINDOWS
 from ..errors import BadInput, DeviceUnavailable, ModelNotFound
 from ..hardware import preflight
-from ..models import ModelSource
-from .base import Backend, GenerationResult, Session, Streamer, TokenStream, run_tool
+from ..models import ModelSource, prebuilt_source
+from ..processes import run_tool
+from .base import (
+    SKIP_PREFLIGHT,
+    GenerationRequest,
+    GenerationResult,
+    Option,
+    Plan,
+    Route,
+    Session,
+    Streamer,
+    TokenStream,
+    Verdict,
+    WeightsRead,
+)
 
 # Which builds each precision gets: fp16 is a GPU format, fp32 the CPU reference.
 TARGETS = {"int4": ("dml", "cpu"), "fp16": ("dml",), "fp32": ("cpu",)}
 # int4 block size per provider. CPU: chosen by scripts/sweep_defaults.py (128 decoded ~15%
 # faster than the builder's 32 and kept every stand-in reply); DirectML: the builder's own.
 DEFAULT_BLOCK_SIZE = {"cpu": 128, "dml": 32}
-# Microsoft's prebuilt DirectML int4 Phi-3-mini: the quick path on Windows.
-PREBUILT_REPO = "microsoft/Phi-3-mini-4k-instruct-onnx"
-PREBUILT_FOLDER = "directml/directml-int4-awq-block-128"
 GENAI_PACKAGE = "onnxruntime-genai-directml" if IS_WINDOWS else "onnxruntime-genai"
 
 
-def dml_available() -> tuple[bool, str]:
-    """Whether this onnxruntime-genai can use DirectML, and why not."""
+def directml_status() -> tuple[bool, str]:
+    """Whether this onnxruntime-genai can use DirectML, and if not, why."""
     if not IS_WINDOWS:
         return False, "DirectML exists only on Windows"
-    import onnxruntime_genai as og
+    try:
+        import onnxruntime_genai as og
 
-    if getattr(og, "is_dml_available", lambda: False)():
-        return True, ""
+        if og.is_dml_available():
+            return True, ""
+    except Exception as err:  # a broken install: say what it said
+        return False, f"onnxruntime_genai did not load ({type(err).__name__}: {err})"
     return False, ("this onnxruntime-genai has no DirectML: install onnxruntime-genai-directml "
                    "(and uninstall onnxruntime-genai)")
 
@@ -102,20 +114,6 @@ def built_for(genai_config: dict) -> str:
     return "dml" if "dml" in names else "cpu"
 
 
-def download_prebuilt() -> Path:
-    """Microsoft's DirectML int4 Phi-3-mini (about 2 GB), with a progress bar."""
-    from huggingface_hub import snapshot_download
-
-    from ..models import hub_unreachable
-
-    reason = hub_unreachable()
-    if reason:
-        raise ModelNotFound(f"Cannot reach the model hub to download {PREBUILT_REPO} ({reason}). "
-                            "Go online, or build the model yourself (without --prebuilt).")
-    folder = snapshot_download(PREBUILT_REPO, allow_patterns=[f"{PREBUILT_FOLDER}/*"])
-    return Path(folder) / PREBUILT_FOLDER
-
-
 def smoke_test(folder: Path) -> None:
     """A build counts as finished only once it loads (on the CPU provider) and generates."""
     import onnxruntime_genai as og
@@ -130,65 +128,106 @@ def smoke_test(folder: Path) -> None:
     generator.generate_next_token()
 
 
-class OnnxRuntimeGenAIBackend(Backend):
+class OnnxRuntimeGenAIRoute(Route):
     name = "onnxruntime-genai"
     precisions = ("int4", "fp16", "fp32")
     devices = ("dml", "cpu")
     default_precision = "int4"
     default_device = "cpu"
     modules = ("onnxruntime_genai", "onnx_ir")
+    packages = ("onnxruntime-genai", "onnxruntime-genai-directml", "onnxruntime")
     install_hint = 'python -m pip install -e ".[onnx]"'
-    prepare_options = ("target", "block_size", "accuracy_level", "prebuilt", "skip_preflight")
-    load_options = ()
+    doctor_key = "directml"
+    options = (
+        Option("target", "prepare", "the provider to build for (default: int4 for the device, "
+               "fp16 dml, fp32 cpu)", choices=("cpu", "dml")),
+        Option("block_size", "prepare", "int4 block size (default "
+               + ", ".join(f"{v} for {'the CPU' if k == 'cpu' else 'DirectML'}"
+                           for k, v in DEFAULT_BLOCK_SIZE.items()) + ")", int),
+        Option("accuracy_level", "prepare", "int4 MatMul activations: 4 int8 (the CPU "
+               "default), 1 fp32, 0 the provider's choice", int),
+        Option("prebuilt", "prepare", "download Microsoft's ready-made int4 build of a catalog "
+               "model instead of building one (see `phi3-aipc models`)", bool),
+        SKIP_PREFLIGHT,
+    )
 
-    def __init__(self) -> None:
-        self.fallback_note = ""
-
-    def check(self, precision: str | None, device: str | None) -> tuple[str, str]:
-        if device is None:  # DirectML where it is there, otherwise the CPU, saying why
-            has_dml, why = dml_available() if self.is_installed() else (False, "")
-            if not has_dml and why:
-                self.fallback_note = f"Using the CPU provider: {why}."
-            device = "dml" if has_dml else "cpu"
-        precision, device = super().check(precision, device)
+    def choose_device(self, device: str | None) -> tuple[str, list[str]]:
+        """DirectML where it is there, otherwise the CPU, saying why; DirectML asked for where
+        it is missing is refused."""
+        if device is None:
+            has_dml, why = directml_status() if self.is_installed() else (False, "")
+            notes = [f"Using the CPU provider: {why}."] if not has_dml and why else []
+            return ("dml" if has_dml else "cpu"), notes
+        device, notes = super().choose_device(device)
         if device == "dml":
-            has_dml, why = dml_available()
+            has_dml, why = directml_status()
             if not has_dml:
                 raise DeviceUnavailable(
                     f"DirectML is not available: {why}. DirectML needs Windows and the "
                     f"onnxruntime-genai-directml package; here {GENAI_PACKAGE} runs on the CPU "
                     "(--device cpu).")
-        return precision, device
+        return device, notes
+
+    def refine(self, plan: Plan) -> Plan:
+        options = dict(plan.prepare_options)
+        skip = options.pop("skip_preflight", False)
+        if options.pop("prebuilt", False):
+            if options or plan.precision != "int4":
+                raise BadInput("A prebuilt model comes as it is (int4, made for one provider): "
+                               "build your own for other settings.")
+            return plan.but(prepare_options={"prebuilt": True})
+        # fp16 is a DirectML build, fp32 a CPU build; int4 is built for the device it runs on.
+        target = options.pop("target", None) or {"fp16": "dml", "fp32": "cpu"}.get(
+            plan.precision, plan.device)
+        built = build_options(plan.precision, target, options.get("block_size"),
+                              options.get("accuracy_level"))
+        return plan.but(prepare_options={**built, **({"skip_preflight": True} if skip else {})})
 
     def devices_here(self) -> list[str]:
         """DirectML first where it is installed and works; the CPU provider always."""
-        return ["dml", "cpu"] if dml_available()[0] else ["cpu"]
+        return ["dml", "cpu"] if directml_status()[0] else ["cpu"]
 
-    def own_source(self, prebuilt: bool = False, **options) -> ModelSource | None:
-        """With prebuilt: Microsoft's DirectML int4 build, downloaded instead of built here."""
-        if not prebuilt:
+    def facts(self) -> dict:
+        available, why = directml_status()
+        return {"available": available, "reason": f"{why}." if why else ""}
+
+    def verdict(self, facts: dict, versions: dict) -> Verdict:
+        if not (versions.get("onnxruntime-genai") or versions.get("onnxruntime-genai-directml")):
+            return Verdict("missing", "onnxruntime-genai is not installed.", self.install_hint)
+        if facts.get("available"):
+            return Verdict("ready", "DirectML is available.")
+        if IS_WINDOWS and not versions.get("onnxruntime-genai-directml"):
+            return Verdict("cpu-only", "The CPU build of onnxruntime-genai is installed, not the "
+                           "DirectML one.", "python -m pip uninstall -y onnxruntime-genai && "
+                           'python -m pip install -e ".[onnx]"')
+        return Verdict("cpu-only", f"{facts.get('reason', '')} The same API runs on the CPU "
+                       "provider.".strip())
+
+    def bench_configs(self, max_prompt_len: int) -> list[dict]:
+        """fp16 is a DirectML build: measured only with DirectML."""
+        return [c for c in super().bench_configs(max_prompt_len)
+                if (c["precision"] == "fp16") == (c["device"] == "dml")]
+
+    def weights_read(self, artifact: Path, precision: str) -> WeightsRead:
+        total, embedding, head = onnx_weights(artifact)
+        return WeightsRead((total - embedding) / 1e6, head / 1e6, "ONNX initializers")
+
+    def own_source(self, plan: Plan, model: str | None) -> ModelSource | None:
+        """With prebuilt: Microsoft's int4 build for the plan's provider, downloaded."""
+        if not plan.prepare_options.get("prebuilt"):
             return None
-        if set(options) - {"target"} or options.get("target", "dml") != "dml":
-            raise BadInput("The prebuilt model comes as it is (int4, DirectML): build your own "
-                           "for other settings.")
-        return ModelSource(f"{PREBUILT_REPO}/{PREBUILT_FOLDER}", download_prebuilt(), "hub")
+        return prebuilt_source(self.name, model, plan.device)
 
-    def prepare(self, source: ModelSource, precision: str, device: str | None = None,
-                target: str | None = None, block_size: int | None = None,
-                accuracy_level: int | None = None, prebuilt: bool = False,
-                skip_preflight: bool = False) -> Path:
+    def prepare(self, plan: Plan, source: ModelSource) -> Path:
         if (source.path / "genai_config.json").is_file():  # already built: use it
-            if prebuilt and precision != "int4":
-                raise BadInput(f"The prebuilt model is int4, not {precision}.")
             check_given(source.path)
             return source.path
-        # fp16 is a DirectML build, fp32 a CPU build; int4 is built for the device it runs on.
-        target = target or {"fp16": "dml", "fp32": "cpu"}.get(precision, device or "cpu")
-        options = build_options(precision, target, block_size, accuracy_level)
+        precision = plan.precision
+        options = {k: v for k, v in plan.prepare_options.items() if k != "skip_preflight"}
         final = artifact_dir(self.name, source.name, source.fingerprint(), precision, options)
 
         def build(tmp: Path) -> None:
-            if not skip_preflight:
+            if not plan.prepare_options.get("skip_preflight"):
                 preflight(source.path, precision, f"Building {source.name} for ONNX Runtime "
                           f"GenAI {precision}")
             with tempfile.TemporaryDirectory() as scratch:  # the builder's temporary files
@@ -200,38 +239,34 @@ class OnnxRuntimeGenAIBackend(Backend):
             smoke_test(tmp)
             shown = builder_command(source.path, "<output>", precision, options)
             write_manifest(tmp, route=self.name, source=source, precision=precision,
-                           options=options, command=shown,
-                           packages=("onnxruntime-genai", "onnxruntime-genai-directml"))
+                           options=options, command=shown, packages=self.packages[:2])
 
         return build_once(final, build)
 
-    def load(self, artifact: Path, device: str, precision: str, model: str,
-             **options) -> Session:
-        return OnnxRuntimeGenAISession(artifact, device, precision, model, self.fallback_note)
+    def load(self, plan: Plan, artifact: Path, model: str) -> Session:
+        return OnnxRuntimeGenAISession(plan, artifact, model)
 
 
 class OnnxRuntimeGenAISession(Session):
-    def __init__(self, artifact: Path, device: str, precision: str, model: str,
-                 note: str) -> None:
+    def __init__(self, plan: Plan, artifact: Path, model: str) -> None:
         import onnxruntime_genai as og
         from transformers import AutoTokenizer
 
         genai_config = check_model_folder(artifact)
         made = read_manifest(artifact)
-        if made and made["precision"] != precision:
-            raise BadInput(f"{artifact} is a {made['precision']} build, not {precision}.")
+        if made and made["precision"] != plan.precision:
+            raise BadInput(f"{artifact} is a {made['precision']} build, not {plan.precision}.")
         target = built_for(genai_config)
-        if target == "cpu" and device == "dml":
+        if target == "cpu" and plan.device == "dml":
             raise BadInput("This model was built for the CPU (-e cpu); DirectML needs a model "
                            "built for it: phi3-aipc prepare --backend onnxruntime-genai "
-                           f"--precision {precision} --device dml")
-        if target == "dml" and device == "cpu":
-            note = " ".join(filter(None, [note, "This model was built for DirectML (-e dml); "
-                                          "it runs here on the CPU provider instead."]))
+                           f"--precision {plan.precision} --device dml")
+        note = ("This model was built for DirectML (-e dml); it runs here on the CPU provider "
+                "instead." if target == "dml" and plan.device == "cpu" else "")
         start = time.perf_counter()
         config = og.Config(str(artifact))
         config.clear_providers()  # the CPU provider is always there
-        if device == "dml":
+        if plan.device == "dml":
             config.append_provider("dml")
         self.og_model = og.Model(config)
         self.og_tokenizer = og.Tokenizer(self.og_model)
@@ -239,10 +274,10 @@ class OnnxRuntimeGenAISession(Session):
         # ORT GenAI's decoder keeps a leading space that Hugging Face strips, so text comes
         # from the Hugging Face tokenizer saved beside the model (ids are the same).
         self.hf_tokenizer = AutoTokenizer.from_pretrained(artifact)
-        self.context = genai_config["model"]["context_length"]
+        self.context_window = genai_config["model"]["context_length"]
         eos = genai_config["model"]["eos_token_id"]
         self.stops = {eos} if isinstance(eos, int) else set(eos)
-        super().__init__("onnxruntime-genai", device, precision, model, load_s, note)
+        super().__init__(plan, model, load_s, note=note)
 
     def prompt_ids(self, messages: list[dict]) -> list[int]:
         """The chat template and tokenizer of ORT GenAI itself."""
@@ -250,30 +285,26 @@ class OnnxRuntimeGenAISession(Session):
                                                      add_generation_prompt=True)
         return [int(i) for i in self.og_tokenizer.encode(text)]
 
-    def generate(self, messages: list[dict], max_new_tokens: int = 256, greedy: bool = False,
-                 ignore_eos: bool = False, streamer: Streamer | None = None,
-                 temperature: float = 0.7, top_p: float = 0.9,
-                 seed: int | None = None) -> GenerationResult:
+    def _generate(self, messages: list[dict], prompt: list[int], request: GenerationRequest,
+                  streamer: Streamer | None) -> GenerationResult:
         import onnxruntime_genai as og
 
-        prompt = self.prompt_ids(messages)
-        check_fits(len(prompt), max_new_tokens, self.context)
         params = og.GeneratorParams(self.og_model)
-        search = dict(max_length=len(prompt) + max_new_tokens, do_sample=not greedy)
-        if not greedy:
-            check_sampling(temperature, top_p)
-            search.update(temperature=temperature, top_p=top_p, top_k=0)
-            if seed is not None:
-                search["random_seed"] = seed
+        search = dict(max_length=len(prompt) + request.max_new_tokens,
+                      do_sample=not request.greedy)
+        if not request.greedy:
+            search.update(temperature=request.temperature, top_p=request.top_p, top_k=0)
+            if request.seed is not None:
+                search["random_seed"] = request.seed
         params.set_search_options(**search)
         decode = lambda ids: self.hf_tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
-        stream = TokenStream(decode, self.stops, ignore_eos, streamer)
+        stream = TokenStream(decode, self.stops, request.ignore_eos, streamer)
         generator = og.Generator(self.og_model, params)
         generator.append_tokens(prompt)
         token = None
-        for _ in range(max_new_tokens):
+        for _ in range(request.max_new_tokens):
             if generator.is_done():
-                if not (ignore_eos and token in self.stops):
+                if not (request.ignore_eos and token in self.stops):
                     break
                 # It stopped at a stop token that is to be ignored: feed it back, go on.
                 generator.append_tokens([token])
@@ -282,3 +313,22 @@ class OnnxRuntimeGenAISession(Session):
             if stream.push(token):
                 break
         return self.result(stream, len(prompt))
+
+    def close(self) -> None:
+        self.og_model = self.og_tokenizer = None
+
+
+def onnx_weights(folder: Path) -> tuple[int, int, int]:
+    """Bytes of all initializers of the ONNX model, of the embedding lookup's, and of the
+    output layer's (the builder names them lm_head.*)."""
+    import numpy as np
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(folder / "model.onnx"), load_external_data=False)
+    sizes = {t.name: int(np.prod(t.dims)) * helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+             for t in model.graph.initializer}
+    embedding = max((sum(sizes.get(i, 0) for i in node.input) for node in model.graph.node
+                     if node.op_type in ("Gather", "GatherBlockQuantized")), default=0)
+    head = sum(size for name, size in sizes.items() if name.startswith("lm_head"))
+    return sum(sizes.values()), embedding, head

@@ -7,28 +7,40 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..chat import check_fits, check_sampling, prompt_ids, stop_token_ids
+from ..chat import prompt_ids, stop_token_ids
 from ..errors import DeviceUnavailable
 from ..models import ModelSource
-from .base import Backend, GenerationResult, Session, Streamer, TokenStream
+from .base import (
+    GenerationRequest,
+    GenerationResult,
+    Plan,
+    Route,
+    Session,
+    Streamer,
+    TokenStream,
+    WeightsRead,
+)
 
 
-class TransformersBackend(Backend):
+class TransformersRoute(Route):
     name = "transformers"
     precisions = ("fp32",)
     devices = ("cpu",)
     default_precision = "fp32"
     default_device = "cpu"
     modules = ("torch", "transformers")
+    packages = ("torch", "transformers", "huggingface_hub")
     install_hint = 'python -m pip install -e "."'
 
-    def prepare(self, source: ModelSource, precision: str, device: str | None = None,
-                **options) -> Path:
+    def weights_read(self, artifact: Path, precision: str) -> WeightsRead:
+        read = super().weights_read(artifact, "fp32")  # loaded as fp32, whatever is stored
+        return WeightsRead(read.total_mb, read.output_layer_mb, "parameter count x 4 bytes (fp32)")
+
+    def prepare(self, plan: Plan, source: ModelSource) -> Path:
         return source.path  # transformers reads the checkpoint as it is
 
-    def load(self, artifact: Path, device: str, precision: str, model: str,
-             **options) -> Session:
-        return TransformersSession(artifact, device, precision, model)
+    def load(self, plan: Plan, artifact: Path, model: str) -> Session:
+        return TransformersSession(plan, artifact, model)
 
 
 def check_memory(artifact: Path) -> None:
@@ -52,9 +64,8 @@ class TransformersSession(Session):
     """Generation with a transformers model: the fp32 reference, or a model another library
     has already loaded and compiled (`net`, as the NPU library does), with the same loop."""
 
-    def __init__(self, artifact: Path, device: str, precision: str, model: str,
-                 net=None, backend: str = "transformers", load_s: float = 0.0,
-                 device_note: str = "") -> None:
+    def __init__(self, plan: Plan, artifact: Path, model: str, net=None, load_s: float = 0.0,
+                 device: str | None = None, note: str = "") -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -65,32 +76,30 @@ class TransformersSession(Session):
         self.net = net.eval()
         self.tokenizer = AutoTokenizer.from_pretrained(artifact)
         self.stops = set(stop_token_ids(artifact))
-        self.context = self.net.config.max_position_embeddings
-        super().__init__(backend, device, precision, model,
-                         load_s + time.perf_counter() - start, device_note)
+        self.context_window = self.net.config.max_position_embeddings
+        super().__init__(plan, model, load_s + time.perf_counter() - start, device, note)
 
-    def generate(self, messages: list[dict], max_new_tokens: int = 256, greedy: bool = False,
-                 ignore_eos: bool = False, streamer: Streamer | None = None,
-                 temperature: float = 0.7, top_p: float = 0.9,
-                 seed: int | None = None) -> GenerationResult:
+    def prompt_ids(self, messages: list[dict]) -> list[int]:
+        return prompt_ids(self.tokenizer, messages)
+
+    def _generate(self, messages: list[dict], prompt: list[int], request: GenerationRequest,
+                  streamer: Streamer | None) -> GenerationResult:
         import torch
         from transformers import DynamicCache, TemperatureLogitsWarper, TopPLogitsWarper
 
-        prompt = prompt_ids(self.tokenizer, messages)
-        check_fits(len(prompt), max_new_tokens, self.context)
+        seed = request.seed
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        if not greedy:
-            check_sampling(temperature, top_p)
-            warpers = [TemperatureLogitsWarper(temperature), TopPLogitsWarper(top_p)]
+        warpers = [] if request.greedy else [TemperatureLogitsWarper(request.temperature),
+                                             TopPLogitsWarper(request.top_p)]
         stream = TokenStream(lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True),
-                             self.stops, ignore_eos, streamer)
+                             self.stops, request.ignore_eos, streamer)
         with torch.inference_mode():
             cache = DynamicCache()
             step_input = torch.tensor([prompt])
-            for _ in range(max_new_tokens):
+            for _ in range(request.max_new_tokens):
                 logits = self.net(input_ids=step_input, past_key_values=cache,
                                   use_cache=True).logits[:, -1, :]
-                if greedy:
+                if request.greedy:
                     next_id = int(logits.argmax(-1))
                 else:
                     for warp in warpers:
@@ -101,3 +110,6 @@ class TransformersSession(Session):
                     break
                 step_input = torch.tensor([[next_id]])
         return self.result(stream, len(prompt))
+
+    def close(self) -> None:
+        self.net = None

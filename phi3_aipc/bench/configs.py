@@ -1,0 +1,80 @@
+"""What the benchmark measures: configurations (a route at a precision on a device) and the
+prompts, several distinct ones per length (OpenVINO GenAI reuses work for a prompt it has seen,
+which would flatter it)."""
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass, field
+
+from ..standin import DATA
+
+PROMPTS_FILE = DATA / "bench_prompts.json"
+LENGTHS = (32, 256, 1024)
+DECODE_LENGTH = 256  # the prompt length whose decode speed ranks the routes: a typical turn
+EMULATED = "NPU (emulated on CPU)"
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One thing to measure: a route at a precision on a device, with its own options."""
+
+    backend: str
+    precision: str
+    device: str
+    prepare_options: dict = field(default_factory=dict)
+    load_options: dict = field(default_factory=dict)
+
+    @property
+    def emulated(self) -> bool:
+        return bool(self.load_options.get("emulate_npu"))
+
+    @property
+    def label(self) -> str:
+        device = EMULATED if self.emulated else self.device
+        return f"{self.backend} {self.precision} {device}"
+
+
+@functools.cache
+def _prompts() -> str:
+    return PROMPTS_FILE.read_text(encoding="utf-8")
+
+
+def load_prompts() -> dict[int, list[dict]]:
+    """Benchmark prompts by length: each {"tokens": N, "text": ...}, all different."""
+    data = json.loads(_prompts())["prompts"]
+    return {int(k): v for k, v in data.items()}
+
+
+def longest_prompt(lengths) -> int:
+    """The most tokens any benchmark prompt of these lengths has (some run a token or two over)."""
+    prompts = load_prompts()
+    return max(p["tokens"] for n in lengths for p in prompts.get(n, [{"tokens": n}]))
+
+
+def decode_length(lengths) -> int:
+    return DECODE_LENGTH if DECODE_LENGTH in lengths else min(lengths)
+
+
+def available_configs(routes: list[str] | None = None, precisions: list[str] | None = None,
+                      devices: list[str] | None = None,
+                      max_prompt_len: int | None = None) -> list[BenchConfig]:
+    """Every (route, precision, device) this PC can run, narrowed by the filters. Each route
+    says what it offers here (`Route.bench_configs`). The precision "default" stands for each
+    route's own default precision; the device "emulated" for an emulated NPU."""
+    from ..backends import REGISTRY, get_route
+
+    chosen = [get_route(name) for name in (routes or REGISTRY)]  # refuses unknown names
+    limit = max_prompt_len or longest_prompt(LENGTHS)
+    configs = [BenchConfig(route.name, **c) for route in chosen if route.is_installed()
+               for c in route.bench_configs(limit)]
+    if precisions:
+        wanted = [p.lower() for p in precisions]
+        defaults = {r.name: r.default_precision for r in chosen}
+        configs = [c for c in configs if c.precision in wanted or (
+            "default" in wanted and c.precision == defaults[c.backend])]
+    if devices:
+        wanted = [d.lower() for d in devices]
+        configs = [c for c in configs if c.device.lower() in wanted
+                   or ("emulated" in wanted and c.emulated)]
+    return configs

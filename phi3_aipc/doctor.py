@@ -1,0 +1,91 @@
+"""`phi3-aipc doctor` and notebook 00: what this PC has, and a verdict per route.
+
+Each route reports what its runtime sees (its `facts`, under its `doctor_key`) and judges
+itself from them; this module only gathers and prints.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import sys
+from dataclasses import asdict
+
+from .backends import all_routes
+from .cache import cache_dir
+from .envs import installed_version
+from .hardware import cpu_model, memory_gb
+
+
+def doctor() -> dict:
+    """Everything `phi3-aipc doctor --json` prints (the README documents the keys)."""
+    import psutil
+
+    routes = all_routes()
+    versions = {p: installed_version(p) for r in routes for p in r.packages}
+    cpu = cpu_model()
+    cache = cache_dir()
+    report = {
+        "os": {"system": platform.system(), "release": platform.release(),
+               "machine": platform.machine()},
+        "python": {"version": platform.python_version(), "executable": sys.executable},
+        "cpu": {"model": cpu, "is_core_ultra": "core(tm) ultra" in cpu.lower()
+                or "core ultra" in cpu.lower(),
+                "cores": psutil.cpu_count(logical=False), "threads": os.cpu_count()},
+        "memory_gb": memory_gb(),
+        "disk": {"path": str(cache), "free_gb": round(shutil.disk_usage(cache).free / 2**30, 1)},
+        "packages": versions,
+        "routes": {},
+    }
+    for route in routes:
+        facts = route.facts()
+        if route.doctor_key:
+            report[route.doctor_key] = facts
+        verdict = route.verdict(facts, versions)
+        if verdict is not None:
+            report["routes"][route.name] = asdict(verdict)
+    return report
+
+
+def format_report(report: dict) -> str:
+    """The doctor report as text for a terminal or a notebook."""
+    cpu = report["cpu"]
+    lines = [
+        f"OS      {report['os']['system']} {report['os']['release']} ({report['os']['machine']})",
+        f"Python  {report['python']['version']}  {report['python']['executable']}",
+        f"CPU     {cpu['model']} ({cpu['cores']} cores, {cpu['threads']} threads)"
+        f"{'  Core Ultra: yes' if cpu['is_core_ultra'] else '  (not a Core Ultra)'}",
+        f"Memory  {report['memory_gb']['total']} GB, {report['memory_gb']['available']} GB free",
+        f"Disk    {report['disk']['free_gb']} GB free at {report['disk']['path']}",
+        "", "Packages",
+    ]
+    lines += [f"  {name:32} {ver or '-'}" for name, ver in report["packages"].items()]
+    ov = report.get("openvino")
+    if ov is not None:
+        lines += ["", "OpenVINO devices"]
+        for d in ov["devices"]:
+            driver = f"  driver {d['driver_version']}" if d["driver_version"] else ""
+            lines.append(f"  {d['name']:8} {d['full_name']}{driver}")
+        if ov["error"]:
+            lines.append(f"  ({ov['error']})")
+    if "directml" in report:
+        dml = report["directml"]
+        lines.append(f"DirectML: {'available' if dml['available'] else 'no'} {dml['reason']}")
+    lib = report.get("npu_library")
+    if lib is not None:
+        lines.append("NPU library: " + (
+            "not installed" if not lib["installed"] else
+            f"in {lib['python']}; sees an NPU: {lib['npu_available']}"
+            + (f", driver {lib['driver_version']} (needs {lib['min_driver_version']}+)"
+               if lib["driver_version"] else "")))
+    lines += ["", "Routes"]
+    for name, r in report["routes"].items():
+        lines.append(f"  {name:18} {r['verdict']:9} {r['detail']}")
+        if r["fix"]:
+            lines.append(f"  {'':18} fix: {r['fix']}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(json.dumps(doctor(), indent=2))

@@ -1,0 +1,112 @@
+"""A route is one file plus one registry line; a model is one catalog entry.
+
+The fake route in tests/fake_route.py is registered here the way a new route would be, and the
+CLI, doctor, the benchmark and the chat widget must offer it without any other change.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from phi3_aipc import bench, catalog
+from phi3_aipc.backends import REGISTRY
+from phi3_aipc.cli import main, parser
+from phi3_aipc.doctor import doctor
+
+ECHO = "tests.fake_route:EchoRoute"
+
+
+@pytest.fixture
+def echo_route(monkeypatch):
+    monkeypatch.setitem(REGISTRY, "echo", ECHO)
+
+
+def test_the_cli_offers_the_route_and_its_own_option(echo_route, capsys, stand_in):
+    help_text = command_help("generate")
+    assert "echo" in help_text and "--shout" in help_text
+    assert main(["generate", "--route", "echo", "--model", "stand-in", "--shout", "--json",
+                 "--prompt", "hello small world"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["text"] == "HELLO SMALL WORLD" and result["backend"] == "echo"
+    assert result["prompt_tokens"] == 3 and result["finish_reason"] == "length"
+    # --backend is the same flag, and the route refuses options it does not have.
+    assert main(["generate", "--backend", "echo", "--model", "stand-in", "--ratio", "0.5",
+                 "--prompt", "hi"]) == 2
+    assert "--ratio is not an option of the echo route" in capsys.readouterr().err
+
+
+def command_help(command: str) -> str:
+    commands = next(a for a in parser()._actions if isinstance(a.choices, dict))
+    return commands.choices[command].format_help()
+
+
+def test_doctor_judges_the_route(echo_route):
+    report = doctor()
+    assert report["routes"]["echo"] == {
+        "verdict": "cpu-only", "detail": "The echo route repeats the prompt, word by word.",
+        "fix": None}
+
+
+def test_the_benchmark_lists_its_configurations(echo_route):
+    labels = [c.label for c in bench.available_configs(["echo"])]
+    assert labels == ["echo fp32 cpu", "echo fp32 abacus"]
+    assert "echo fp32 cpu" in [c.label for c in bench.available_configs()]
+
+
+def test_the_chat_widget_offers_it_and_talks_through_it(echo_route, stand_in):
+    pytest.importorskip("ipywidgets")
+    from phi3_aipc.widgets import ChatWidget
+
+    chat = ChatWidget(route="echo", routes=["transformers", "echo"], model="stand-in")
+    assert chat.route.options == ("transformers", "echo")
+    assert chat.device.options == ("cpu", "abacus") and chat.precision.value == "fp32"
+    chat.send("one two three")
+    assert chat.wait().text == "one two three"
+
+
+ENTRY = """
+import sys
+from phi3_aipc import catalog
+catalog.MODELS["example/Tiny-Phi-instruct"] = catalog.Model(
+    "example/Tiny-Phi-instruct", "tiny-phi", dict(catalog.PHI3_MINI,
+    max_position_embeddings=4096), 3.82)
+from phi3_aipc.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_catalog_entry_makes_a_model_usable_by_name(stand_in, tmp_path):
+    """With the stand-in's files in the Hugging Face cache as "example/Tiny-Phi-instruct",
+    --model takes the entry's short name once the entry exists, and not before."""
+    snapshot = tmp_path / "hub" / "models--example--Tiny-Phi-instruct"
+    (snapshot / "refs").mkdir(parents=True)
+    (snapshot / "refs" / "main").write_text("c0ffee")
+    files = snapshot / "snapshots" / "c0ffee"
+    files.mkdir(parents=True)
+    for f in stand_in.iterdir():
+        if f.is_file():
+            (files / f.name).symlink_to(f)
+    env = {k: v for k, v in os.environ.items() if k not in ("PHI3_AIPC_MODEL", "HF_HUB_CACHE")}
+    env.update(HF_HOME=str(tmp_path), HF_HUB_OFFLINE="1")
+    args = ["generate", "--model", "tiny-phi", "--greedy", "--json", "--prompt", "hi"]
+    without = subprocess.run([sys.executable, "-m", "phi3_aipc.cli", *args], env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert without.returncode == 2 and "tiny-phi" in without.stderr
+    with_entry = subprocess.run([sys.executable, "-c", ENTRY, *args], env=env,
+                                capture_output=True, text=True, timeout=300)
+    assert with_entry.returncode == 0, with_entry.stderr
+    assert json.loads(with_entry.stdout)["model"] == "example/Tiny-Phi-instruct"
+
+
+def test_the_catalog_knows_the_phi_family():
+    ids = list(catalog.MODELS)
+    assert ids[0] == catalog.DEFAULT_MODEL == "microsoft/Phi-3-mini-4k-instruct"
+    assert {"microsoft/Phi-3-mini-128k-instruct", "microsoft/Phi-3.5-mini-instruct",
+            "microsoft/Phi-4-mini-instruct"} <= set(ids)
+    phi4 = catalog.MODELS["microsoft/Phi-4-mini-instruct"]
+    # Published counts: 3,821,079,552 (Phi-3-mini) and 3,836,021,760 (Phi-4-mini) parameters.
+    assert catalog.weight_count(catalog.default().config) == 3_821_079_552
+    assert catalog.weight_count(phi4.config) == 3_836_021_760
+    assert phi4.context_window == 131072
