@@ -20,7 +20,8 @@ from .backends import (
     open_session,
     prepare_artifact,
 )
-from .backends.base import PRECISIONS, GenerationRequest, Option
+from .backends.plan import PRECISIONS, Option
+from .backends.session import GenerationRequest
 from .bench.configs import LENGTHS as BENCH_LENGTHS
 from .cache import cache_dir, clear_artifacts, list_artifacts
 from .chat import build_messages

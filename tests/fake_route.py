@@ -7,16 +7,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from phi3_aipc.backends.base import (
+from phi3_aipc.backends.base import Route, Verdict
+from phi3_aipc.backends.plan import Option, Plan
+from phi3_aipc.backends.session import (
     GenerationRequest,
     GenerationResult,
-    Option,
-    Plan,
-    Route,
     Session,
     Streamer,
     TokenStream,
-    Verdict,
 )
 from phi3_aipc.models import ModelSource
 

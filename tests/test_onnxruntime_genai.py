@@ -8,7 +8,6 @@ import pytest
 
 from phi3_aipc import open_session
 from phi3_aipc.backends import prepare
-from phi3_aipc.backends.base import Plan
 from phi3_aipc.backends.onnxruntime_genai import (
     OnnxRuntimeGenAISession,
     build_options,
@@ -16,6 +15,7 @@ from phi3_aipc.backends.onnxruntime_genai import (
     built_for,
     check_model_folder,
 )
+from phi3_aipc.backends.plan import Plan
 from phi3_aipc.errors import BadInput, ModelNotFound
 from phi3_aipc.models import resolve_model
 from phi3_aipc.standin import load_chats

@@ -10,7 +10,9 @@ from pathlib import Path
 
 from ..errors import BadInput
 from ..models import ModelSource, resolve_model
-from .base import GenerationRequest, GenerationResult, Metrics, Plan, Route, Session
+from .base import Route
+from .plan import Plan
+from .session import GenerationRequest, GenerationResult, Metrics, Session
 
 # name -> "module:class".
 REGISTRY = {

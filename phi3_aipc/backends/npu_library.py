@@ -23,15 +23,9 @@ from ..envs import npu_library_python
 from ..errors import BadInput, Phi3AipcError
 from ..models import ModelSource, folder_fingerprint
 from ..processes import Relay, messages
-from .base import (
-    GenerationRequest,
-    GenerationResult,
-    Plan,
-    Route,
-    Session,
-    Streamer,
-    Verdict,
-)
+from .base import Route, Verdict
+from .plan import Plan
+from .session import GenerationRequest, GenerationResult, Session, Streamer
 
 INSTALL_HINT = ("make setup (Linux), or py -3.11 scripts\\bootstrap.py setup (Windows): "
                 "it builds .venv-npu")

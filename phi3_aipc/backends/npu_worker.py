@@ -24,7 +24,8 @@ import time
 import traceback
 
 from ..processes import protocol_sender
-from .base import GenerationRequest, Plan
+from .plan import Plan
+from .session import GenerationRequest
 
 
 def main() -> int:

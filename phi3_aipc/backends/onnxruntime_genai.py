@@ -22,19 +22,9 @@ from ..errors import BadInput, DeviceUnavailable, ModelNotFound
 from ..hardware import preflight
 from ..models import ModelSource, prebuilt_source
 from ..processes import run_tool
-from .base import (
-    SKIP_PREFLIGHT,
-    GenerationRequest,
-    GenerationResult,
-    Option,
-    Plan,
-    Route,
-    Session,
-    Streamer,
-    TokenStream,
-    Verdict,
-    WeightsRead,
-)
+from .base import Route, Verdict, WeightsRead
+from .plan import SKIP_PREFLIGHT, Option, Plan
+from .session import GenerationRequest, GenerationResult, Session, Streamer, TokenStream
 
 # Which builds each precision gets: fp16 is a GPU format, fp32 the CPU reference.
 TARGETS = {"int4": ("dml", "cpu"), "fp16": ("dml",), "fp32": ("cpu",)}

@@ -21,19 +21,9 @@ from ..errors import BadInput, DeviceUnavailable, ModelNotFound
 from ..hardware import preflight
 from ..models import ModelSource, prebuilt_source
 from ..processes import run_tool
-from .base import (
-    SKIP_PREFLIGHT,
-    GenerationRequest,
-    GenerationResult,
-    Option,
-    Plan,
-    Route,
-    Session,
-    Streamer,
-    TokenStream,
-    Verdict,
-    WeightsRead,
-)
+from .base import Route, Verdict, WeightsRead
+from .plan import SKIP_PREFLIGHT, Option, Plan
+from .session import GenerationRequest, GenerationResult, Session, Streamer, TokenStream
 
 # int4 weight-compression presets, named for their purpose.
 PRESETS = {

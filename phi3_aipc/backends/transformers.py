@@ -10,16 +10,9 @@ from pathlib import Path
 from ..chat import prompt_ids, stop_token_ids
 from ..errors import DeviceUnavailable
 from ..models import ModelSource
-from .base import (
-    GenerationRequest,
-    GenerationResult,
-    Plan,
-    Route,
-    Session,
-    Streamer,
-    TokenStream,
-    WeightsRead,
-)
+from .base import Route, WeightsRead
+from .plan import Plan
+from .session import GenerationRequest, GenerationResult, Session, Streamer, TokenStream
 
 
 class TransformersRoute(Route):

@@ -1,0 +1,66 @@
+"""What a user asks of a route, checked once: a route's settings (`Option`) and the immutable
+`Plan` that `Route.plan` makes and that prepare() and load() take."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+
+PRECISIONS = ("int4", "int8", "fp16", "fp32")
+
+
+@dataclass(frozen=True)
+class Option:
+    """A setting of a route, as a keyword of prepare() or load() and as a CLI flag.
+
+    `type` is int, float, str or bool (a flag; `off` names the flag that sets it False, as
+    --asym does for sym).
+    """
+
+    name: str
+    stage: str  # "prepare" or "load"
+    help: str
+    type: type = str
+    choices: tuple = ()
+    off: str | None = None
+    off_help: str = ""
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+SKIP_PREFLIGHT = Option("skip_preflight", "prepare", "export even when the memory/disk estimate "
+                        "says it will not fit", bool)
+
+
+def frozen(options: Mapping | None = None) -> Mapping:
+    return MappingProxyType(dict(options or {}))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A checked request for one route: what to prepare and how to load it, and why.
+
+    Made only by `Route.plan`, which refuses what cannot work here before anything is built;
+    `notes` say what was chosen for the user (e.g. the CPU because there is no DirectML).
+    """
+
+    route: str
+    precision: str
+    device: str
+    prepare_options: Mapping = field(default_factory=frozen)
+    load_options: Mapping = field(default_factory=frozen)
+    notes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "prepare_options", frozen(self.prepare_options))
+        object.__setattr__(self, "load_options", frozen(self.load_options))
+
+    def but(self, **changes) -> Plan:
+        """A copy with some fields changed (a route's own normalization)."""
+        return replace(self, **changes)
+
+    @property
+    def note(self) -> str:
+        return " ".join(self.notes)
