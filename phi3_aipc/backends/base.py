@@ -150,9 +150,25 @@ class Route(ABC):
         return plan
 
     # --- doing it ---------------------------------------------------------------------------
+    def prebuilt_plan(self, plan: Plan) -> Plan | None:
+        """For a request with the `prebuilt` option (routes that offer one): the plan that
+        downloads the catalog's ready-made build instead of exporting. None otherwise."""
+        options = {k: v for k, v in plan.prepare_options.items() if k != "skip_preflight"}
+        if not options.pop("prebuilt", False):
+            return None
+        if options or plan.precision != "int4":
+            raise BadInput("A prebuilt model comes as it is (int4, made for one device): leave "
+                           "out the other settings, or make your own without --prebuilt.")
+        return plan.but(prepare_options={"prebuilt": True})
+
     def own_source(self, plan: Plan, model: str | None) -> ModelSource | None:
-        """A ready-made model the route fetches itself (e.g. a prebuilt download), or None."""
-        return None
+        """A ready-made model the route fetches itself (with `prebuilt`: the catalog's build of
+        `model` for the plan's device, downloaded or found in the cache), or None."""
+        if not plan.prepare_options.get("prebuilt"):
+            return None
+        from ..models import prebuilt_source
+
+        return prebuilt_source(self.name, model, plan.device.split(".")[0])
 
     @abstractmethod
     def prepare(self, plan: Plan, source: ModelSource) -> Path:

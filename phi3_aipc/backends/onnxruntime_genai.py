@@ -20,7 +20,7 @@ from ..cache import artifact_dir, build_once, check_given, read_manifest, write_
 from ..envs import IS_WINDOWS
 from ..errors import BadInput, DeviceUnavailable, ModelNotFound
 from ..hardware import preflight
-from ..models import ModelSource, prebuilt_source
+from ..models import ModelSource
 from ..processes import run_tool
 from .base import Route, Verdict, WeightsRead
 from .plan import SKIP_PREFLIGHT, Option, Plan
@@ -159,13 +159,11 @@ class OnnxRuntimeGenAIRoute(Route):
         return device, notes
 
     def refine(self, plan: Plan) -> Plan:
+        prebuilt = self.prebuilt_plan(plan)
+        if prebuilt:
+            return prebuilt
         options = dict(plan.prepare_options)
         skip = options.pop("skip_preflight", False)
-        if options.pop("prebuilt", False):
-            if options or plan.precision != "int4":
-                raise BadInput("A prebuilt model comes as it is (int4, made for one provider): "
-                               "build your own for other settings.")
-            return plan.but(prepare_options={"prebuilt": True})
         # fp16 is a DirectML build, fp32 a CPU build; int4 is built for the device it runs on.
         target = options.pop("target", None) or {"fp16": "dml", "fp32": "cpu"}.get(
             plan.precision, plan.device)
@@ -201,12 +199,6 @@ class OnnxRuntimeGenAIRoute(Route):
     def weights_read(self, artifact: Path, precision: str) -> WeightsRead:
         total, embedding, head = onnx_weights(artifact)
         return WeightsRead((total - embedding) / 1e6, head / 1e6, "ONNX initializers")
-
-    def own_source(self, plan: Plan, model: str | None) -> ModelSource | None:
-        """With prebuilt: Microsoft's int4 build for the plan's provider, downloaded."""
-        if not plan.prepare_options.get("prebuilt"):
-            return None
-        return prebuilt_source(self.name, model, plan.device)
 
     def prepare(self, plan: Plan, source: ModelSource) -> Path:
         if (source.path / "genai_config.json").is_file():  # already built: use it

@@ -19,7 +19,7 @@ from ..cache import artifact_dir, build_once, cache_dir, check_given, read_manif
 from ..chat import prompt_ids, stop_token_ids
 from ..errors import BadInput, DeviceUnavailable, ModelNotFound
 from ..hardware import preflight
-from ..models import ModelSource, prebuilt_source
+from ..models import ModelSource
 from ..processes import run_tool
 from .base import Route, Verdict, WeightsRead
 from .plan import SKIP_PREFLIGHT, Option, Plan
@@ -159,14 +159,12 @@ class OpenVINORoute(Route):
         return super().choose_device(device)
 
     def refine(self, plan: Plan) -> Plan:
-        options = dict(plan.prepare_options)
-        skip = options.pop("skip_preflight", False)
-        if options.pop("prebuilt", False):
-            if options or plan.precision != "int4":
-                raise BadInput("A prebuilt model comes as it is (int4): leave out the export "
-                               "settings, or export your own without --prebuilt.")
-            prepared = {"prebuilt": True}
+        prebuilt = self.prebuilt_plan(plan)
+        if prebuilt:
+            prepared = dict(prebuilt.prepare_options)
         else:
+            options = dict(plan.prepare_options)
+            skip = options.pop("skip_preflight", False)
             if plan.precision == "int4" and plan.device == "NPU" and "preset" not in options:
                 options["preset"] = "npu"  # the NPU's export, unless asked otherwise
             prepared = weight_options(plan.precision, **options)
@@ -219,12 +217,6 @@ class OpenVINORoute(Route):
 
     def library_caches(self) -> list[tuple[Path, str]]:
         return [(compiled_cache(), "compiled-model blobs")]
-
-    def own_source(self, plan: Plan, model: str | None) -> ModelSource | None:
-        """With prebuilt: the OpenVINO organisation's int4 build for the plan's device."""
-        if not plan.prepare_options.get("prebuilt"):
-            return None
-        return prebuilt_source(self.name, model, plan.device.split(".")[0])
 
     def prepare(self, plan: Plan, source: ModelSource) -> Path:
         settings = {k: v for k, v in plan.prepare_options.items()

@@ -1,0 +1,98 @@
+"""Prebuilt models: the catalog's ready-made builds, found in the Hugging Face cache offline.
+
+The stand-in's own exports are laid out in a Hugging Face cache under the publishers' repository
+ids (the layout huggingface_hub reads offline: refs/main holds a commit, snapshots/<commit> the
+files), and `--prebuilt` must then run exactly as after a real download, with the hub
+unreachable. Before this was fixed, the prebuilt download refused an offline machine even when
+the build was cached.
+"""
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from phi3_aipc import catalog
+from phi3_aipc.backends import prepare
+from phi3_aipc.standin import load_chats
+
+from .conftest import run_cli
+
+CHAT = load_chats()[1]
+MODEL = catalog.DEFAULT_MODEL
+UNREACHABLE = {"HF_ENDPOINT": "http://127.0.0.1:9", "PHI3_AIPC_MODEL": None}
+
+
+def place_in_hub_cache(hub: Path, repo: str, subfolder: str, files: Path) -> None:
+    """Lay out `files` as huggingface_hub caches `repo` (at `subfolder` inside it)."""
+    root = hub / f"models--{repo.replace('/', '--')}"
+    (root / "refs").mkdir(parents=True, exist_ok=True)
+    (root / "refs" / "main").write_text("0123456789abcdef0123456789abcdef01234567")
+    target = root / "snapshots" / "0123456789abcdef0123456789abcdef01234567" / subfolder
+    target.mkdir(parents=True, exist_ok=True)
+    for f in files.iterdir():
+        if f.is_file():
+            (target / f.name).symlink_to(f)
+
+
+def build_for(route: str, device: str) -> catalog.Prebuilt:
+    return next(p for p in catalog.default().prebuilt_for(route) if device in p.devices)
+
+
+@pytest.fixture(scope="module")
+def hub(stand_in, tmp_path_factory):
+    """A Hugging Face home whose cache holds the stand-in's builds under the prebuilt ids."""
+    home = tmp_path_factory.mktemp("hf-home")
+    for route, device, export in [
+            ("openvino", "CPU", prepare("openvino", "int4", model=stand_in.as_posix())),
+            ("onnxruntime-genai", "cpu", prepare("onnxruntime-genai", "int4", "cpu",
+                                                 stand_in.as_posix()))]:
+        p = build_for(route, device)
+        place_in_hub_cache(home / "hub", p.repo, p.subfolder, export)
+    return home
+
+
+@pytest.mark.parametrize("route,device", [("openvino", "CPU"), ("onnxruntime-genai", "cpu")])
+@pytest.mark.parametrize("offline", [{"HF_HUB_OFFLINE": "1"}, UNREACHABLE],
+                         ids=["HF_HUB_OFFLINE", "hub-unreachable"])
+def test_a_cached_prebuilt_build_runs_offline(hub, route, device, offline):
+    p = build_for(route, device)
+    out = run_cli("generate", "--route", route, "--prebuilt", "--model", MODEL, "--greedy",
+                  "--json", "--prompt", CHAT["messages"][-1]["content"],
+                  env={**offline, "HF_HOME": str(hub)})
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["model"] == "/".join(filter(None, [p.repo, p.subfolder]))
+    assert result["text"] == CHAT["reply"] and result["finish_reason"] == "stop"
+
+
+def test_prepare_prints_the_cached_build(hub):
+    p = build_for("onnxruntime-genai", "cpu")
+    out = run_cli("prepare", "--route", "onnxruntime-genai", "--prebuilt", "--model", MODEL,
+                  env={**UNREACHABLE, "HF_HOME": str(hub)})
+    assert out.returncode == 0, out.stderr
+    folder = Path(out.stdout.strip().splitlines()[-1])
+    assert folder.is_dir() and folder.as_posix().endswith(p.subfolder)
+    assert str(hub) in os.path.realpath(folder.parent) or str(hub) in str(folder)
+
+
+def test_a_prebuilt_build_not_in_the_cache_needs_the_hub(tmp_path):
+    p = build_for("openvino", "CPU")
+    out = run_cli("prepare", "--route", "openvino", "--prebuilt", "--model", MODEL,
+                  env={**UNREACHABLE, "HF_HOME": str(tmp_path)})
+    assert out.returncode == 2
+    assert f"Cannot reach the model hub to download {p.repo}" in out.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--model", "stand-in"], "No prebuilt openvino build for CPU is known for 'stand-in'"),
+    (["--device", "NPU", "--emulate-npu", "--model", "phi-4-mini"],
+     "No prebuilt openvino build for NPU is known for 'microsoft/Phi-4-mini-instruct'"),
+    (["--precision", "fp16"], "A prebuilt model comes as it is"),
+    (["--group-size", "64"], "A prebuilt model comes as it is"),
+])
+def test_what_has_no_prebuilt_build_is_refused(args, message, tmp_path):
+    out = run_cli("generate", "--route", "openvino", "--prebuilt", "--prompt", "hi", *args,
+                  env={**UNREACHABLE, "HF_HOME": str(tmp_path)})
+    assert out.returncode == 2
+    assert message in out.stderr and "Traceback" not in out.stderr
