@@ -73,14 +73,24 @@ def route_args(cmd: argparse.ArgumentParser, stages: tuple[str, ...]) -> None:
                      f"{catalog.DEFAULT_MODEL})")
     cmd.add_argument("--device", metavar="D", help="the device it runs on (default: the "
                      "route's own)")
-    seen: set[str] = set()
-    for route in all_routes():
-        options = [o for o in route.options if o.stage in stages and o.name not in seen]
-        if options:
+    routes = all_routes()
+    owners: dict[Option, list[str]] = {}
+    for route in routes:
+        for option in route.options:
+            if option.stage in stages:
+                owners.setdefault(option, []).append(route.name)
+    shared = [o for o, names in owners.items() if len(names) > 1]
+    if shared:
+        names = sorted({n for o in shared for n in owners[o]})
+        group = cmd.add_argument_group(f"settings of the {' and '.join(names)} routes")
+        for option in shared:
+            add_option(group, option)
+    for route in routes:
+        own = [o for o in route.options if owners.get(o) == [route.name]]
+        if own:
             group = cmd.add_argument_group(f"settings of the {route.name} route")
-            for option in options:
+            for option in own:
                 add_option(group, option)
-                seen.add(option.name)
 
 
 def given(args: argparse.Namespace, stage: str) -> dict:

@@ -23,7 +23,7 @@ from ..hardware import preflight
 from ..models import ModelSource
 from ..processes import run_tool
 from .base import Route, Verdict, WeightsRead
-from .plan import SKIP_PREFLIGHT, Option, Plan
+from .plan import PREBUILT, SKIP_PREFLIGHT, Option, Plan
 from .session import GenerationRequest, GenerationResult, Session, Streamer, TokenStream
 
 # Which builds each precision gets: fp16 is a GPU format, fp32 the CPU reference.
@@ -136,8 +136,7 @@ class OnnxRuntimeGenAIRoute(Route):
                            for k, v in DEFAULT_BLOCK_SIZE.items()) + ")", int),
         Option("accuracy_level", "prepare", "int4 MatMul activations: 4 int8 (the CPU "
                "default), 1 fp32, 0 the provider's choice", int),
-        Option("prebuilt", "prepare", "download Microsoft's ready-made int4 build of a catalog "
-               "model instead of building one (see `phi3-aipc models`)", bool),
+        PREBUILT,
         SKIP_PREFLIGHT,
     )
 

@@ -22,7 +22,7 @@ from ..hardware import preflight
 from ..models import ModelSource
 from ..processes import run_tool
 from .base import Route, Verdict, WeightsRead
-from .plan import SKIP_PREFLIGHT, Option, Plan
+from .plan import PREBUILT, SKIP_PREFLIGHT, Option, Plan
 from .session import GenerationRequest, GenerationResult, Session, Streamer, TokenStream
 
 # int4 weight-compression presets, named for their purpose.
@@ -141,8 +141,7 @@ class OpenVINORoute(Route):
         Option("awq", "prepare", "activation-aware quantization", bool),
         Option("scale_estimation", "prepare", "scale estimation (with --dataset)", bool),
         Option("num_samples", "prepare", "calibration samples (with --dataset)", int),
-        Option("prebuilt", "prepare", "download the publisher's ready-made int4 build of a "
-               "catalog model instead of exporting (see `phi3-aipc models`)", bool),
+        PREBUILT,
         SKIP_PREFLIGHT,
         Option("emulate_npu", "load", "on a PC without an NPU, run OpenVINO's NPU pipeline "
                "emulated on the CPU (labelled as such)", bool),

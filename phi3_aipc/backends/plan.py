@@ -30,6 +30,9 @@ class Option:
         return "--" + self.name.replace("_", "-")
 
 
+PREBUILT = Option("prebuilt", "prepare", "download the publisher's ready-made int4 build of a "
+                  "catalog model for the device instead of making one (see `phi3-aipc models`)",
+                  bool)
 SKIP_PREFLIGHT = Option("skip_preflight", "prepare", "export even when the memory/disk estimate "
                         "says it will not fit", bool)
 
