@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import threading
+from pathlib import Path
 
 from .backends import GenerationRequest, GenerationResult, Session, get_route, open_session
 from .chat import check_fits, fit_history
@@ -52,13 +53,17 @@ class ChatWidget:
     `context` overrides the model's window. The model is loaded on the first message and again
     whenever a picker changes. `send(text)` does what the Send button does; `wait()` blocks until
     the reply is complete and returns its GenerationResult.
+
+    `loaded` is a model the notebook has already loaded with the route's library (with
+    `artifact`, the folder it came from): the chat then talks through it instead of loading a
+    second copy, and its pickers stay fixed on it.
     """
 
     def __init__(self, route: str = "openvino", routes: list[str] | None = None,
                  model: str | ModelSource | None = None, precision: str | None = None,
                  device: str | None = None, system: str = DEFAULT_SYSTEM,
                  max_new_tokens: int = 256, greedy: bool = True,
-                 context: int | None = None) -> None:
+                 context: int | None = None, loaded=None, artifact=None) -> None:
         import ipywidgets as widgets
 
         names = list(routes or [route])
@@ -69,6 +74,9 @@ class ChatWidget:
                            f"{', '.join(names)}.")
         self.model, self.max_new_tokens, self.greedy = model, max_new_tokens, greedy
         self.context = context
+        self.loaded, self.artifact = loaded, artifact
+        if loaded is not None and artifact is None:
+            raise BadInput("Give the folder the loaded model came from too (artifact=...).")
         self.source: ModelSource | None = None
         self.session: Session | None = None
         self.history: list[dict] = []
@@ -112,6 +120,7 @@ class ChatWidget:
             self.system, self.transcript,
             widgets.HBox([self.input, self.send_button, self.stop_button, self.clear_button]),
             self.status])
+        self._set_busy(False)
 
     def _repr_mimebundle_(self, **kwargs):
         return self.box._repr_mimebundle_(**kwargs)
@@ -175,8 +184,10 @@ class ChatWidget:
         self.session = None
 
     def _set_busy(self, busy: bool) -> None:
-        for w in (self.send_button, self.clear_button, self.route, self.device, self.precision):
+        for w in (self.send_button, self.clear_button):
             w.disabled = busy
+        for w in (self.route, self.device, self.precision):  # fixed on a model loaded outside
+            w.disabled = busy or self.loaded is not None
         self.stop_button.disabled = not busy
 
     def _add(self, css_class: str, value: str):
@@ -195,7 +206,12 @@ class ChatWidget:
             if self.source is None:
                 self.source = (self.model if isinstance(self.model, ModelSource)
                                else resolve_model(self.model))
-            self.session = open_session(route, precision, device, model=self.source)
+            if self.loaded is None:
+                self.session = open_session(route, precision, device, model=self.source)
+            else:
+                chosen = get_route(route)
+                self.session = chosen.adopt(chosen.plan(precision, device), self.loaded,
+                                            Path(self.artifact), self.source.name)
             if self.session.device_note:
                 self._add("chat-note", html.escape(self.session.device_note))
         return self.session

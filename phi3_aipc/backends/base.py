@@ -177,3 +177,9 @@ class Route(ABC):
     @abstractmethod
     def load(self, plan: Plan, artifact: Path, model: str) -> Session:
         """Load a prepared artifact on the plan's device."""
+
+    def adopt(self, plan: Plan, loaded, artifact: Path, model: str) -> Session:
+        """A session around a model the caller has already loaded with the route's library
+        (a notebook's pipeline), from `artifact`: used as it is, never loaded a second time."""
+        raise BadInput(f"The {self.name} route cannot take a model loaded elsewhere; let the "
+                       "chat load it (and free yours first).")

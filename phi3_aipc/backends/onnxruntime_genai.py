@@ -227,9 +227,14 @@ class OnnxRuntimeGenAIRoute(Route):
     def load(self, plan: Plan, artifact: Path, model: str) -> Session:
         return OnnxRuntimeGenAISession(plan, artifact, model)
 
+    def adopt(self, plan: Plan, loaded, artifact: Path, model: str) -> Session:
+        """A session around an `og.Model` loaded from `artifact` (with the provider the plan
+        names)."""
+        return OnnxRuntimeGenAISession(plan, artifact, model, og_model=loaded)
+
 
 class OnnxRuntimeGenAISession(Session):
-    def __init__(self, plan: Plan, artifact: Path, model: str) -> None:
+    def __init__(self, plan: Plan, artifact: Path, model: str, og_model=None) -> None:
         import onnxruntime_genai as og
         from transformers import AutoTokenizer
 
@@ -245,11 +250,13 @@ class OnnxRuntimeGenAISession(Session):
         note = ("This model was built for DirectML (-e dml); it runs here on the CPU provider "
                 "instead." if target == "dml" and plan.device == "cpu" else "")
         start = time.perf_counter()
-        config = og.Config(str(artifact))
-        config.clear_providers()  # the CPU provider is always there
-        if plan.device == "dml":
-            config.append_provider("dml")
-        self.og_model = og.Model(config)
+        if og_model is None:
+            config = og.Config(str(artifact))
+            config.clear_providers()  # the CPU provider is always there
+            if plan.device == "dml":
+                config.append_provider("dml")
+            og_model = og.Model(config)
+        self.og_model = og_model
         self.og_tokenizer = og.Tokenizer(self.og_model)
         load_s = time.perf_counter() - start
         # ORT GenAI's decoder keeps a leading space that Hugging Face strips, so text comes

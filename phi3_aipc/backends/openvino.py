@@ -248,6 +248,10 @@ class OpenVINORoute(Route):
     def load(self, plan: Plan, artifact: Path, model: str) -> Session:
         return OpenVINOSession(plan, artifact, model)
 
+    def adopt(self, plan: Plan, loaded, artifact: Path, model: str) -> Session:
+        """A session around an `openvino_genai.LLMPipeline` loaded from `artifact`."""
+        return OpenVINOSession(plan, artifact, model, pipe=loaded)
+
 
 def smoke_test(folder: Path) -> None:
     """An export counts as finished only once it loads and generates a token."""
@@ -333,7 +337,7 @@ def pipeline_config(plan: Plan, made: dict) -> dict:
 
 
 class OpenVINOSession(Session):
-    def __init__(self, plan: Plan, artifact: Path, model: str) -> None:
+    def __init__(self, plan: Plan, artifact: Path, model: str, pipe=None) -> None:
         import openvino_genai as ov_genai
         from transformers import AutoConfig, AutoTokenizer
 
@@ -341,7 +345,7 @@ class OpenVINOSession(Session):
         config = pipeline_config(plan, made)
         start = time.perf_counter()
         try:
-            self.pipe = ov_genai.LLMPipeline(str(artifact), plan.device, **config)
+            self.pipe = pipe or ov_genai.LLMPipeline(str(artifact), plan.device, **config)
         except RuntimeError as err:
             raise DeviceUnavailable(f"OpenVINO could not load {artifact.name} on {plan.device}: "
                                     f"{str(err).strip().splitlines()[-1]}") from None

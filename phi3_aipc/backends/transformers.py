@@ -35,6 +35,13 @@ class TransformersRoute(Route):
     def load(self, plan: Plan, artifact: Path, model: str) -> Session:
         return TransformersSession(plan, artifact, model)
 
+    def adopt(self, plan: Plan, loaded, artifact: Path, model: str) -> Session:
+        """A session around a transformers model loaded from `artifact`, in the dtype it has
+        (a notebook's bf16 model stays bf16: no fp32 copy)."""
+        dtype = str(getattr(loaded, "dtype", "")).replace("torch.", "")
+        note = f"Generating with the model loaded above ({dtype})." if dtype else ""
+        return TransformersSession(plan, artifact, model, net=loaded, note=note)
+
 
 def check_memory(artifact: Path) -> None:
     """Refuse a load that cannot fit: fp32 needs 4 bytes per weight (Phi-3-mini: ~15 GB)."""

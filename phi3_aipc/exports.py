@@ -1,0 +1,121 @@
+"""The plumbing around an export a notebook makes with the library's own command: where it goes,
+whether it fits on this PC, and when the publisher's ready-made build is the better choice.
+
+A notebook types the command itself (`!optimum-cli export openvino ...`, the ORT GenAI model
+builder), into `<folder>.partial`, and renames the folder when the command has succeeded, so an
+interrupted export is never taken for a finished one. This module only finds the folder and
+makes the choice:
+
+    PHI3_AIPC_PREBUILT=auto  (default) the prebuilt build when the export would not fit here
+    PHI3_AIPC_PREBUILT=yes   always the prebuilt build, where the catalog has one
+    PHI3_AIPC_PREBUILT=no    always export (the export still says when it will not fit)
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+
+from .cache import cache_dir
+from .errors import BadInput, InsufficientResources
+from .hardware import preflight
+from .models import ModelSource, prebuilt_source, resolve_model
+from .processes import run_tool
+
+CHOICE_ENV = "PHI3_AIPC_PREBUILT"
+CHOICES = ("auto", "yes", "no")
+
+
+def export_dir(source: ModelSource, name: str) -> Path:
+    """The folder for a notebook's export `name` of `source` (one per model's content)."""
+    digest = hashlib.sha256(source.fingerprint().encode()).hexdigest()[:8]
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "--", source.name).strip("-") or "model"
+    folder = cache_dir() / "notebooks" / f"{slug}-{digest}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / name
+
+
+def does_not_fit(source: ModelSource, precision: str, what: str) -> str | None:
+    """None when exporting `source` at `precision` fits this PC's memory and disk, else why."""
+    if not (source.path / "config.json").is_file():
+        return None  # not a checkpoint (an export given as the model): nothing to convert
+    try:
+        preflight(source.path, precision, what)
+    except InsufficientResources as err:
+        return str(err).split(" Close other programs")[0]
+    return None
+
+
+def choice() -> str:
+    value = os.environ.get(CHOICE_ENV, "auto").strip().lower() or "auto"
+    if value not in CHOICES:
+        raise BadInput(f"{CHOICE_ENV} is {value!r}; use one of {', '.join(CHOICES)}.")
+    return value
+
+
+def use_prebuilt(route: str, source: ModelSource, device: str, precision: str = "int4"
+                 ) -> Path | None:
+    """The publisher's ready-made build to use instead of exporting, or None; says why.
+
+    Only catalog models have one (the offline stand-in has none). It is downloaded once with a
+    progress bar, or found in the Hugging Face cache offline.
+    """
+    wanted = choice()
+    has_build = source.kind == "hub" and wanted != "no"
+    if has_build:
+        try:
+            from .catalog import known
+
+            entry = known(source.name)
+            has_build = bool(entry and any(device.split(".")[0] in b.devices
+                                           for b in entry.prebuilt_for(route)))
+        except BadInput:
+            has_build = False
+    if not has_build:
+        print(f"No prebuilt {route} build is used for {source.name}: the notebook exports it.")
+        return None
+    reason = does_not_fit(source, precision, f"Exporting {source.name} ({precision})")
+    if wanted == "auto" and reason is None:
+        print(f"Exporting {source.name} fits this PC, so the notebook exports it; "
+              f"{CHOICE_ENV}=yes uses the publisher's build instead.")
+        return None
+    why = reason or f"{CHOICE_ENV}=yes"
+    built = prebuilt_source(route, source.name, device.split(".")[0])
+    print(f"Using the prebuilt build {built.name} ({why}).\nIt is in {built.path}")
+    return built.path
+
+
+def openvino_int4(source: ModelSource | None = None) -> Path:
+    """Notebook 03's int4 export of `source` (None: the default model), for the notebooks that
+    need it: the publisher's build where that is the choice, the folder notebook 03 made, or
+    made now with the same `optimum-cli` command."""
+    from .backends.openvino import PRESETS, export_command
+
+    source = source or resolve_model()
+    built = use_prebuilt("openvino", source, "CPU")
+    final = built or export_dir(source, "int4-ov")
+    if not final.exists():
+        partial = Path(f"{final}.partial")
+        run_tool(export_command(source.path, partial, "int4", PRESETS["default"]),
+                 "The OpenVINO export", partial)
+        partial.rename(final)
+    return final
+
+
+def onnx_int4(source: ModelSource | None = None, provider: str = "cpu") -> Path:
+    """Notebook 02's int4 build of `source` for `provider` ("cpu" or "dml"), found or made the
+    same way as `openvino_int4`."""
+    from .backends.onnxruntime_genai import build_options, builder_command
+
+    source = source or resolve_model()
+    built = use_prebuilt("onnxruntime-genai", source, provider)
+    final = built or export_dir(source, f"int4-{provider}")
+    if not final.exists():
+        partial = Path(f"{final}.partial")
+        options = build_options("int4", provider, None, None)
+        run_tool(builder_command(source.path, partial, "int4", options,
+                                 final.parent / "builder-cache"),
+                 "The ONNX Runtime GenAI model builder", partial)
+        partial.rename(final)
+    return final
