@@ -161,7 +161,7 @@ def test_bench_refuses_bad_settings_before_measuring(kwargs, message):
 
 @pytest.mark.parametrize("args, message", [
     (["--backend", "transformers", "--lengths", "a,b"], "--lengths takes token counts"),
-    (["--backend", "transformers", "--backend", "nope"], "Unknown backend"),
+    (["--backend", "transformers", "--backend", "nope"], "Unknown route"),
     (["--backend", "npu-library", "--device", "cpu"], "Nothing to measure"),
 ])
 def test_bench_bad_input(args, message):
