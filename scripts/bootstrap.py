@@ -179,9 +179,12 @@ def main(argv: list[str]) -> int:
 
 
 def jupyter_env() -> dict:
-    """Jupyter looks in .venv first, so "python3" is .venv's and the NPU kernel is found."""
+    """As in an activated .venv: its programs (optimum-cli, which the notebooks type) come first
+    on PATH. Jupyter looks in .venv first, so "python3" is .venv's and the NPU kernel is found."""
     path = [str(VENV / "share" / "jupyter"), os.environ.get("JUPYTER_PATH", "")]
-    return {**os.environ, "JUPYTER_PATH": os.pathsep.join(filter(None, path))}
+    programs = [str(BIN), os.environ.get("PATH", "")]
+    return {**os.environ, "JUPYTER_PATH": os.pathsep.join(filter(None, path)),
+            "PATH": os.pathsep.join(filter(None, programs)), "VIRTUAL_ENV": str(VENV)}
 
 
 if __name__ == "__main__":

@@ -86,6 +86,12 @@ class Route(ABC):
         here = self.devices_here()
         return [{"precision": p, "device": d} for d in here for p in self.precisions]
 
+    def memory_gb(self, weights: int, precision: str) -> float:
+        """About how much memory the route holds for a model of `weights` weights at
+        `precision` while it runs (routes that load more first override it)."""
+        per_weight = {"fp32": 4, "fp16": 2, "int8": 1.1, "int4": 0.75}[precision]
+        return weights * per_weight * 1.2 / 1e9
+
     def weights_read(self, artifact: Path, precision: str) -> WeightsRead:
         """Weights read per generated token, counted from the artifact where its format
         allows (the benchmark's roofline)."""

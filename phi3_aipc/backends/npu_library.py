@@ -70,6 +70,10 @@ class NPULibraryRoute(Route):
         return Verdict("cpu-only", "The NPU library sees no NPU and compiles for the CPU, where "
                        "the other routes are faster.")
 
+    def memory_gb(self, weights: int, precision: str) -> float:
+        """The library loads the whole checkpoint in fp32 before it quantizes."""
+        return super().memory_gb(weights, "fp32")
+
     def library_caches(self) -> list[tuple[Path, str]]:
         root = cache_dir() / "npu-library"
         return [(f, "compiled models") for f in sorted(root.glob("*")) if f.is_dir()]

@@ -25,6 +25,9 @@ class TransformersRoute(Route):
     packages = ("torch", "transformers", "huggingface_hub")
     install_hint = 'python -m pip install -e "."'
 
+    def memory_gb(self, weights: int, precision: str) -> float:
+        return super().memory_gb(weights, "fp32")  # loaded as fp32, whatever is stored
+
     def weights_read(self, artifact: Path, precision: str) -> WeightsRead:
         read = super().weights_read(artifact, "fp32")  # loaded as fp32, whatever is stored
         return WeightsRead(read.total_mb, read.output_layer_mb, "parameter count x 4 bytes (fp32)")

@@ -11,10 +11,10 @@ each on a different prompt. Medians and the min-max spread are reported.
     machine.py   the machine's description and memory bandwidth
     report.py    derived figures, ranking, table, CSV/JSON, plots
 """
-from .configs import LENGTHS, BenchConfig, available_configs, load_prompts
+from .configs import LENGTHS, BenchConfig, available_configs, load_prompts, too_big
 from .machine import machine
 from .report import fastest, plot, rows, summary, table, write
 from .run import run
 
-__all__ = ["LENGTHS", "BenchConfig", "available_configs", "load_prompts", "machine", "run",
-           "fastest", "plot", "rows", "summary", "table", "write"]
+__all__ = ["LENGTHS", "BenchConfig", "available_configs", "load_prompts", "too_big", "machine",
+           "run", "fastest", "plot", "rows", "summary", "table", "write"]

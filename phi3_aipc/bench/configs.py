@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..standin import DATA
 
@@ -54,6 +55,25 @@ def longest_prompt(lengths) -> int:
 
 def decode_length(lengths) -> int:
     return DECODE_LENGTH if DECODE_LENGTH in lengths else min(lengths)
+
+
+def too_big(config: BenchConfig, model_dir: Path) -> str | None:
+    """Why `config` would not fit in this PC's free memory with the model in `model_dir`, or
+    None when it fits (or the model's size cannot be told)."""
+    import psutil
+
+    from ..backends import get_route
+    from ..catalog import weight_count
+
+    path = Path(model_dir) / "config.json"
+    if not path.is_file():
+        return None
+    weights = weight_count(json.loads(path.read_text(encoding="utf-8")))
+    need = get_route(config.backend).memory_gb(weights, config.precision)
+    free = psutil.virtual_memory().available / 1e9
+    if need <= free:
+        return None
+    return f"{config.label} needs about {need:.1f} GB of memory, {free:.1f} GB is free"
 
 
 def available_configs(routes: list[str] | None = None, precisions: list[str] | None = None,

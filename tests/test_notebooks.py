@@ -1,0 +1,64 @@
+"""The notebooks teach the libraries: the cells a learner copies use only the libraries.
+
+Every cell that installs, quantizes (exports, builds) or generates must be the library's own
+lines; `phi3_aipc` is for the plumbing around them (finding the model, a device picker, the chat).
+"""
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+TEACHING = ["00_check_your_ai_pc", "01_npu_acceleration_library",
+            "02_directml_onnxruntime_genai", "03_openvino"]
+TARGET = 0.6  # share of code cells that use only the libraries
+# What makes a cell an install, quantize or generate step.
+STEPS = re.compile(r"%pip install|optimum-cli export|onnxruntime_genai\.models\.builder|"
+                   r"NPUModelForCausalLM|\.generate\(|generate_next_token|LLMPipeline\(")
+
+
+def code_cells(name: str) -> list[str]:
+    nb = json.loads((NOTEBOOKS / f"{name}.ipynb").read_text(encoding="utf-8"))
+    return ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+def uses_helpers(source: str) -> bool:
+    return bool(re.search(r"^\s*(from|import)\s+phi3_aipc\b", source, re.MULTILINE))
+
+
+def test_most_cells_use_only_the_libraries():
+    cells = [c for name in TEACHING for c in code_cells(name)]
+    library = [c for c in cells if not uses_helpers(c)]
+    share = len(library) / len(cells)
+    assert share >= TARGET, f"{len(library)} of {len(cells)} code cells ({share:.0%}) use only " \
+                            f"the libraries; the target is {TARGET:.0%}"
+
+
+@pytest.mark.parametrize("name", TEACHING)
+def test_install_quantize_and_generate_cells_are_the_libraries(name):
+    for source in code_cells(name):
+        if STEPS.search(source) and "ChatWidget" not in source:
+            assert not uses_helpers(source), f"{name}: this step imports phi3_aipc:\n{source}"
+
+
+@pytest.mark.parametrize("name", TEACHING + ["05_chat"])
+def test_each_notebook_has_contents_what_you_learn_and_next_steps(name):
+    nb = json.loads((NOTEBOOKS / f"{name}.ipynb").read_text(encoding="utf-8"))
+    text = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    assert "**What you will learn**" in text and "**Contents**" in text
+    assert "## " in text and re.search(r"^## \d+\. Next steps", text, re.MULTILINE)
+    headings = re.findall(r"^## (.+)$", text, re.MULTILINE)
+    for link in re.findall(r"\]\(#([^)]+)\)", text):  # the table of contents links headings
+        assert link in [h.replace(" ", "-") for h in headings], f"{name}: no heading for #{link}"
+
+
+def test_commands_in_notebooks_paste_into_powershell():
+    """Multi-line shell commands with bash's backslash continuation do not paste into
+    PowerShell: commands are given on one line."""
+    for path in NOTEBOOKS.glob("*.ipynb"):
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        for cell in nb["cells"]:
+            source = "".join(cell["source"])
+            assert not re.search(r"(optimum-cli|onnxruntime_genai\.models\.builder)[^\n]*\\\n",
+                                 source), f"{path.name}: a command continued with a backslash"
