@@ -5,6 +5,7 @@
                                          # as root, also Debian's chromium for the browser test
     python scripts/bootstrap.py setup    # only the environment
     python scripts/bootstrap.py lab      # JupyterLab on notebooks/
+    python scripts/bootstrap.py docs     # the notebooks run and rendered to docs/site/
 
 Only the standard library is used here, so any Python 3.10-3.12 can run it. Installing is
 skipped when pyproject.toml and this script are unchanged since the last successful setup.
@@ -166,6 +167,7 @@ def main(argv: list[str]) -> int:
         "demo": [str(BIN / "phi3-aipc"), "demo", *extra],
         "test": [str(PYTHON), "-m", "pytest", *extra],
         "lab": [str(BIN / "jupyter"), "lab", "notebooks", *extra],
+        "docs": [str(PYTHON), "scripts/build_docs.py", *extra],
     }
     if task not in commands:
         print(f"Unknown task {task!r}; use one of {', '.join(commands)}.", file=sys.stderr)

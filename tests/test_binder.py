@@ -86,9 +86,10 @@ def test_binder_builds_and_runs_notebooks_00_and_03(tmp_path):
     # What postBuild left: the stand-in and exports, in the cache that start names.
     cache = home / ".cache" / "phi3-aipc"
     assert len(list((cache / "stand-in").glob("*/model.safetensors"))) == 1
-    # int4 (the default preset, also the NPU's: the same settings, so the same folder) and fp16
-    assert len(list((cache / "openvino" / "stand-in").glob("int4-*/openvino_model.xml"))) == 1
-    assert len(list((cache / "onnxruntime-genai" / "stand-in").glob("int4-*/model.onnx"))) == 1
+    # The notebooks' exports: OpenVINO int4 (also the NPU's) and ONNX Runtime GenAI int4 (CPU).
+    exports = cache / "notebooks"
+    assert len(list(exports.glob("stand-in-*/int4-ov/openvino_model.xml"))) == 1
+    assert len(list(exports.glob("stand-in-*/int4-cpu/model.onnx"))) == 1
     probe = ("import importlib.util, torch; print(torch.version.cuda, "
              "importlib.util.find_spec('intel_npu_acceleration_library'))")
     found = subprocess.run([python, "-c", probe], env=env, capture_output=True, text=True,
@@ -101,6 +102,7 @@ def test_binder_builds_and_runs_notebooks_00_and_03(tmp_path):
              "--execute", "--ExecutePreprocessor.timeout=600", "--output-dir", str(executed),
              f"notebooks/{notebook}"], repo, env, 900)
         assert "stand-in" in printed(executed / notebook), f"{notebook} ran on another model"
-    # Notebook 03 used postBuild's exports instead of exporting again.
-    assert len(list((cache / "openvino" / "stand-in").glob("*/openvino_model.xml"))) == 2
+    # Notebook 03 used postBuild's export instead of exporting again.
+    assert "Already exported, skipping the export" in printed(executed / "03_openvino.ipynb")
+    assert len(list(exports.glob("*/*/openvino_model.xml"))) == 1
     shutil.rmtree(env_dir)  # 2-3 GB; kept only when the test fails, to look into
