@@ -27,13 +27,14 @@ CHOICE_ENV = "PHI3_AIPC_PREBUILT"
 CHOICES = ("auto", "yes", "no")
 
 
-def export_dir(source: ModelSource, name: str) -> Path:
-    """The folder for a notebook's export `name` of `source` (one per model's content)."""
+def export_dir(source: ModelSource, name: str = "") -> Path:
+    """The folder for a notebook's export `name` of `source`, or with no name the folder that
+    holds them (one per model's content): the notebooks' exports and compiled models go there."""
     digest = hashlib.sha256(source.fingerprint().encode()).hexdigest()[:8]
     slug = re.sub(r"[^A-Za-z0-9._-]+", "--", source.name).strip("-") or "model"
     folder = cache_dir() / "notebooks" / f"{slug}-{digest}"
     folder.mkdir(parents=True, exist_ok=True)
-    return folder / name
+    return folder / name if name else folder
 
 
 def does_not_fit(source: ModelSource, precision: str, what: str) -> str | None:

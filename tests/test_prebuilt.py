@@ -96,3 +96,27 @@ def test_what_has_no_prebuilt_build_is_refused(args, message, capsys):
     assert main(["generate", "--route", "openvino", "--prebuilt", "--prompt", "hi", *args]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_the_notebooks_take_the_prebuilt_builds_offline(hub, stand_in, monkeypatch):
+    """With the real model's id (the stand-in's files cached under it) and
+    PHI3_AIPC_PREBUILT=yes, notebooks 02 and 03 run on the cached prebuilt builds, offline, as
+    after a real download, and their lessons print what they should."""
+    import importlib.util
+
+    place_in_hub_cache(hub / "hub", MODEL, "", stand_in)
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("build_docs", root / "scripts/build_docs.py")
+    build_docs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build_docs)
+    for key, value in {"PHI3_AIPC_MODEL": MODEL, "HF_HOME": str(hub), "HF_HUB_OFFLINE": "1",
+                       "PHI3_AIPC_PREBUILT": "yes"}.items():
+        monkeypatch.setenv(key, value)
+    out = hub / "site"
+    problems = build_docs.build(out, ["02_directml_onnxruntime_genai", "03_openvino"])
+    assert problems == []
+    for name, route in [("02_directml_onnxruntime_genai", "onnxruntime-genai"),
+                        ("03_openvino", "openvino")]:
+        page = (out / f"{name}.html").read_text(encoding="utf-8")
+        built = build_for(route, "cpu" if route == "onnxruntime-genai" else "CPU")
+        assert f"Using the prebuilt build {built.repo}" in page, name
