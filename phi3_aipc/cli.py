@@ -1,13 +1,16 @@
 """`phi3-aipc`: the same calls a notebook makes, from a terminal.
 
-Bad input or an unavailable device exits with code 2 and one line on stderr saying what to do.
+Bad input or an unavailable device exits with code 2 and one line on stderr saying what to do;
+anything else that goes wrong is a bug in phi3-aipc: exit code 1 and one line saying so.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from . import catalog
@@ -30,18 +33,45 @@ from .models import resolve_model
 from .processes import tool_log
 from .standin import load_chats
 
+DEBUG_ENV = "PHI3_AIPC_DEBUG"
+
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    if args.func in (cmd_generate, cmd_demo, cmd_prepare, cmd_bench):
-        from transformers.utils import logging
-
-        logging.set_verbosity_error()  # our own messages say what matters, once
+    """Run one command. Exit codes: 0 done, 2 bad input (one line saying what to do), 1 a bug
+    in phi3-aipc (one line; PHI3_AIPC_DEBUG=1 shows the traceback), 130 interrupted."""
     try:
+        args = parser().parse_args(argv)
+        if args.func in (cmd_generate, cmd_demo, cmd_prepare, cmd_bench):
+            from transformers.utils import logging
+
+            logging.set_verbosity_error()  # our own messages say what matters, once
         return args.func(args)
     except Phi3AipcError as err:
-        print(f"phi3-aipc: error: {err}", file=sys.stderr)
+        print(f"phi3-aipc: error: {one_line(err)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\nphi3-aipc: interrupted.", file=sys.stderr)
+        return 130
+    except Exception as err:  # the last line of defence: whatever slipped through is a bug
+        if os.environ.get(DEBUG_ENV):
+            traceback.print_exc()
+        print(f"phi3-aipc: internal error (a bug in phi3-aipc): {type(err).__name__}: "
+              f"{one_line(err, 300)} Run again with {DEBUG_ENV}=1 to see the traceback, and "
+              "please report it.", file=sys.stderr)
+        return 1
+
+
+def one_line(text: object, limit: int = 2000) -> str:
+    """A message on one line (paths and library messages can hold line breaks), cut short."""
+    line = " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+    return line if len(line) <= limit else line[:limit] + " ..."
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line like ours (its usage is one --help away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"phi3-aipc: error: {one_line(message)} (see: {self.prog} --help)\n")
 
 
 def add_option(group, option: Option) -> None:
@@ -102,7 +132,7 @@ def given(args: argparse.Namespace, stage: str) -> dict:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="phi3-aipc", description=__doc__.splitlines()[0])
+    p = Parser(prog="phi3-aipc", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(required=True, metavar="COMMAND")
 
     doctor = sub.add_parser("doctor", help="what this PC has, and a verdict per route")

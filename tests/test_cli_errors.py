@@ -1,4 +1,8 @@
-"""Bad input: exit code 2 and one actionable line on stderr, never a traceback."""
+"""Bad input: exit code 2 and one actionable line on stderr, never a traceback; a bug: exit code 1
+and one line; Ctrl+C: exit code 130 and one line."""
+import os
+import sys
+
 import pytest
 
 from phi3_aipc.cli import main
@@ -92,3 +96,51 @@ def test_bad_model_folders(make, args, message, tmp_path, stand_in, capsys):
 def test_precisions_devices_and_options_a_route_lacks(args, message, capsys):
     assert main(["generate", "--model", "stand-in", "--prompt", "hi", *args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_argparse_errors_are_one_line_too(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["generate", "--max-new-tokens", "many", "--prompt", "hi"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err == ("phi3-aipc: error: argument --max-new-tokens: invalid int value: 'many' "
+                   "(see: phi3-aipc generate --help)\n")
+
+
+def broken_models_command(args):
+    raise ValueError("first line\nsecond line")
+
+
+def test_an_unexpected_exception_is_one_line_naming_a_bug(monkeypatch, capsys):
+    monkeypatch.setattr("phi3_aipc.cli.cmd_models", broken_models_command)
+    monkeypatch.delenv("PHI3_AIPC_DEBUG", raising=False)
+    assert main(["models"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("phi3-aipc: internal error (a bug in phi3-aipc): ValueError: first "
+                          "line second line")
+    assert "PHI3_AIPC_DEBUG=1" in err
+
+
+def test_phi3_aipc_debug_shows_the_traceback(monkeypatch, capsys):
+    monkeypatch.setattr("phi3_aipc.cli.cmd_models", broken_models_command)
+    monkeypatch.setenv("PHI3_AIPC_DEBUG", "1")
+    assert main(["models"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback") and "in broken_models_command" in err
+    assert err.splitlines()[-1].startswith("phi3-aipc: internal error")
+
+
+def test_ctrl_c_exits_130_with_one_line(stand_in):
+    import signal
+    import subprocess
+
+    exe = os.path.join(os.path.dirname(sys.executable), "phi3-aipc")
+    proc = subprocess.Popen([exe, "generate", "--model", "stand-in", "--prompt", "hi",
+                             "--ignore-eos", "--max-new-tokens", "4000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().startswith("[transformers | cpu | fp32 | stand-in]")
+    proc.send_signal(signal.SIGINT)  # mid-reply: 4000 tokens take far longer than this
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert err.strip() == "phi3-aipc: interrupted." and "Traceback" not in err
