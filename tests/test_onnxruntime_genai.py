@@ -161,8 +161,9 @@ def test_build_options():
 
 
 def test_prebuilt_download_needs_the_hub(tmp_path):
-    out = run_cli("prepare", *ROUTE, "--prebuilt",
-                  env={"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path)})
+    out = run_cli("prepare", *ROUTE, "--prebuilt",  # the default model: Phi-3-mini
+                  env={"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path),
+                       "PHI3_AIPC_MODEL": None})
     assert out.returncode == 2
     assert "Cannot reach the model hub to download microsoft/Phi-3-mini-4k-instruct-onnx" \
         in out.stderr
