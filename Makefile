@@ -2,7 +2,7 @@
 PYTHON ?= python3
 BOOTSTRAP = $(PYTHON) scripts/bootstrap.py
 
-.PHONY: demo test setup lab
+.PHONY: demo test setup lab test-latest
 demo:  ## run every installed route once on the default model
 	$(BOOTSTRAP) demo
 test:  ## the whole test suite: pytest + nbval over notebooks/
@@ -11,3 +11,5 @@ setup:  ## only create/update the environment
 	$(BOOTSTRAP) setup
 lab:  ## JupyterLab on the notebooks
 	$(BOOTSTRAP) lab
+test-latest:  ## the parity tests and notebooks on the newest route packages, unpinned (not CI)
+	$(PYTHON) scripts/test_latest.py $(ARGS)
