@@ -2,7 +2,7 @@
 PYTHON ?= python3
 BOOTSTRAP = $(PYTHON) scripts/bootstrap.py
 
-.PHONY: demo test setup lab docs
+.PHONY: demo test setup lab docs test-latest
 demo:  ## run every installed route once on the default model
 	$(BOOTSTRAP) demo
 test:  ## the whole test suite: pytest + nbval over notebooks/
@@ -13,3 +13,5 @@ lab:  ## JupyterLab on the notebooks
 	$(BOOTSTRAP) lab
 docs:  ## run the notebooks on the stand-in and render them to docs/site/ (HTML)
 	$(BOOTSTRAP) docs $(ARGS)
+test-latest:  ## the parity tests and notebooks on the newest route packages, unpinned (not CI)
+	$(PYTHON) scripts/test_latest.py $(ARGS)

@@ -23,7 +23,13 @@ def prompt_text(tokenizer, messages: list[dict]) -> str:
 
 def prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
     """Token ids of `prompt_text`."""
-    return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True))
+    return template_ids(tokenizer, messages, add_generation_prompt=True)
+
+
+def template_ids(tokenizer, messages: list[dict], **options) -> list[int]:
+    """The chat template's token ids. transformers 5 returns a dict ({"input_ids": ...}) by
+    default and 4.x a list; asking for the dict works in both (.venv-npu has 4.57)."""
+    return list(tokenizer.apply_chat_template(messages, return_dict=True, **options)["input_ids"])
 
 
 def stop_token_ids(model_dir: Path) -> list[int]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .cache import MANIFEST, build_once, cache_dir
 from .catalog import default
+from .chat import template_ids
 
 DEFAULT = default()  # the catalog's default model: the bench stand-in has its shapes
 
@@ -61,6 +62,16 @@ BANNER_NOTE = (
     "This is the phi3-aipc offline stand-in, not Phi-3: a 2-layer model whose replies are canned "
     "sentences memorized from data/standin_chats.json."
 )
+
+
+def load_tokenizer():
+    """Phi-3's tokenizer from data/tokenizer, exactly as its tokenizer.json says: what
+    AutoTokenizer loads from a Phi-3 model folder. From this bare folder (no config.json)
+    transformers 5's AutoTokenizer would build its own LlamaTokenizer pipeline instead, which
+    gives other ids after a special token ("You" 3492, not "\u2581You" 887)."""
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast.from_pretrained(TOKENIZER_DIR)
 
 
 def load_chats() -> list[dict]:
@@ -132,9 +143,9 @@ def training_batch(tokenizer) -> tuple[list[list[int]], list[list[int]]]:
     """Token ids of each fixed chat with its reply, and of its prompt alone."""
     full, prompts = [], []
     for chat in load_chats():
-        prompt = tokenizer.apply_chat_template(chat["messages"], add_generation_prompt=True)
+        prompt = template_ids(tokenizer, chat["messages"], add_generation_prompt=True)
         reply = chat["messages"] + [{"role": "assistant", "content": chat["reply"]}]
-        ids = tokenizer.apply_chat_template(reply)
+        ids = template_ids(tokenizer, reply)
         # The template ends an assistant turn with <|end|> and the conversation with
         # <|endoftext|>; the model learns to stop at <|end|>.
         ids = ids[: ids.index(END_TOKEN_ID, len(prompt)) + 1]
@@ -148,9 +159,9 @@ def build(out: Path, progress: bool = True) -> None:
     """Build, train and save the stand-in into the (empty) folder `out`."""
     import torch
     from tqdm.auto import tqdm
-    from transformers import AutoTokenizer, GenerationConfig, Phi3Config, Phi3ForCausalLM
+    from transformers import GenerationConfig, Phi3Config, Phi3ForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(TOKENIZER_DIR)
+    tokenizer = load_tokenizer()
     full, prompts = training_batch(tokenizer)
 
     threads = torch.get_num_threads()

@@ -81,7 +81,9 @@ def create(env: Path, stamp: Path) -> bool:
 def setup() -> None:
     if create(VENV, STAMP):
         print("Installing the project into .venv (first time: a few minutes) ...", flush=True)
-        pip(VENV, "-e", ".[all]")
+        # TORCH again, or pip upgrades torch (to a CUDA build) for optimum-intel's torchvision.
+        pip(VENV, TORCH, "-e", ".[all]")
+        drop_torchvision(VENV)
         # A "python3" kernel inside .venv, found first through JUPYTER_PATH (see jupyter_env).
         subprocess.run([str(PYTHON), "-m", "ipykernel", "install", "--sys-prefix"], check=True)
         STAMP.write_text(fingerprint())
@@ -89,6 +91,14 @@ def setup() -> None:
         print("Skipping the NPU-library environment (.venv-npu).", flush=True)
         return
     setup_npu()
+
+
+def drop_torchvision(env: Path) -> None:
+    """optimum-intel 2 declares torchvision, which nothing here uses. Next to the CPU build of
+    torch it breaks transformers (PyPI's Linux torchvision is built for the CUDA torch: "operator
+    torchvision::nms does not exist"), so it is removed again; pip then reports it missing."""
+    subprocess.run([str(python_of(env)), "-m", "pip", "uninstall", "-y", "-q", "torchvision"],
+                   check=True, cwd=ROOT)
 
 
 def setup_npu() -> None:

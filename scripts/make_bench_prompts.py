@@ -13,7 +13,8 @@ import json
 import random
 from pathlib import Path
 
-from transformers import AutoTokenizer
+from phi3_aipc.chat import prompt_ids
+from phi3_aipc.standin import load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 LENGTHS = (32, 256, 1024)
@@ -54,7 +55,7 @@ At the end, everyone compared their numbers and found that machines differ a lot
 
 def chat_length(tokenizer, text: str) -> int:
     messages = [{"role": "user", "content": text + INSTRUCTION}]
-    return len(tokenizer.apply_chat_template(messages, add_generation_prompt=True))
+    return len(prompt_ids(tokenizer, messages))
 
 
 def make_prompt(tokenizer, target: int, seed: int) -> tuple[str, int]:
@@ -77,7 +78,7 @@ def make_prompt(tokenizer, target: int, seed: int) -> tuple[str, int]:
 
 
 def main() -> None:
-    tokenizer = AutoTokenizer.from_pretrained(ROOT / "data" / "tokenizer")
+    tokenizer = load_tokenizer()
     prompts = {}
     for target in LENGTHS:
         prompts[str(target)] = []

@@ -5,7 +5,10 @@ For each candidate setting:
   layer shapes, 4 layers), 256-token prompts, 64 new tokens, one warm-up then REPS runs, each on
   a different prompt; medians;
 - quality: the memorized stand-in with the same setting must still give all its fixed replies
-  (greedy), as the tests demand of the defaults.
+  (greedy), as the tests demand of the defaults;
+- bytes: the weights one generated token reads from the bench artifact (`Route.weights_read`:
+  all but the embedding table, one row of which a token reads), and of those the output layer's,
+  so that a faster setting that reads less is visible as such.
 
 Export-time settings go through `phi3_aipc` (prepare with options); OpenVINO's load-time
 properties (KV-cache precision, dynamic quantization, threads) are passed to `LLMPipeline`.
@@ -22,13 +25,16 @@ import statistics
 import sys
 
 from phi3_aipc.backends import get_route, prepare_artifact
+from phi3_aipc.backends.base import WeightsRead
 from phi3_aipc.bench import load_prompts
 from phi3_aipc.models import resolve_model
 from phi3_aipc.standin import load_chats
 
 ORT_BUILDS = [{"block_size": 32, "accuracy_level": 4}, {"block_size": 64, "accuracy_level": 4},
               {"block_size": 128, "accuracy_level": 4}, {"block_size": 32, "accuracy_level": 1}]
-OV_EXPORTS = [{"group_size": -1}, {"group_size": 128}, {"group_size": 64}]  # the default first
+# The default first; all_layers: int4 also for the embedding and output layers (int8 otherwise).
+OV_EXPORTS = [{"group_size": -1}, {"group_size": -1, "all_layers": True}, {"group_size": 128},
+              {"group_size": 64}]
 OV_PROPERTIES = [{}, {"KV_CACHE_PRECISION": "f16"}, {"KV_CACHE_PRECISION": "f32"},
                  {"DYNAMIC_QUANTIZATION_GROUP_SIZE": 0}, {"INFERENCE_NUM_THREADS": 1}]
 
@@ -51,6 +57,7 @@ def openvino_rows(bench_model, tiny_model, reps: int) -> list[dict]:
             pipe = ov_genai.LLMPipeline(str(folder), "CPU", **properties)
             config = pipe.get_generation_config()
             if kept is None:  # speed
+                read = route.weights_read(folder, "int4")
                 config.max_new_tokens, config.ignore_eos = 64, True
                 for i, messages in enumerate(prompts(reps)):
                     m = pipe.generate(ov_genai.ChatHistory(messages), config).perf_metrics
@@ -62,7 +69,8 @@ def openvino_rows(bench_model, tiny_model, reps: int) -> list[dict]:
                 kept = sum(pipe.generate(ov_genai.ChatHistory(c["messages"]), config).texts[0]
                            .strip() == c["reply"] for c in chats)
             del pipe
-        rows.append(row("openvino int4", {**export, **properties}, timings, kept, len(chats)))
+        rows.append(row("openvino int4", {**export, **properties}, timings, kept, len(chats),
+                        read))
     return rows
 
 
@@ -73,6 +81,7 @@ def onnxruntime_genai_rows(bench_model, tiny_model, reps: int) -> list[dict]:
         timings = []
         plan = route.plan("int4", "cpu", options)
         _, folder = prepare_artifact(plan, bench_model)
+        read = route.weights_read(folder, "int4")
         session = route.load(plan, folder, bench_model.name)
         for i, messages in enumerate(prompts(reps)):
             r = session.generate(messages, max_new_tokens=64, greedy=True, ignore_eos=True)
@@ -83,14 +92,15 @@ def onnxruntime_genai_rows(bench_model, tiny_model, reps: int) -> list[dict]:
         chats = load_chats()
         kept = sum(session.generate(c["messages"], max_new_tokens=64, greedy=True).text.strip()
                    == c["reply"] for c in chats)
-        rows.append(row("onnxruntime-genai int4", options, timings, kept, len(chats)))
+        rows.append(row("onnxruntime-genai int4", options, timings, kept, len(chats), read))
     return rows
 
 
 def row(route: str, setting: dict, timings: list[tuple[float, float]], kept: int,
-        total: int) -> dict:
+        total: int, read: WeightsRead) -> dict:
     tpot = statistics.median(t for _, t in timings)
     return {"route": route, "setting": setting or {"(library defaults)": ""},
+            "read_mb": round(read.total_mb), "output_layer_mb": round(read.output_layer_mb),
             "ttft_ms": round(statistics.median(t for t, _ in timings), 1),
             "tpot_ms": round(tpot, 2), "tpot_range": [round(min(t for _, t in timings), 2),
                                                       round(max(t for _, t in timings), 2)],
@@ -112,12 +122,14 @@ def main() -> int:
         sweep = openvino_rows if route == "openvino" else onnxruntime_genai_rows
         rows += sweep(bench_model, tiny_model, args.reps)
     print(f"\nbench stand-in (4 layers), 256-token prompts, 64 new tokens, median of {args.reps}")
-    print("| route | setting | TTFT ms | ms/token (range) | tokens/s | stand-in replies kept |")
-    print("|---|---|---|---|---|---|")
+    print("| route | setting | weights read per token MB (output layer) | TTFT ms | "
+          "ms/token (range) | tokens/s | stand-in replies kept |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         setting = ", ".join(f"{k}={v}" if v != "" else k for k, v in r["setting"].items())
         lo, hi = r["tpot_range"]
-        print(f"| {r['route']} | {setting} | {r['ttft_ms']:.0f} | {r['tpot_ms']:.1f} "
+        print(f"| {r['route']} | {setting} | {r['read_mb']} ({r['output_layer_mb']}) | "
+              f"{r['ttft_ms']:.0f} | {r['tpot_ms']:.1f} "
               f"({lo:.1f}-{hi:.1f}) | {r['tokens_per_s']:.1f} | {r['replies_kept']} |")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:

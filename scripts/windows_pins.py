@@ -1,13 +1,15 @@
-"""Resolve the Windows requirements of both environments with pip's dry run, from any OS.
+"""Resolve the Windows requirements of each environment with pip's dry run, from any OS.
 
-    python scripts/windows_pins.py          # resolve .venv's and .venv-npu's for win_amd64
-    python scripts/windows_pins.py --list   # only print the two requirement lists
+    python scripts/windows_pins.py          # resolve each environment's list for win_amd64
+    python scripts/windows_pins.py --list   # only print the requirement lists
 
 The lists come from the project's own files, never from a copy: pyproject.toml (the
 dependencies, plus the extras that `all` names, with their environment markers evaluated for
-Windows) and scripts/bootstrap.py (TORCH, installed first into both environments; and, for
-.venv-npu, NPU_DEPENDENCIES, NPU_BUILD_TOOLS and NPU_LIBRARY). The project itself (`-e .`) is
-left out, but its dependencies are in both lists, since both environments install it.
+Windows) and scripts/bootstrap.py (TORCH, installed first into each environment; and, for
+.venv-npu, NPU_DEPENDENCIES, NPU_BUILD_TOOLS and NPU_LIBRARY). A third list is the opt-in
+Windows ML environment (`-e .[openvino,notebooks,test,winml]`: winml instead of onnx). The
+project itself (`-e .`) is left out, but its dependencies are in every list, since each
+environment installs it.
 tests/test_windows_pins.py runs this on every CI run, so a pin that cannot install on Windows
 fails there.
 
@@ -107,8 +109,22 @@ def for_windows(requirements: list[str], project: dict) -> list[str]:
     return found
 
 
+def winml_extras(requirements: list[str], name: str) -> list[str]:
+    """The project's own line of `all` with the winml extra in place of onnx; `all`'s other
+    lines are .venv's own pins (transformers for DirectML's builder), not the Windows ML one's."""
+    found = []
+    for line in requirements:
+        req = Requirement(line)
+        if req.name == name:
+            req.extras = (req.extras - {"onnx"}) | {"winml"}
+            found.append(str(req))
+    return found
+
+
 def requirements() -> dict[str, list[str]]:
-    """What the setup installs on Windows into each environment: {"main": [...], "npu": [...]}."""
+    """What the setup installs on Windows into each environment: {"main": [...], "npu": [...],
+    "winml": [...]}. "winml" is the opt-in Windows ML environment: .venv's extras with winml
+    instead of onnx (one onnxruntime-genai variant per environment)."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     bootstrap = load_bootstrap()
     extras = project.get("optional-dependencies", {})
@@ -116,7 +132,10 @@ def requirements() -> dict[str, list[str]]:
     main = [bootstrap.TORCH, *base, *for_windows(extras["all"], project)]  # `-e .[all]`
     npu = [bootstrap.TORCH, *bootstrap.NPU_DEPENDENCIES, *bootstrap.NPU_BUILD_TOOLS,
            bootstrap.NPU_LIBRARY, *base]  # `-e .` there too: phi3_aipc's own dependencies
-    return {"main": list(dict.fromkeys(main)), "npu": list(dict.fromkeys(npu))}
+    winml = [bootstrap.TORCH, *base,
+             *for_windows(winml_extras(extras["all"], project["name"]), project)]
+    return {env: list(dict.fromkeys(reqs))
+            for env, reqs in (("main", main), ("npu", npu), ("winml", winml))}
 
 
 def pip_command(reqs: list[str], report: Path, target: Path) -> list[str]:

@@ -7,25 +7,24 @@ import sys
 from pathlib import Path
 
 import pytest
-from transformers import AutoTokenizer
 
 from phi3_aipc import bench
+from phi3_aipc.chat import prompt_ids
 from phi3_aipc.errors import Phi3AipcError
-from phi3_aipc.standin import TOKENIZER_DIR
+from phi3_aipc.standin import load_tokenizer
 
 from .conftest import run_cli
 
 
 def test_prompts_are_distinct_and_have_their_stored_token_counts():
-    tokenizer = AutoTokenizer.from_pretrained(TOKENIZER_DIR)
+    tokenizer = load_tokenizer()
     prompts = bench.load_prompts()
     assert sorted(prompts) == list(bench.LENGTHS)
     for target, items in prompts.items():
         texts = [p["text"] for p in items]
         assert len(set(texts)) == len(texts) >= 4
         for p in items:
-            ids = tokenizer.apply_chat_template([{"role": "user", "content": p["text"]}],
-                                                add_generation_prompt=True)
+            ids = prompt_ids(tokenizer, [{"role": "user", "content": p["text"]}])
             assert len(ids) == p["tokens"]
             assert target <= p["tokens"] <= target + 2
 

@@ -1,10 +1,9 @@
 """The real Phi-3 tokenizer and chat template, pinned to Phi-3-mini's ids."""
 import pytest
-from transformers import AutoTokenizer
 
 from phi3_aipc.chat import build_messages, check_fits, prompt_ids, prompt_text, stop_token_ids
 from phi3_aipc.errors import BadInput
-from phi3_aipc.standin import TOKENIZER_DIR
+from phi3_aipc.standin import load_tokenizer
 
 REFERENCE = [{"role": "system", "content": "You are a helpful AI assistant."},
              {"role": "user", "content": "Can you introduce yourself?"}]
@@ -12,7 +11,7 @@ REFERENCE = [{"role": "system", "content": "You are a helpful AI assistant."},
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return AutoTokenizer.from_pretrained(TOKENIZER_DIR)
+    return load_tokenizer()
 
 
 def test_llama_vocabulary_ids(tokenizer):

@@ -16,6 +16,7 @@ from phi3_aipc.backends.onnxruntime_genai import (
     check_model_folder,
 )
 from phi3_aipc.backends.plan import Plan
+from phi3_aipc.chat import prompt_ids
 from phi3_aipc.errors import BadInput, ModelNotFound
 from phi3_aipc.models import resolve_model
 from phi3_aipc.standin import load_chats
@@ -120,7 +121,7 @@ def test_tokenizer_ids_match_hugging_face(session, text):
 def test_chat_template_matches_hugging_face(session):
     for chat in CHATS:
         assert session.prompt_ids(chat["messages"]) == \
-            session.hf_tokenizer.apply_chat_template(chat["messages"], add_generation_prompt=True)
+            prompt_ids(session.hf_tokenizer, chat["messages"])
 
 
 def test_decoded_text_matches_hugging_face(session):

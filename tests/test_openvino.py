@@ -164,6 +164,9 @@ def test_weight_options():
             weight_options("int4", **bad)
     with pytest.raises(BadInput, match="only apply to int4/int8"):
         weight_options("fp16", group_size=64)
+    assert weight_options("int4", all_layers=True)["all_layers"] is True
+    with pytest.raises(BadInput, match="per-channel"):
+        weight_options("int8", all_layers=True)
 
 
 def test_export_command_is_explicit(tmp_path):
@@ -172,7 +175,10 @@ def test_export_command_is_explicit(tmp_path):
     assert cmd[:3] == ["optimum-cli", "export", "openvino"]
     assert cmd[cmd.index("--weight-format") + 1] == "int4"
     assert cmd[cmd.index("--group-size") + 1] == "128" and cmd[cmd.index("--ratio") + 1] == "0.6"
-    assert "--sym" in cmd
+    assert "--sym" in cmd and "--all-layers" not in cmd
+    cmd = export_command(tmp_path / "m", tmp_path / "out", "int4",
+                         weight_options("int4", all_layers=True))
+    assert "--all-layers" in cmd  # int4 for the embedding and output layers too
 
 
 def test_awq_and_scale_estimation_with_self_generated_calibration_data(stand_in, tmp_path):

@@ -1,4 +1,4 @@
-"""The Windows pins of both environments install: pip's dry run resolves them for win_amd64.
+"""The Windows pins of every environment install: pip's dry run resolves them for win_amd64.
 
 scripts/windows_pins.py reads what the setup installs on Windows from pyproject.toml and
 scripts/bootstrap.py, and runs `pip install --dry-run --report` for 64-bit CPython 3.11 on
@@ -30,6 +30,7 @@ def load(name: str):
 pins = load("windows_pins")
 bootstrap = pins.load_bootstrap()
 DIRECTML = "onnxruntime-genai-directml"
+WINML = "onnxruntime-genai-winml"
 # Needs onnxruntime-directml>=1.26.0, which PyPI does not have (it stops at 1.24.4).
 UNINSTALLABLE = f"{DIRECTML}==0.14.1"
 # torch's Linux-only dependencies (markers platform_system == "Linux"): never on Windows.
@@ -67,7 +68,8 @@ def resolved(env: str, reqs: list[str], workdir: Path) -> dict[str, tuple[str, s
         named = " ".join(r for r in reqs
                          if re.search(rf"(?<![\w.-]){re.escape(name_of(r))}(?![\w-])", said))
         tail = "\n".join(output.strip().splitlines()[-15:])
-        pytest.fail(f"{env} ({'.venv' if env == 'main' else '.venv-npu'}): pip cannot install "
+        where = {"main": ".venv", "npu": ".venv-npu"}.get(env, "the Windows ML environment")
+        pytest.fail(f"{env} ({where}): pip cannot install "
                     f"these on {pins.PLATFORM}, Python {pins.PYTHON_VERSION}.\n"
                     f"Named in pip's errors: {named or '(none of ours by name)'}\n"
                     f"Requirements: {' '.join(reqs)}\npip's last lines:\n{tail}")
@@ -103,6 +105,15 @@ def test_the_lists_come_from_pyproject_and_bootstrap():
     assert [*bootstrap.NPU_DEPENDENCIES, bootstrap.NPU_LIBRARY] == \
         [r for r in npu if r in bootstrap.NPU_DEPENDENCIES or r == bootstrap.NPU_LIBRARY]
     assert "intel-npu-acceleration-library" not in {name_of(r) for r in main}
+    # The Windows ML environment: .venv's list with the winml extra in place of onnx.
+    winml = lists["winml"]
+    names = {name_of(r) for r in winml}
+    assert WINML in names and not names & {DIRECTML, "onnxruntime-genai"}
+    assert {"openvino==2026.4.1", "onnx==1.23.2", "jupyterlab>=4", "pytest>=8"} <= set(winml)
+    assert {"transformers==4.57.6", "transformers==5.5.4"} == \
+        {r for r in main + winml if name_of(r) == "transformers" and "==" in r}
+    assert {r for r in main if name_of(r) not in (DIRECTML, "transformers")} == \
+        {r for r in winml if name_of(r) not in (WINML, "transformers")}
 
 
 def test_main_environment_installs_on_windows(tmp_path):
@@ -112,6 +123,16 @@ def test_main_environment_installs_on_windows(tmp_path):
         f"one onnxruntime-genai variant, DirectML's, on Windows: {sorted(found)}"
     assert "onnxruntime-directml" in found and "onnxruntime" not in found
     assert found["openvino"][0] == "2026.4.1"
+    assert found["transformers"][0] == "4.57.6"  # what DirectML's 0.13 builder needs
+
+
+def test_winml_environment_installs_on_windows(tmp_path):
+    found = resolved("winml", pins.requirements()["winml"], tmp_path)
+    check_windows_wheels("winml", found)
+    assert found[WINML][0] == "0.18.0"
+    # It bundles the Windows ML runtime (DirectML included): no onnxruntime package beside it.
+    assert not {DIRECTML, "onnxruntime-genai", "onnxruntime", "onnxruntime-directml"} & set(found)
+    assert found["transformers"][0] == "5.5.4"  # the 0.18 builder needs transformers 5
 
 
 def test_npu_environment_installs_on_windows(tmp_path):

@@ -125,7 +125,9 @@ class OnnxRuntimeGenAIRoute(Route):
     default_precision = "int4"
     default_device = "cpu"
     modules = ("onnxruntime_genai", "onnx_ir")
-    packages = ("onnxruntime-genai", "onnxruntime-genai-directml", "onnxruntime")
+    # One variant per environment; -winml is Windows ML's (DirectML's successor, opt-in).
+    packages = ("onnxruntime-genai", "onnxruntime-genai-directml", "onnxruntime-genai-winml",
+                "onnxruntime")
     install_hint = 'python -m pip install -e ".[onnx]"'
     doctor_key = "directml"
     options = (
@@ -179,7 +181,7 @@ class OnnxRuntimeGenAIRoute(Route):
         return {"available": available, "reason": f"{why}." if why else ""}
 
     def verdict(self, facts: dict, versions: dict) -> Verdict:
-        if not (versions.get("onnxruntime-genai") or versions.get("onnxruntime-genai-directml")):
+        if not any(versions.get(p) for p in self.packages[:3]):
             return Verdict("missing", "onnxruntime-genai is not installed.", self.install_hint)
         if facts.get("available"):
             return Verdict("ready", "DirectML is available.")
@@ -220,7 +222,7 @@ class OnnxRuntimeGenAIRoute(Route):
             smoke_test(tmp)
             shown = builder_command(source.path, "<output>", precision, options)
             write_manifest(tmp, route=self.name, source=source, precision=precision,
-                           options=options, command=shown, packages=self.packages[:2])
+                           options=options, command=shown, packages=self.packages[:3])
 
         return build_once(final, build)
 

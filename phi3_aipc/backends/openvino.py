@@ -49,7 +49,8 @@ NPU_EMULATION = {"NPU_USE_NPUW": "YES", "NPUW_DEVICES": "CPU", "NPUW_ONLINE_PIPE
 def weight_options(precision: str, preset: str | None = None, sym: bool | None = None,
                    group_size: int | None = None, ratio: float | None = None,
                    dataset: str | None = None, awq: bool = False,
-                   scale_estimation: bool = False, num_samples: int | None = None) -> dict:
+                   scale_estimation: bool = False, num_samples: int | None = None,
+                   all_layers: bool = False) -> dict:
     """The full, explicit weight-compression settings for an export."""
     if preset is not None and preset not in PRESETS:
         raise BadInput(f"Unknown preset {preset!r}; presets: {', '.join(PRESETS)}.")
@@ -57,13 +58,13 @@ def weight_options(precision: str, preset: str | None = None, sym: bool | None =
         given = [k for k, v in dict(preset=preset, sym=sym, group_size=group_size, ratio=ratio,
                                     dataset=dataset, num_samples=num_samples).items()
                  if v is not None]
-        if given or awq or scale_estimation:
-            raise BadInput(f"{', '.join(given) or 'awq/scale_estimation'} only apply to int4/int8 "
-                           f"exports, not {precision}.")
+        if given or awq or scale_estimation or all_layers:
+            raise BadInput(f"{', '.join(given) or 'awq/scale_estimation/all_layers'} only apply to "
+                           f"int4/int8 exports, not {precision}.")
         return {}
     if precision == "int8":
         if preset or group_size is not None or ratio is not None or dataset or awq \
-                or scale_estimation or num_samples:
+                or scale_estimation or num_samples or all_layers:
             raise BadInput("int8 exports are per-channel: only sym/asym can be chosen.")
         return {"sym": bool(sym)}
     options = dict(PRESETS[preset or "default"])
@@ -82,6 +83,8 @@ def weight_options(precision: str, preset: str | None = None, sym: bool | None =
     if dataset:
         options.update(dataset=dataset, awq=awq, scale_estimation=scale_estimation,
                        num_samples=num_samples)
+    if all_layers:  # only when asked: the key of every other export stays as it was
+        options["all_layers"] = True
     return options
 
 
@@ -93,6 +96,7 @@ def export_command(source: Path, out: Path, precision: str, options: dict) -> li
         cmd.append("--sym")
     if "group_size" in options:
         cmd += ["--group-size", str(options["group_size"]), "--ratio", str(options["ratio"])]
+    cmd += ["--all-layers"] if options.get("all_layers") else []
     if options.get("dataset"):
         cmd += ["--dataset", options["dataset"]]
     cmd += ["--awq"] if options.get("awq") else []
@@ -141,6 +145,8 @@ class OpenVINORoute(Route):
         Option("awq", "prepare", "activation-aware quantization", bool),
         Option("scale_estimation", "prepare", "scale estimation (with --dataset)", bool),
         Option("num_samples", "prepare", "calibration samples (with --dataset)", int),
+        Option("all_layers", "prepare", "int4 also for the embedding and output layers (int8 "
+               "otherwise; optimum-cli's --all-layers)", bool),
         PREBUILT,
         SKIP_PREFLIGHT,
         Option("emulate_npu", "load", "on a PC without an NPU, run OpenVINO's NPU pipeline "

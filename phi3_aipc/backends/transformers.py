@@ -63,6 +63,20 @@ def check_memory(artifact: Path) -> None:
             "other programs.")
 
 
+def quietly(load, *args, **kwargs):
+    """`load(*args, **kwargs)` without transformers' progress bars: transformers 5 draws one
+    ("Loading weights") on stderr, where the CLI's errors are one line."""
+    from transformers.utils import logging
+
+    shown = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        return load(*args, **kwargs)
+    finally:
+        if shown:
+            logging.enable_progress_bar()
+
+
 class TransformersSession(Session):
     """Generation with a transformers model: the fp32 reference, or a model another library
     has already loaded and compiled (`net`, as the NPU library does), with the same loop."""
@@ -75,7 +89,7 @@ class TransformersSession(Session):
         start = time.perf_counter()
         if net is None:
             check_memory(artifact)
-            net = AutoModelForCausalLM.from_pretrained(artifact, dtype=torch.float32)
+            net = quietly(AutoModelForCausalLM.from_pretrained, artifact, dtype=torch.float32)
         self.net = net.eval()
         self.tokenizer = AutoTokenizer.from_pretrained(artifact)
         self.stops = set(stop_token_ids(artifact))
