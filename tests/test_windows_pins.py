@@ -113,7 +113,8 @@ def test_the_lists_come_from_pyproject_and_bootstrap():
     assert {"transformers==4.57.6", "transformers==5.5.4"} == \
         {r for r in main + winml if name_of(r) == "transformers" and "==" in r}
     assert {r for r in main if name_of(r) not in (DIRECTML, "transformers")} == \
-        {r for r in winml if name_of(r) not in (WINML, "transformers")}
+        {r for r in winml if name_of(r) not in (WINML, "windowsml", "transformers")}
+    assert "windowsml" in names  # the catalog's bindings, for registering providers
 
 
 def test_main_environment_installs_on_windows(tmp_path):
