@@ -62,17 +62,12 @@ def use_prebuilt(route: str, source: ModelSource, device: str, precision: str = 
     Only catalog models have one (the offline stand-in has none). It is downloaded once with a
     progress bar, or found in the Hugging Face cache offline.
     """
-    wanted = choice()
-    has_build = source.kind == "hub" and wanted != "no"
-    if has_build:
-        try:
-            from .catalog import known
+    from .catalog import known
 
-            entry = known(source.name)
-            has_build = bool(entry and any(device.split(".")[0] in b.devices
-                                           for b in entry.prebuilt_for(route)))
-        except BadInput:
-            has_build = False
+    wanted = choice()
+    entry = known(source.name) if source.kind == "hub" and wanted != "no" else None
+    has_build = bool(entry and any(device.split(".")[0] in b.devices
+                                   for b in entry.prebuilt_for(route)))
     if not has_build:
         print(f"No prebuilt {route} build is used for {source.name}: the notebook exports it.")
         return None
@@ -87,14 +82,15 @@ def use_prebuilt(route: str, source: ModelSource, device: str, precision: str = 
     return built.path
 
 
-def openvino_int4(source: ModelSource | None = None) -> Path:
+def openvino_int4(source: ModelSource | None = None, device: str = "CPU") -> Path:
     """Notebook 03's int4 export of `source` (None: the default model), for the notebooks that
-    need it: the publisher's build where that is the choice, the folder notebook 03 made, or
-    made now with the same `optimum-cli` command."""
+    need it: the publisher's build for `device` where that is the choice, the folder notebook
+    03 made (channel-wise: it suits the NPU too), or made now with the same `optimum-cli`
+    command."""
     from .backends.openvino import PRESETS, export_command
 
     source = source or resolve_model()
-    built = use_prebuilt("openvino", source, "CPU")
+    built = use_prebuilt("openvino", source, device)
     final = built or export_dir(source, "int4-ov")
     if not final.exists():
         partial = Path(f"{final}.partial")

@@ -42,7 +42,7 @@ def test_install_quantize_and_generate_cells_are_the_libraries(name):
             assert not uses_helpers(source), f"{name}: this step imports phi3_aipc:\n{source}"
 
 
-@pytest.mark.parametrize("name", TEACHING + ["05_chat"])
+@pytest.mark.parametrize("name", TEACHING + ["04_compare_backends", "05_chat"])
 def test_each_notebook_has_contents_what_you_learn_and_next_steps(name):
     nb = json.loads((NOTEBOOKS / f"{name}.ipynb").read_text(encoding="utf-8"))
     text = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")

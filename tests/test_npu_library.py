@@ -107,3 +107,17 @@ def test_the_worker_reports_its_own_memory(stand_in):
     session = open_session("npu-library", "int8", model="stand-in")
     worker_peak = session.generate(CHATS[2]["messages"], greedy=True).metrics.peak_rss_mb
     assert 0 < worker_peak < peak_rss_mb() - 300
+
+
+def test_a_model_that_cannot_fit_is_refused_before_any_worker(stand_in, monkeypatch):
+    """The library holds the whole checkpoint in fp32 before it quantizes: the route checks
+    that first, instead of a worker being killed for want of memory."""
+    import psutil
+
+    from phi3_aipc.errors import InsufficientResources
+
+    class Tight:
+        available = 10_000_000  # 10 MB: the stand-in in fp32 needs more
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: Tight())
+    with pytest.raises(InsufficientResources, match="loads stand-in in fp32 before it quantizes"):
+        open_session("npu-library", "int4", model="stand-in")

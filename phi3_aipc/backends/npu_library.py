@@ -79,7 +79,25 @@ class NPULibraryRoute(Route):
         return [(f, "compiled models") for f in sorted(root.glob("*")) if f.is_dir()]
 
     def prepare(self, plan: Plan, source: ModelSource) -> Path:
-        return source.path  # the library quantizes as it loads; its cache is per worker folder
+        """The checkpoint as it is (the library quantizes as it loads), once it is clear that
+        the load fits: the library holds the whole model in fp32 before it quantizes."""
+        config = source.path / "config.json"
+        if config.is_file():
+            import psutil
+
+            from ..catalog import weight_count
+            from ..errors import InsufficientResources
+
+            need = self.memory_gb(weight_count(json.loads(config.read_text(encoding="utf-8"))),
+                                  plan.precision)
+            free = psutil.virtual_memory().available / 1e9
+            if need > free:
+                raise InsufficientResources(
+                    f"The NPU library loads {source.name} in fp32 before it quantizes: about "
+                    f"{need:.1f} GB of memory, and {free:.1f} GB is free. Close other programs, "
+                    "or use OpenVINO GenAI on the NPU (--route openvino --device NPU), which "
+                    "needs about a fifth of that.")
+        return source.path
 
     def load(self, plan: Plan, artifact: Path, model: str) -> Session:
         return NPULibrarySession(plan, artifact, model)

@@ -53,7 +53,8 @@ def check_memory(artifact: Path) -> None:
     import psutil
 
     stored = sum(f.stat().st_size for f in artifact.glob("*.safetensors"))
-    dtype = json.loads((artifact / "config.json").read_text()).get("torch_dtype", "float32")
+    config = json.loads((artifact / "config.json").read_text())
+    dtype = config.get("dtype") or config.get("torch_dtype") or "float32"  # transformers 5: dtype
     needed = stored * (2 if dtype in ("bfloat16", "float16") else 1)
     free = psutil.virtual_memory().available
     if needed > free:
