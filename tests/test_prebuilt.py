@@ -46,6 +46,8 @@ def hub(stand_in, tmp_path_factory):
     home = tmp_path_factory.mktemp("hf-home")
     for route, device, export in [
             ("openvino", "CPU", prepare("openvino", "int4", model=stand_in.as_posix())),
+            # The same export is channel-wise and symmetric: it stands in for the NPU's build.
+            ("openvino", "NPU", prepare("openvino", "int4", model=stand_in.as_posix())),
             ("onnxruntime-genai", "cpu", prepare("onnxruntime-genai", "int4", "cpu",
                                                  stand_in.as_posix()))]:
         p = build_for(route, device)
