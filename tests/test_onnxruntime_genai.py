@@ -12,6 +12,7 @@ from phi3_aipc.backends.onnxruntime_genai import (
     OnnxRuntimeGenAISession,
     build_options,
     builder_command,
+    builder_option_names,
     built_for,
     check_model_folder,
 )
@@ -143,6 +144,19 @@ def test_builds_record_their_settings(builds):
     assert made["command"][:3] == ["python", "-m", "onnxruntime_genai.models.builder"]
     dml = json.loads((builds["int4-dml"] / "phi3-aipc.json").read_text())
     assert dml["options"] == {"target": "dml", "block_size": 32, "accuracy_level": 0}
+    # ...and the models are built that way (0.18's builder ignores settings it does not know).
+    assert matmul_settings(builds["int4"]) == {(128, 4)}
+    assert {block for block, _ in matmul_settings(builds["int4-dml"])} == {32}
+
+
+def matmul_settings(folder) -> set[tuple[int, int]]:
+    """(block_size, accuracy_level) of the model's int4 MatMuls."""
+    import onnx
+
+    model = onnx.load(str(folder / "model.onnx"), load_external_data=False)
+    return {(a["block_size"], a.get("accuracy_level", 0)) for a in
+            ({x.name: x.i for x in n.attribute} for n in model.graph.node
+             if n.op_type == "MatMulNBits")}
 
 
 def test_build_options():
@@ -156,5 +170,6 @@ def test_build_options():
     with pytest.raises(BadInput, match="int4 builds only"):
         build_options("fp32", "cpu", 32, None)
     cmd = builder_command("m", "out", "int4", build_options("int4", "cpu", 128, 1), "c")
-    assert cmd[cmd.index("-e") + 1] == "cpu" and "int4_block_size=128" in cmd
-    assert "int4_accuracy_level=1" in cmd
+    block, level = builder_option_names()
+    assert cmd[cmd.index("-e") + 1] == "cpu" and f"{block}=128" in cmd
+    assert f"{level}=1" in cmd

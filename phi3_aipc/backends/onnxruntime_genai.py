@@ -73,15 +73,27 @@ def build_options(precision: str, target: str, block_size: int | None,
     return options
 
 
+def builder_option_names() -> tuple[str, str]:
+    """The installed builder's names for the int4 block size and accuracy level. 0.18 calls them
+    block_size and accuracy_level and silently ignores the int4_ names (its models came out with
+    blocks of 32 whatever int4_block_size said); DirectML's 0.13 knows only the int4_ names."""
+    import onnxruntime_genai as og
+
+    if tuple(int(part) for part in og.__version__.split(".")[:2]) < (0, 18):
+        return "int4_block_size", "int4_accuracy_level"
+    return "block_size", "accuracy_level"
+
+
 def builder_command(source: Path, out: Path | str, precision: str, options: dict,
                     cache: Path | None = None) -> list[str]:
     """The model builder command for these settings (`cache`: where it keeps scratch files)."""
     cmd = ["python", "-m", "onnxruntime_genai.models.builder", "-i", str(source), "-o", str(out),
            "-p", precision, "-e", options["target"]] + (["-c", str(cache)] if cache else [])
     if precision == "int4":
-        cmd += ["--extra_options", f"int4_block_size={options['block_size']}"]
+        block, level = builder_option_names()
+        cmd += ["--extra_options", f"{block}={options['block_size']}"]
         if options["accuracy_level"]:
-            cmd.append(f"int4_accuracy_level={options['accuracy_level']}")
+            cmd.append(f"{level}={options['accuracy_level']}")
     return cmd
 
 
