@@ -121,6 +121,9 @@ def main() -> int:
     for route in args.route or ["openvino", "onnxruntime-genai"]:
         sweep = openvino_rows if route == "openvino" else onnxruntime_genai_rows
         rows += sweep(bench_model, tiny_model, args.reps)
+        if args.json:  # after each route, so that an interrupted sweep keeps what it measured
+            with open(args.json, "w", encoding="utf-8") as f:
+                json.dump(rows, f, indent=2)
     print(f"\nbench stand-in (4 layers), 256-token prompts, 64 new tokens, median of {args.reps}")
     print("| route | setting | weights read per token MB (output layer) | TTFT ms | "
           "ms/token (range) | tokens/s | stand-in replies kept |")
@@ -131,9 +134,6 @@ def main() -> int:
         print(f"| {r['route']} | {setting} | {r['read_mb']} ({r['output_layer_mb']}) | "
               f"{r['ttft_ms']:.0f} | {r['tpot_ms']:.1f} "
               f"({lo:.1f}-{hi:.1f}) | {r['tokens_per_s']:.1f} | {r['replies_kept']} |")
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(rows, f, indent=2)
     return 0
 
 
