@@ -117,4 +117,13 @@ def test_the_docs_state_the_defaults_the_code_has():
                        r"own, for DirectML\)", readme)
     assert stated and (int(stated[1]), int(stated[2])) == (DEFAULT_BLOCK_SIZE["cpu"],
                                                            DEFAULT_BLOCK_SIZE["dml"])
-    assert f"int4_block_size={DEFAULT_BLOCK_SIZE['cpu']}" in reference
+    # The option names the installed builder reads (0.18 silently ignores the old int4_ ones),
+    # in the reference and in notebook 02's typed command and its build cell.
+    from phi3_aipc.backends.onnxruntime_genai import builder_option_names
+
+    block, level = builder_option_names()
+    typed = f"--extra_options {block}={DEFAULT_BLOCK_SIZE['cpu']} {level}=4"
+    notebook = (ROOT / "notebooks/02_directml_onnxruntime_genai.ipynb").read_text(encoding="utf-8")
+    assert typed in reference
+    assert notebook.count(typed) == 2, "notebook 02: the markdown command and the build cell"
+
