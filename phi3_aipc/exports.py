@@ -55,28 +55,36 @@ def choice() -> str:
     return value
 
 
-def use_prebuilt(route: str, source: ModelSource, device: str, precision: str = "int4"
-                 ) -> Path | None:
-    """The publisher's ready-made build to use instead of exporting, or None; says why.
+def prebuilt_choice(route: str, source: ModelSource, device: str, precision: str = "int4"
+                    ) -> tuple[bool, str]:
+    """Whether to use the publisher's ready-made build of `source` for `route` on `device`
+    instead of exporting, and why (PHI3_AIPC_PREBUILT, and whether the export fits here).
 
-    Only catalog models have one (the offline stand-in has none). It is downloaded once with a
-    progress bar, or found in the Hugging Face cache offline.
-    """
+    Only catalog models from the hub have one (the stand-ins have none), and only in int4."""
     from .catalog import known
 
     wanted = choice()
     entry = known(source.name) if source.kind == "hub" and wanted != "no" else None
-    has_build = bool(entry and any(device.split(".")[0] in b.devices
-                                   for b in entry.prebuilt_for(route)))
-    if not has_build:
-        print(f"No prebuilt {route} build is used for {source.name}: the notebook exports it.")
-        return None
+    if precision != "int4" or not entry or not any(
+            device.split(".")[0] in b.devices for b in entry.prebuilt_for(route)):
+        return False, f"No prebuilt {route} build is used for {source.name}: it is exported."
     reason = does_not_fit(source, precision, f"Exporting {source.name} ({precision})")
     if wanted == "auto" and reason is None:
-        print(f"Exporting {source.name} fits this PC, so the notebook exports it; "
-              f"{CHOICE_ENV}=yes uses the publisher's build instead.")
+        return False, (f"Exporting {source.name} fits this PC, so it is exported; {CHOICE_ENV}=yes "
+                       "uses the publisher's build instead.")
+    return True, reason or f"{CHOICE_ENV}=yes"
+
+
+def use_prebuilt(route: str, source: ModelSource, device: str, precision: str = "int4"
+                 ) -> Path | None:
+    """The publisher's ready-made build to use instead of exporting, or None; says why.
+
+    It is downloaded once with a progress bar, or found in the Hugging Face cache offline.
+    """
+    use, why = prebuilt_choice(route, source, device, precision)
+    if not use:
+        print(why)
         return None
-    why = reason or f"{CHOICE_ENV}=yes"
     built = prebuilt_source(route, source.name, device.split(".")[0])
     print(f"Using the prebuilt build {built.name} ({why}).\nIt is in {built.path}")
     return built.path

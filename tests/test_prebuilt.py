@@ -52,6 +52,7 @@ def hub(stand_in, tmp_path_factory):
                                                  stand_in.as_posix()))]:
         p = build_for(route, device)
         place_in_hub_cache(home / "hub", p.repo, p.subfolder, export)
+    place_in_hub_cache(home / "hub", MODEL, "", stand_in)  # the checkpoint, under its real id
     return home
 
 
@@ -67,6 +68,33 @@ def test_a_cached_prebuilt_build_runs_offline(hub, route, device, offline):
     result = json.loads(out.stdout)
     assert result["model"] == "/".join(filter(None, [p.repo, p.subfolder]))
     assert result["text"] == CHAT["reply"] and result["finish_reason"] == "stop"
+
+
+@pytest.mark.parametrize("route,device", [("openvino", "CPU"), ("onnxruntime-genai", "cpu")])
+def test_the_default_request_takes_the_prebuilt_build_when_asked(hub, route, device, tmp_path):
+    """Without --prebuilt, PHI3_AIPC_PREBUILT decides for a catalog model, as in the notebooks
+    (what the chat widget and the benchmark ask for): `yes` takes the publisher's build, `no`
+    exports the checkpoint. Before, only --prebuilt did, so the chat exported on a small PC."""
+    p = build_for(route, device)
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(hub), "PHI3_AIPC_MODEL": None,
+           "PHI3_AIPC_CACHE": str(tmp_path)}
+    args = ["generate", "--route", route, "--model", MODEL, "--greedy", "--json",
+            "--prompt", CHAT["messages"][-1]["content"]]
+    taken = run_cli(*args, env={**env, "PHI3_AIPC_PREBUILT": "yes"})
+    assert taken.returncode == 0, taken.stderr
+    assert json.loads(taken.stdout)["model"] == "/".join(filter(None, [p.repo, p.subfolder]))
+    assert f"Using the publisher's prebuilt {route} build" in taken.stderr
+    assert not list(tmp_path.rglob("phi3-aipc.json")), "an export was made"
+    exported = run_cli(*args, env={**env, "PHI3_AIPC_PREBUILT": "no"})
+    assert exported.returncode == 0, exported.stderr
+    assert json.loads(exported.stdout)["model"] == MODEL
+    assert "prebuilt" not in exported.stderr
+    if route != "onnxruntime-genai":
+        return  # the rest is route-agnostic, and the ORT build is the quicker one here
+    # settings of one's own are an export of one's own, whatever the choice
+    mine = run_cli(*args, "--block-size", "64", env={**env, "PHI3_AIPC_PREBUILT": "yes"})
+    assert mine.returncode == 0, mine.stderr
+    assert json.loads(mine.stdout)["model"] == MODEL
 
 
 def test_prepare_prints_the_cached_build(hub):
@@ -106,7 +134,6 @@ def test_the_notebooks_take_the_prebuilt_builds_offline(hub, stand_in, monkeypat
     after a real download, and their lessons print what they should."""
     import importlib.util
 
-    place_in_hub_cache(hub / "hub", MODEL, "", stand_in)
     root = Path(__file__).resolve().parents[1]
     spec = importlib.util.spec_from_file_location("build_docs", root / "scripts/build_docs.py")
     build_docs = importlib.util.module_from_spec(spec)
@@ -115,10 +142,15 @@ def test_the_notebooks_take_the_prebuilt_builds_offline(hub, stand_in, monkeypat
                        "PHI3_AIPC_PREBUILT": "yes"}.items():
         monkeypatch.setenv(key, value)
     out = hub / "site"
-    problems = build_docs.build(out, ["02_directml_onnxruntime_genai", "03_openvino"])
+    problems = build_docs.build(out, ["02_directml_onnxruntime_genai", "03_openvino",
+                                      "05_chat"])
     assert problems == []
     for name, route in [("02_directml_onnxruntime_genai", "onnxruntime-genai"),
-                        ("03_openvino", "openvino")]:
+                        ("03_openvino", "openvino"), ("05_chat", "onnxruntime-genai"),
+                        ("05_chat", "openvino")]:
         page = (out / f"{name}.html").read_text(encoding="utf-8")
         built = build_for(route, "cpu" if route == "onnxruntime-genai" else "CPU")
         assert f"Using the prebuilt build {built.repo}" in page, name
+    # notebook 05's chat widget talks to the same prebuilt build, not an export of its own
+    chat = build_for("openvino", "CPU")
+    assert f"| {chat.repo} |" in (out / "05_chat.html").read_text(encoding="utf-8")

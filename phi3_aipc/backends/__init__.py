@@ -6,6 +6,7 @@ options, doctor, the benchmark and the chat widget ask the route itself for the 
 from __future__ import annotations
 
 import importlib
+import sys
 from pathlib import Path
 
 from ..errors import BadInput
@@ -48,7 +49,29 @@ def prepare_artifact(plan: Plan, model: str | ModelSource | None = None,
     source = route.own_source(plan, name)
     if source is None:
         source = model if isinstance(model, ModelSource) else resolve_model(model, progress)
+        instead = prebuilt_instead(route, plan, source)
+        if instead is not None:
+            plan, source = instead, route.own_source(instead, source.name)
     return source, route.prepare(plan, source)
+
+
+def prebuilt_instead(route: Route, plan: Plan, source: ModelSource) -> Plan | None:
+    """The plan that takes the publisher's ready-made build, where the request is the route's
+    default one and PHI3_AIPC_PREBUILT says so (by default: when the export would not fit this
+    PC), as the notebooks do; else None. Says why on stderr."""
+    from ..exports import CHOICE_ENV, prebuilt_choice
+
+    if "prebuilt" not in {o.name for o in route.options} or plan.prepare_options.get("prebuilt"):
+        return None
+    asked = {k: v for k, v in plan.prepare_options.items() if k != "skip_preflight"}
+    if asked != route.plan(plan.precision, plan.device, None, plan.load_options).prepare_options:
+        return None  # settings of one's own: an export of one's own
+    use, why = prebuilt_choice(route.name, source, plan.device, plan.precision)
+    if not use:
+        return None
+    print(f"Using the publisher's prebuilt {route.name} build of {source.name} ({why}); "
+          f"{CHOICE_ENV}=no exports instead.", file=sys.stderr, flush=True)
+    return route.plan(plan.precision, plan.device, {"prebuilt": True}, plan.load_options)
 
 
 def prepare(route: str, precision: str | None = None, device: str | None = None,
