@@ -2,7 +2,7 @@
 PYTHON ?= python3
 BOOTSTRAP = $(PYTHON) scripts/bootstrap.py
 
-.PHONY: demo test setup lab docs test-latest
+.PHONY: demo test setup lab docs test-latest budget budget-full
 demo:  ## run every installed route once on the default model
 	$(BOOTSTRAP) demo
 test:  ## the whole test suite: pytest + nbval over notebooks/
@@ -15,3 +15,7 @@ docs:  ## run the notebooks on the stand-in and render them to docs/site/ (HTML)
 	$(BOOTSTRAP) docs $(ARGS)
 test-latest:  ## the parity tests and notebooks on the newest route packages, unpinned (not CI)
 	$(PYTHON) scripts/test_latest.py $(ARGS)
+budget:  ## every notebook's peak memory, disk and time on the 4-layer bench stand-in (minutes)
+	$(BOOTSTRAP) budget $(ARGS)
+budget-full:  ## the same at full size (7.6 GB, as a 16 GB PC; about an hour), writes the README table
+	$(BOOTSTRAP) budget --layers 32 --as-if-gb 16 --readme $(ARGS)

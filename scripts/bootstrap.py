@@ -178,6 +178,7 @@ def main(argv: list[str]) -> int:
         "test": [str(PYTHON), "-m", "pytest", *extra],
         "lab": [str(BIN / "jupyter"), "lab", "notebooks", *extra],
         "docs": [str(PYTHON), "scripts/build_docs.py", *extra],
+        "budget": [str(PYTHON), "scripts/notebook_budget.py", *extra],
     }
     if task not in commands:
         print(f"Unknown task {task!r}; use one of {', '.join(commands)}.", file=sys.stderr)

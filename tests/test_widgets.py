@@ -190,6 +190,22 @@ def test_route_and_pickers_choose_the_session(stand_in):
     assert "openvino int8 on CPU" in text_of(items(chat, "chat-stats")[-1])
 
 
+def test_the_chat_talks_through_a_model_the_notebook_loaded(stand_in):
+    """With `loaded=`, the chat uses the notebook's model (no second copy) and labels it by the
+    dtype it has: a bf16 model is bf16, not the route's fp32."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(stand_in, dtype=torch.bfloat16)
+    chat = ChatWidget(route="transformers", model="stand-in", max_new_tokens=64, loaded=model,
+                      artifact=stand_in)
+    result = ask(chat, question(INTRO))
+    assert chat.session.net is model
+    assert (result.backend, result.precision) == ("transformers", "bf16")
+    assert "(bfloat16)" in text_of(items(chat, "chat-note")[0])
+    assert chat.route.disabled and chat.precision.disabled  # fixed on the loaded model
+
+
 def test_unknown_route_is_refused_at_once():
     from phi3_aipc.errors import BadInput
 

@@ -43,7 +43,9 @@ class TransformersRoute(Route):
         (a notebook's bf16 model stays bf16: no fp32 copy)."""
         dtype = str(getattr(loaded, "dtype", "")).replace("torch.", "")
         note = f"Generating with the model loaded above ({dtype})." if dtype else ""
-        return TransformersSession(plan, artifact, model, net=loaded, note=note)
+        label = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}.get(dtype)
+        return TransformersSession(plan.but(precision=label or plan.precision), artifact, model,
+                                   net=loaded, note=note)
 
 
 def check_memory(artifact: Path) -> None:

@@ -1,0 +1,302 @@
+"""What each notebook needs: the peak memory of its kernel and all the kernel's children, the disk
+it adds and the time it takes, on the default path a user of the real Phi-3-mini takes.
+
+    python scripts/notebook_budget.py                  # the 4-layer bench stand-in (minutes)
+    python scripts/notebook_budget.py --layers 32 --as-if-gb 16 --readme
+                                       # full size: Phi-3-mini-4k's exact shapes, random weights
+                                       # (7.6 GB), as on a 16 GB PC; writes the README table
+    make budget / make budget-full     # the same two
+
+The default path: the checkpoint in a Hugging Face cache under microsoft/Phi-3-mini-4k-instruct
+and the int4 builds under the publishers' prebuilt repository ids (made here once, from the
+stand-in, with the routes' own exports), the hub offline, PHI3_AIPC_PREBUILT=yes (what `auto`
+picks where an export does not fit). Each notebook runs to the end with nbclient, then one
+message goes through each chat widget it made (a second turn where the notebook chatted
+already). The resident memory of the kernel's process tree is sampled every 0.2 s; mapped
+weight files count, as they do in Task Manager. `--as-if-gb N` holds the rest of this
+machine's memory in a separate process, so the notebooks see (and decide on) what an N GB PC
+has free. The results go to JSON (`--json`, default <cache>/budget/<model>.json); the exit code
+is 1 when a notebook failed or its peak exceeded its stated multiple of one model copy
+(LIMITS below), the CI-sized check that tests/test_budget.py runs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+sys.path.insert(0, str(ROOT))
+
+from phi3_aipc import catalog  # noqa: E402
+
+MODEL = catalog.DEFAULT_MODEL
+COMMIT = "0123456789abcdef0123456789abcdef01234567"  # the placed snapshots' revision
+# Peak memory of the kernel and its children, in copies of the model's bf16 weights. With the
+# real model these are the notebooks' promises (10 GB on a 16 GB PC is 1.3 copies); on the
+# 4-layer stand-in about 0.5 GB of Python, torch and OpenVINO come on top (0.4 copies).
+# Notebook 01: the NPU library loads the whole checkpoint in fp32 (2 copies) before it
+# quantizes; the notebook says so and skips the step where it does not fit.
+LIMITS = {"00": 2.0, "01": 3.5, "02": 2.0, "03": 2.0, "04": 2.0, "05": 2.0}
+CHAT_MESSAGE = "What can an AI PC do with a language model?"
+TABLE_START, TABLE_END = "<!-- budget-table -->", "<!-- /budget-table -->"
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes on disk under `folder`, not following links (the placed files are links)."""
+    total = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                total += os.lstat(path).st_blocks * 512
+    return total
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of process `pid` and all its descendants."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+class Sampler(threading.Thread):
+    """Samples the kernel's process tree while a notebook runs; `peak` in bytes."""
+
+    def __init__(self, client) -> None:
+        super().__init__(daemon=True)
+        self.client, self.peak, self.done = client, 0, threading.Event()
+
+    def run(self) -> None:
+        pid = None
+        while not self.done.wait(0.2):
+            if pid is None:
+                km = getattr(self.client, "km", None)
+                process = getattr(getattr(km, "provisioner", None), "process", None)
+                pid = getattr(process, "pid", None)
+                continue
+            self.peak = max(self.peak, tree_rss(pid))
+
+
+CHAT_CELL = f"""\
+# (added by scripts/notebook_budget.py) one message through each chat widget made above
+from phi3_aipc.widgets import ChatWidget as _ChatWidget
+_chats = {{id(v): v for v in [*globals().values(), *Out.values()] if isinstance(v, _ChatWidget)}}
+for _chat in _chats.values():
+    _chat.send({CHAT_MESSAGE!r})
+    _reply = _chat.wait()
+    print("BUDGET-CHAT", len(_chat.history) // 2, "turns |", _reply.summary())
+print("BUDGET-CHATS", len(_chats))
+"""
+
+
+def run_notebook(path: Path, timeout: int) -> dict:
+    """Run one notebook and its chat message, measuring it."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    from phi3_aipc.cache import cache_dir
+
+    nb = nbformat.read(path, as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell(CHAT_CELL))
+    disk = [cache_dir(), Path(os.environ["HF_HOME"])]
+    before = sum(folder_bytes(f) for f in disk)
+    client = NotebookClient(nb, timeout=timeout, resources={"metadata": {"path": str(NOTEBOOKS)}})
+    sampler = Sampler(client)
+    sampler.start()
+    start, error = time.perf_counter(), None
+    try:
+        client.execute()
+    except CellExecutionError as err:
+        error = str(err).strip().splitlines()[-1][:300]
+    except Exception as err:  # a timeout, a dead kernel: recorded, the next notebook runs
+        error = f"{type(err).__name__}: {err}"[:300]
+    wall = time.perf_counter() - start
+    sampler.done.set()
+    sampler.join()
+    out = "".join(o.get("text", "") for o in nb.cells[-1].get("outputs", []))
+    chats = re.findall(r"BUDGET-CHAT (.*)", out)
+    return {"peak_gb": round(sampler.peak / 1e9, 2), "wall_s": round(wall, 1),
+            "disk_added_gb": round((sum(folder_bytes(f) for f in disk) - before) / 1e9, 2),
+            "chats": chats, "error": error}
+
+
+def place(hub: Path, repo: str, subfolder: str, files: Path) -> None:
+    """Lay out `files` as huggingface_hub caches `repo` (at `subfolder`), as links."""
+    root = hub / f"models--{repo.replace('/', '--')}"
+    (root / "refs").mkdir(parents=True, exist_ok=True)
+    (root / "refs" / "main").write_text(COMMIT)
+    target = root / "snapshots" / COMMIT / subfolder
+    target.mkdir(parents=True, exist_ok=True)
+    for f in files.iterdir():
+        if f.is_file() and not (target / f.name).exists():
+            (target / f.name).symlink_to(f.resolve())
+
+
+def set_up(layers: int, work: Path) -> tuple[Path, float, float]:
+    """The stand-in, its int4 builds, and a Hugging Face home that holds them under the real
+    ids. Returns (HF home, one model copy in GB, the prebuilt download in GB)."""
+    from phi3_aipc.backends import prepare
+    from phi3_aipc.standin import bench_name, ensure_bench_stand_in
+
+    stand_in = ensure_bench_stand_in(layers)
+    model = bench_name(layers)
+    copy_gb = sum(f.stat().st_size for f in stand_in.glob("*.safetensors")) / 1e9
+    home = work / "hf-home"
+    builds = {("openvino", "CPU"): prepare("openvino", "int4", "CPU", model),
+              ("openvino", "NPU"): prepare("openvino", "int4", "CPU", model, preset="npu"),
+              ("onnxruntime-genai", "cpu"): prepare("onnxruntime-genai", "int4", "cpu", model)}
+    entry = catalog.known(MODEL)
+    for (route, device), folder in builds.items():
+        build = next(b for b in entry.prebuilt_for(route) if device in b.devices)
+        place(home / "hub", build.repo, build.subfolder, folder)
+    place(home / "hub", MODEL, "", stand_in)
+    download_gb = folder_bytes(builds[("openvino", "CPU")].resolve()) / 1e9
+    return home, copy_gb, download_gb
+
+
+def hold_memory(as_if_gb: float) -> subprocess.Popen | None:
+    """A process that holds this machine's memory beyond `as_if_gb` (there is no swap to
+    push it out), so that what is free looks like an `as_if_gb` PC; None if nothing to hold."""
+    import psutil
+
+    extra = psutil.virtual_memory().total - as_if_gb * 2**30
+    if extra <= 0:
+        return None
+    code = ("import sys; held = bytearray(b'\\x01') * int(sys.argv[1]); print('held', "
+            "flush=True); sys.stdin.read()")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(int(extra))], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    proc.stdout.readline()
+    print(f"holding {extra / 2**30:.1f} GiB: the notebooks see a {as_if_gb:g} GB PC", flush=True)
+    return proc
+
+
+def check(results: dict) -> list[str]:
+    """Notebooks that failed or exceeded their stated peak."""
+    problems = []
+    copy = results["model_copy_gb"]
+    for name, r in results["notebooks"].items():
+        limit = LIMITS.get(name[:2])
+        if r["error"]:
+            problems.append(f"{name} failed: {r['error']}")
+        elif limit and r["peak_gb"] > limit * copy:
+            problems.append(f"{name} peaked at {r['peak_gb']} GB, more than {limit} copies of the "
+                            f"model ({limit * copy:.2f} GB)")
+        if r["error"] is None and not r["chats"] and name[:2] in ("00", "02", "03", "05"):
+            problems.append(f"{name}: its chat widget was not found or did not answer")
+    return problems
+
+
+def table(results: dict) -> str:
+    lines = [f"Measured {results['date']} on {results['machine']} with the full-size stand-in "
+             f"(Phi-3-mini-4k's shapes, random weights; one model copy = "
+             f"{results['model_copy_gb']:.1f} GB in bf16) as a {results['as_if_gb'] or '?'} GB "
+             "PC, on the default (prebuilt) path, with one chat message per widget: ",
+             "", "| Notebook | Peak memory (kernel and children) | Disk it adds | Time | Note |",
+             "|---|---|---|---|---|"]
+    for name, r in results["notebooks"].items():
+        note = r["error"] or ""
+        lines.append(f"| {name} | {r['peak_gb']:.1f} GB | {r['disk_added_gb']:.1f} GB | "
+                     f"{r['wall_s'] / 60:.1f} min | {note} |")
+    lines.append("")
+    lines.append(f"Downloads: the prebuilt int4 build is about {results['download_gb']:.1f} GB "
+                 "(the OpenVINO one; the ONNX one is similar); the checkpoint, for the "
+                 f"notebooks that use it, {results['model_copy_gb']:.1f} GB.")
+    return "\n".join(lines)
+
+
+def write_readme(results: dict) -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    if TABLE_START not in text:
+        raise SystemExit(f"README.md has no {TABLE_START} marker")
+    head, rest = text.split(TABLE_START, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    readme.write_text(f"{head}{TABLE_START}\n{table(results)}\n{TABLE_END}{tail}",
+                      encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    args.add_argument("--layers", type=int, default=4,
+                      help="the bench stand-in's layers: 4 (default, CI-sized) or 32 (full size)")
+    args.add_argument("--as-if-gb", type=float, default=None,
+                      help="hold this machine's memory beyond N GB while the notebooks run")
+    args.add_argument("--json", help="where to write the results")
+    args.add_argument("--readme", action="store_true", help="write the README table")
+    args.add_argument("--timeout", type=int, default=3600, help="per cell, in seconds")
+    args.add_argument("names", nargs="*", help="only these notebooks (e.g. 00 03_openvino), or "
+                      "notebook files (run in notebooks/ like the others)")
+    opts = args.parse_args(argv)
+
+    from phi3_aipc.cache import cache_dir
+    from phi3_aipc.hardware import cpu_model, memory_gb
+
+    work = cache_dir() / "budget" / f"layers-{opts.layers}"
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"setting up the {opts.layers}-layer stand-in and its prebuilt builds ...", flush=True)
+    home, copy_gb, download_gb = set_up(opts.layers, work)
+    env_bin = str(Path(sys.executable).parent)  # optimum-cli, as in an activated environment
+    os.environ.update({"PATH": os.pathsep.join([env_bin, os.environ.get("PATH", "")]),
+                       "PHI3_AIPC_MODEL": MODEL, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1",
+                       "PHI3_AIPC_PREBUILT": "yes",
+                       "PHI3_AIPC_CACHE": str(work / "cache")})
+    paths = sorted(NOTEBOOKS.glob("*.ipynb"))
+    if opts.names:  # names or prefixes of the notebooks, or notebook files (run in notebooks/)
+        paths = [Path(n) for n in opts.names if n.endswith(".ipynb") and Path(n).is_file()] + \
+            [p for p in paths if any(p.stem.startswith(n) for n in opts.names)]
+    results = {"date": date.today().isoformat(), "machine": f"{cpu_model()}, "
+               f"{memory_gb()['total']} GB", "layers": opts.layers, "as_if_gb": opts.as_if_gb,
+               "model_copy_gb": round(copy_gb, 2), "download_gb": round(download_gb, 2),
+               "limits": LIMITS, "notebooks": {}}
+    held = hold_memory(opts.as_if_gb) if opts.as_if_gb else None
+    try:
+        for path in paths:
+            print(f"running {path.name} ...", flush=True)
+            r = run_notebook(path, opts.timeout)
+            if held is not None and held.poll() is not None:
+                r["error"] = (r["error"] or "") + " (the memory holder was killed: the machine " \
+                    "ran out of memory)"
+            results["notebooks"][path.stem] = r
+            print(f"  peak {r['peak_gb']} GB ({r['peak_gb'] / copy_gb:.2f} copies), disk "
+                  f"+{r['disk_added_gb']} GB, {r['wall_s']:.0f} s"
+                  + "".join(f"\n  chat: {c}" for c in r["chats"])
+                  + (f"\n  FAILED: {r['error']}" if r["error"] else ""), flush=True)
+    finally:
+        if held is not None:
+            held.kill()
+    out = Path(opts.json) if opts.json else cache_dir() / "budget" / f"layers-{opts.layers}.json"
+    out.write_text(json.dumps(results, indent=2), encoding="utf-8")
+    print(f"results: {out}")
+    if opts.readme:
+        write_readme(results)
+        print("README.md: table written")
+    problems = check(results)
+    for problem in problems:
+        print(f"OVER BUDGET: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""The CI-sized memory budget (scripts/notebook_budget.py on the 4-layer bench stand-in).
+
+The bench stand-in has Phi-3-mini's real layer shapes (1.3 GB of bf16 weights) and replies that
+never stop early, unlike the memorized stand-in's. Every notebook runs to the end on the default
+path a user of the real model takes (the prebuilt builds, offline), with one message through each
+chat widget (a second turn where the notebook chatted already), and must stay within its stated
+multiple of one model copy (LIMITS in the script). The check is shown to catch what it is for: a
+chat widget that loads a second copy of the model next to the notebook's.
+"""
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "notebook_budget.py"
+ADOPTED = 'ChatWidget(route=\\"transformers\\", model=source, loaded=model, artifact=source.path)'
+
+
+def budget():
+    spec = importlib.util.spec_from_file_location("notebook_budget", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run(tmp_path: Path, *names: str) -> tuple[subprocess.CompletedProcess, dict]:
+    out = tmp_path / "budget.json"
+    done = subprocess.run([sys.executable, str(SCRIPT), "--json", str(out), *names],
+                          capture_output=True, text=True, timeout=3000)
+    return done, (json.loads(out.read_text()) if out.is_file() else {})
+
+
+def test_every_notebook_runs_within_its_budget(tmp_path):
+    done, results = run(tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    names = sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb"))
+    assert sorted(results["notebooks"]) == names
+    copy = results["model_copy_gb"]
+    assert copy > 1.0, "the 4-layer stand-in's bf16 weights are about 1.3 GB"
+    for name, r in results["notebooks"].items():
+        assert r["error"] is None, (name, r["error"])
+        assert 0 < r["peak_gb"] <= budget().LIMITS[name[:2]] * copy, name
+    # notebook 05 chatted before: the budget's message is its second turn
+    assert any(c.startswith("2 turns") for c in results["notebooks"]["05_chat"]["chats"])
+    for name in ("00_check_your_ai_pc", "02_directml_onnxruntime_genai", "03_openvino"):
+        assert results["notebooks"][name]["chats"], f"{name}: no chat answered"
+
+
+def test_a_chat_that_loads_a_second_copy_is_over_budget(tmp_path):
+    """Notebook 00 with its chat widget no longer adopting the notebook's model: the chat then
+    loads a second copy (fp32) beside the notebook's bf16 one, and the budget must say so."""
+    source = (ROOT / "notebooks" / "00_check_your_ai_pc.ipynb").read_text(encoding="utf-8")
+    assert ADOPTED in source
+    second = tmp_path / "00_second_copy.ipynb"
+    second.write_text(source.replace(ADOPTED, 'ChatWidget(route=\\"transformers\\", '
+                                              'model=source)'), encoding="utf-8")
+    done, results = run(tmp_path, str(second))
+    assert done.returncode == 1
+    r = results["notebooks"]["00_second_copy"]
+    assert r["error"] is None and r["chats"], r
+    assert "00_second_copy peaked at" in done.stderr and "more than 2.0 copies" in done.stderr
