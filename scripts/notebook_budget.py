@@ -12,10 +12,11 @@ and the int4 builds under the publishers' prebuilt repository ids (made here onc
 stand-in, with the routes' own exports), the hub offline, PHI3_AIPC_PREBUILT=yes (what `auto`
 picks where an export does not fit). Each notebook runs to the end with nbclient, then one
 message goes through each chat widget it made (a second turn where the notebook chatted
-already). The resident memory of the kernel's process tree is sampled every 0.2 s; mapped
-weight files count, as they do in Task Manager. `--as-if-gb N` holds the rest of this
-machine's memory in a separate process, so the notebooks see (and decide on) what an N GB PC
-has free. The results go to JSON (`--json`, default <cache>/budget/<model>.json); the exit code
+already; replies of at most CHAT_TOKENS tokens). The resident memory of the kernel's process
+tree is sampled every 0.2 s; mapped weight files count, as they do in Task Manager.
+`--as-if-gb N` holds the rest of this machine's memory in a separate process, so the notebooks
+see (and decide on) what an N GB PC has free. The results go to JSON (`--json`, default
+<cache>/budget/layers-<N>.json); the exit code
 is 1 when a notebook failed or its peak exceeded its stated multiple of one model copy
 (LIMITS below), the CI-sized check that tests/test_budget.py runs.
 """
@@ -47,6 +48,9 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"  # the placed snapshots' rev
 # quantizes; the notebook says so and skips the step where it does not fit.
 LIMITS = {"00": 2.0, "01": 3.5, "02": 2.0, "03": 2.0, "04": 2.0, "05": 2.0}
 CHAT_MESSAGE = "What can an AI PC do with a language model?"
+# The reply's length hardly moves the peak (the KV cache of 32 more tokens is small), and the NPU
+# library's route makes about a token a second on this CPU: the budget's replies stop at 32.
+CHAT_TOKENS = 32
 TABLE_START, TABLE_END = "<!-- budget-table -->", "<!-- /budget-table -->"
 
 
@@ -102,6 +106,7 @@ CHAT_CELL = f"""\
 from phi3_aipc.widgets import ChatWidget as _ChatWidget
 _chats = {{id(v): v for v in [*globals().values(), *Out.values()] if isinstance(v, _ChatWidget)}}
 for _chat in _chats.values():
+    _chat.max_new_tokens = min(_chat.max_new_tokens, {CHAT_TOKENS})
     _chat.send({CHAT_MESSAGE!r})
     _reply = _chat.wait()
     print("BUDGET-CHAT", len(_chat.history) // 2, "turns |", _reply.summary())

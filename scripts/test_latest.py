@@ -113,7 +113,9 @@ def main(argv: list[str]) -> int:
         junit = work / "junit.xml"
         env = {**os.environ, "PHI3_AIPC_CACHE": str(work / "cache"), "PHI3_AIPC_SKIP_NPU": "1",
                "PHI3_AIPC_MODEL": "stand-in",
-               "JUPYTER_PATH": str(env_dir / "share" / "jupyter")}
+               "JUPYTER_PATH": str(env_dir / "share" / "jupyter"), "VIRTUAL_ENV": str(env_dir),
+               # as in an activated environment: the notebooks type `!optimum-cli ...`
+               "PATH": os.pathsep.join([str(python.parent), os.environ.get("PATH", "")])}
         tests = subprocess.run([str(python), "-m", "pytest", "-p", "no:cacheprovider",
                                 f"--junitxml={junit}", *TESTS, *args.pytest_args],
                                cwd=ROOT, env=env)
