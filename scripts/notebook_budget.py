@@ -49,7 +49,9 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"  # the placed snapshots' rev
 # tour's and the chat's workers loaded theirs: 4.9 copies measured on the bench stand-in. The
 # notebook runs those steps only where they fit (it says so up front, and skips them on a 16 GB
 # PC), and the CI-sized test leaves it out (the library on the CPU takes about 16 minutes).
-LIMITS = {"00": 2.0, "01": 5.0, "02": 2.0, "03": 2.0, "04": 2.0, "05": 2.0}
+# Notebook 03 makes an fp16 export to compare sizes where it fits (always at the bench stand-in's
+# size; skipped on a 16 GB PC with the real model): 2.25 copies measured while it ran.
+LIMITS = {"00": 2.0, "01": 5.0, "02": 2.0, "03": 2.5, "04": 2.0, "05": 2.0}
 CHAT_MESSAGE = "What can an AI PC do with a language model?"
 # The reply's length hardly moves the peak (the KV cache of 32 more tokens is small), and the NPU
 # library's route makes about a token a second on this CPU: the budget's replies stop at 32.
