@@ -125,7 +125,8 @@ def main(argv: list[str]) -> int:
             shutil.rmtree(work, ignore_errors=True)
 
     print(f"\n== test-latest, {date.today().isoformat()} ==")
-    print("Moved against our pins:")
+    moved = sum(versions.get(name, "not installed") != pinned for name, pinned in pins.items())
+    print(f"Our pins against the newest releases ({moved} moved):")
     for name, pinned in sorted(pins.items()):
         now = versions.get(name, "not installed")
         print(f"  {name:24} pinned {pinned:14} latest {now}"
