@@ -280,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
                f"{memory_gb()['total']} GB", "layers": opts.layers, "as_if_gb": opts.as_if_gb,
                "model_copy_gb": round(copy_gb, 2), "download_gb": round(download_gb, 2),
                "limits": LIMITS, "notebooks": {}}
+    out = Path(opts.json) if opts.json else cache_dir() / "budget" / f"layers-{opts.layers}.json"
     held = hold_memory(opts.as_if_gb) if opts.as_if_gb else None
     try:
         for path in paths:
@@ -293,11 +294,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"+{r['disk_added_gb']} GB, {r['wall_s']:.0f} s"
                   + "".join(f"\n  chat: {c}" for c in r["chats"])
                   + (f"\n  FAILED: {r['error']}" if r["error"] else ""), flush=True)
+            out.write_text(json.dumps(results, indent=2), encoding="utf-8")  # kept if stopped
     finally:
         if held is not None:
             held.kill()
-    out = Path(opts.json) if opts.json else cache_dir() / "budget" / f"layers-{opts.layers}.json"
-    out.write_text(json.dumps(results, indent=2), encoding="utf-8")
     print(f"results: {out}")
     if opts.readme:
         write_readme(results)
