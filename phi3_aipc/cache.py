@@ -164,6 +164,13 @@ def list_artifacts(library_folders: list[tuple[str, Path, str]] = ()) -> list[di
                       "options": made.get("options", {}),
                       "size_mb": made.get("size_mb", round(folder_size_mb(folder), 1)),
                       "path": str(folder)})
+    for folder in sorted(cache_dir().glob("notebooks/*/*")):  # the notebooks' own exports
+        if folder.is_dir():
+            unfinished = " (unfinished: a later run makes it again)" \
+                if folder.name.endswith(".partial") else ""
+            found.append({"route": "notebooks", "model": folder.parent.name, "precision": "-",
+                          "options": {"contents": f"{folder.name}{unfinished}"},
+                          "size_mb": round(folder_size_mb(folder), 1), "path": str(folder)})
     for route, folder, what in library_folders:  # no manifest, but they are ours to list
         if folder.is_dir():
             found.append({"route": route, "model": folder.name, "precision": "-",

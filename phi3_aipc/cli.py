@@ -171,7 +171,7 @@ def parser() -> argparse.ArgumentParser:
     cache_clear = cache_sub.add_parser("clear", help="remove prepared models (all, or one route's)")
     cache_clear.add_argument("--route", "--backend", dest="route", metavar="R",
                              help="only this route's "
-                             f"({', '.join(['stand-in', *REGISTRY])})")
+                             f"({', '.join(['stand-in', *REGISTRY, 'notebooks'])})")
     cache_clear.set_defaults(func=cmd_cache_clear)
 
     bench = sub.add_parser("bench", help="measure every route this PC can run: load time, "
@@ -290,7 +290,7 @@ def cmd_cache_list(args: argparse.Namespace) -> int:
 
 
 def cmd_cache_clear(args: argparse.Namespace) -> int:
-    known = ["stand-in", *REGISTRY]
+    known = ["stand-in", *REGISTRY, "notebooks"]  # notebooks: the exports the notebooks made
     if args.route and args.route not in known:
         raise BadInput(f"Unknown route {args.route!r}; routes: {', '.join(known)}.")
     removed = clear_artifacts(args.route, library_caches())

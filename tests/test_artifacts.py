@@ -149,3 +149,15 @@ def test_cache_list_and_clear(stand_in, tmp_path):
     cleared = run_cli("cache", "clear", "--route", "onnxruntime-genai", env=env)
     assert "2 cached folders removed" in cleared.stdout
     assert json.loads(run_cli("cache", "list", "--json", env=env).stdout) == []
+    # the notebooks' own exports (and an interrupted one) are listed and cleared too
+    for name in ("int4-ov", "int4-cpu.partial"):
+        made = tmp_path / "notebooks" / "stand-in-0123abcd" / name
+        made.mkdir(parents=True)
+        (made / "openvino_model.bin").write_bytes(b"\0" * 2_000_000)
+    entries = json.loads(run_cli("cache", "list", "--json", env=env).stdout)
+    assert sorted(e["options"]["contents"].split(" ")[0] for e in entries
+                  if e["route"] == "notebooks") == ["int4-cpu.partial", "int4-ov"]
+    assert all(e["size_mb"] >= 1.9 for e in entries)
+    cleared = run_cli("cache", "clear", "--route", "notebooks", env=env)
+    assert "2 cached folders removed" in cleared.stdout
+    assert json.loads(run_cli("cache", "list", "--json", env=env).stdout) == []
