@@ -1,12 +1,12 @@
 """The CI-sized memory budget (scripts/notebook_budget.py on the 4-layer bench stand-in).
 
 The bench stand-in has Phi-3-mini's real layer shapes (1.3 GB of bf16 weights) and replies that
-never stop early, unlike the memorized stand-in's. Every notebook (but 01, the NPU library's, for
-time) runs to the end on the default path a user of the real model takes (the prebuilt builds,
-offline), with one message through each chat widget (a second turn where the notebook chatted
-already), and must stay within its stated multiple of one model copy (LIMITS in the script).
-The check is shown to catch what it is for: a chat widget that loads a second copy of the model
-next to the notebook's.
+never stop early, unlike the memorized stand-in's. Every notebook but 01 and 04 (which run the
+NPU library on the CPU: too slow for CI) runs to the end on the default path a user of the real
+model takes (the prebuilt builds, offline), with one message through each chat widget (a second
+turn where the notebook chatted already), and must stay within its stated multiple of one model
+copy (LIMITS in the script). The check is shown to catch what it is for: a chat widget that
+loads a second copy of the model next to the notebook's.
 """
 import importlib.util
 import json
@@ -16,7 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "notebook_budget.py"
-CI_SIZED = ["00", "02", "03", "04", "05"]
+CI_SIZED = ["00", "02", "03", "05"]
 ADOPTED = 'ChatWidget(route=\\"transformers\\", model=source, loaded=model, artifact=source.path)'
 
 
@@ -35,12 +35,14 @@ def run(tmp_path: Path, *names: str) -> tuple[subprocess.CompletedProcess, dict]
 
 
 def test_every_notebook_runs_within_its_budget(tmp_path):
-    """Notebook 01 is left out here: the NPU library on the CPU takes about 16 minutes on the
-    bench stand-in (`make budget` runs it: 4.9 copies, under its limit of 5)."""
+    """Notebooks 01 and 04 are left out here for time: the NPU library on the CPU makes about a
+    token a second on the bench stand-in, and notebook 01 runs it for 16 minutes, notebook 04's
+    benchmark longer (`make budget` runs both, within their limits)."""
     done, results = run(tmp_path, *CI_SIZED)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     names = sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb")
-                   if not p.stem.startswith("01"))
+                   if p.stem[:2] in CI_SIZED)
+    assert len(names) == 4
     assert sorted(results["notebooks"]) == names
     copy = results["model_copy_gb"]
     assert copy > 1.0, "the 4-layer stand-in's bf16 weights are about 1.3 GB"
