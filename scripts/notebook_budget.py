@@ -268,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
 
     work = cache_dir() / "budget" / f"layers-{opts.layers}"
     work.mkdir(parents=True, exist_ok=True)
+    out = Path(opts.json) if opts.json else work.parent / f"layers-{opts.layers}.json"
     print(f"setting up the {opts.layers}-layer stand-in and its prebuilt builds ...", flush=True)
     home, copy_gb, download_gb = set_up(opts.layers, work)
     env_bin = str(Path(sys.executable).parent)  # optimum-cli, as in an activated environment
@@ -283,7 +284,6 @@ def main(argv: list[str] | None = None) -> int:
                f"{memory_gb()['total']} GB", "layers": opts.layers, "as_if_gb": opts.as_if_gb,
                "model_copy_gb": round(copy_gb, 2), "download_gb": round(download_gb, 2),
                "limits": LIMITS, "notebooks": {}}
-    out = Path(opts.json) if opts.json else cache_dir() / "budget" / f"layers-{opts.layers}.json"
     held = hold_memory(opts.as_if_gb) if opts.as_if_gb else None
     try:
         for path in paths:
