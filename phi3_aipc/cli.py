@@ -235,7 +235,13 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    plan = get_route(args.route).plan(args.precision, args.device, given(args, "prepare"))
+    route = get_route(args.route)
+    load = {}
+    if (args.device or "").upper() == "NPU" and "emulate_npu" in {o.name for o in route.options}:
+        # The NPU's build is made without an NPU too (to copy to a PC that has one): preparing
+        # only writes files, so the NPU's absence is not an obstacle here.
+        load = {"emulate_npu": "NPU" not in route.devices_here()}
+    plan = route.plan(args.precision, args.device, given(args, "prepare"), load)
     _, artifact = prepare_artifact(plan, args.model)
     print(artifact)
     return 0

@@ -3,6 +3,7 @@
 Exports are cached in the test cache, so each precision is exported once per recipe.
 """
 import json
+from pathlib import Path
 
 import pytest
 
@@ -122,6 +123,19 @@ def test_missing_device_is_refused_before_any_export(device, message, tmp_path):
     if device == "NPU":
         assert "--emulate-npu" in out.stderr
     assert not (tmp_path / "openvino").exists()
+
+
+def test_the_npu_build_is_prepared_without_an_npu(stand_in, tmp_path):
+    """`prepare --device NPU` writes the NPU's export (symmetric, channel-wise) on a PC without
+    one, to copy to a PC that has one; before, it was refused with a hint to an option that
+    `prepare` does not have (--emulate-npu)."""
+    out = run_cli("prepare", "--backend", "openvino", "--device", "NPU", "--model", "stand-in",
+                  env={"PHI3_AIPC_CACHE": str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    made = json.loads((Path(out.stdout.strip().splitlines()[-1]) / MANIFEST).read_text())
+    assert made["precision"] == "int4"
+    assert {k: made["options"][k] for k in ("sym", "group_size", "ratio")} == \
+        {"sym": True, "group_size": -1, "ratio": 1.0}
 
 
 def test_unknown_device_lists_the_route_devices():
