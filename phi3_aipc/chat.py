@@ -47,13 +47,31 @@ def stop_token_ids(model_dir: Path) -> list[int]:
     return [eos] if isinstance(eos, int) else list(eos or [])
 
 
+MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 100.0
+MAX_SEED = 2**32 - 1
+
+
 def check_sampling(temperature: float, top_p: float) -> None:
-    """Refuse sampling settings that cannot work."""
+    """Refuse sampling settings that cannot work (or that the libraries turn into nonsense: a
+    temperature of 1e-300 divides the logits into infinities)."""
+    for name, value in (("temperature", temperature), ("top_p", top_p)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise BadInput(f"{name} must be a number; got {value!r}.")
     if not temperature > 0:
         raise BadInput(f"temperature must be above 0; got {temperature}. For always the likeliest "
                        "token use greedy decoding (--greedy).")
+    if not MIN_TEMPERATURE <= temperature <= MAX_TEMPERATURE:
+        raise BadInput(f"temperature must be between {MIN_TEMPERATURE} and {MAX_TEMPERATURE}; got "
+                       f"{temperature}. For always the likeliest token use --greedy.")
     if not 0 < top_p <= 1:
         raise BadInput(f"top_p must be in (0, 1]; got {top_p}.")
+
+
+def check_seed(seed) -> None:
+    """A seed every library takes: a whole number that fits in 32 bits."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)
+                             or not 0 <= seed <= MAX_SEED):
+        raise BadInput(f"seed must be a whole number from 0 to {MAX_SEED}; got {seed!r}.")
 
 
 def check_fits(prompt_tokens: int, max_new_tokens: int, context: int) -> None:

@@ -26,6 +26,16 @@ CASES = {
                             "Lower max_new_tokens"),
     "zero temperature": (GEN + ["--prompt", "hi", "--temperature", "0"], "temperature must be"),
     "top-p over 1": (GEN + ["--prompt", "hi", "--top-p", "1.5"], "top_p must be in (0, 1]"),
+    # found by fuzzing: a tiny temperature divides the logits into infinities, a huge seed
+    # overflows the libraries' 32-bit seeds (tracebacks before)
+    "tiny temperature": (GEN + ["--prompt", "hi", "--temperature", "1e-300"],
+                         "temperature must be between 0.01 and 100.0"),
+    "infinite temperature": (GEN + ["--prompt", "hi", "--temperature", "inf"],
+                             "temperature must be between 0.01 and 100.0"),
+    "nan top-p": (GEN + ["--prompt", "hi", "--top-p", "nan"], "top_p must be in (0, 1]"),
+    "huge seed": (GEN + ["--prompt", "hi", "--seed", str(10**20)],
+                  "seed must be a whole number from 0 to 4294967295"),
+    "negative seed": (GEN + ["--prompt", "hi", "--seed", "-1"], "seed must be a whole number"),
 }
 
 

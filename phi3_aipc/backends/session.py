@@ -8,7 +8,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 
-from ..chat import check_fits, check_sampling
+from ..chat import check_fits, check_sampling, check_seed
 from ..errors import BadInput
 from ..processes import peak_rss_mb
 from .plan import Plan
@@ -33,6 +33,7 @@ class GenerationRequest:
             raise BadInput(f"max_new_tokens is {self.max_new_tokens}; it must be at least 1.")
         if not self.greedy:
             check_sampling(self.temperature, self.top_p)
+        check_seed(self.seed)
         return self
 
     @classmethod
