@@ -19,9 +19,19 @@ from .envs import installed_version
 
 def cache_dir() -> Path:
     """The cache root: `PHI3_AIPC_CACHE` if set, else the user's cache directory."""
+    from .errors import BadInput
+
     root = os.environ.get("PHI3_AIPC_CACHE") or user_cache_dir("phi3-aipc", appauthor=False)
     path = Path(root).expanduser().resolve()
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError("it is not writable")
+    except OSError as err:
+        why = "it is a file" if path.exists() and not path.is_dir() else \
+            getattr(err, "strerror", None) or str(err)
+        raise BadInput(f"The cache folder {path} cannot be used ({why}). Set PHI3_AIPC_CACHE "
+                       "to a folder you can write to.") from None
     return path
 
 

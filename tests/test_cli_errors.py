@@ -154,3 +154,16 @@ def test_ctrl_c_exits_130_with_one_line(stand_in):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
     assert err.strip() == "phi3-aipc: interrupted." and "Traceback" not in err
+
+
+@pytest.mark.parametrize("where", ["a-file", "a-file/below", "/proc/no-such-folder"])
+def test_an_unusable_cache_folder_is_one_line(where, tmp_path):
+    """PHI3_AIPC_CACHE on a file, under a file, or where nothing can be made (found by fuzzing:
+    tracebacks before)."""
+    (tmp_path / "a-file").write_text("not a folder")
+    cache = where if where.startswith("/") else str(tmp_path / where)
+    for args in (["cache", "list"], ["generate", "--model", "stand-in", "--prompt", "hi"]):
+        out = run_cli(*args, env={"PHI3_AIPC_CACHE": cache})
+        assert out.returncode == 2, out.stderr
+        assert out.stderr.startswith(f"phi3-aipc: error: The cache folder {cache} cannot be used")
+        assert "PHI3_AIPC_CACHE" in out.stderr and out.stderr.count("\n") == 1
