@@ -167,3 +167,18 @@ def test_an_unusable_cache_folder_is_one_line(where, tmp_path):
         assert out.returncode == 2, out.stderr
         assert out.stderr.startswith(f"phi3-aipc: error: The cache folder {cache} cannot be used")
         assert "PHI3_AIPC_CACHE" in out.stderr and out.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("made_by,given_to", [
+    ("openvino", "onnxruntime-genai"), ("openvino", "transformers"),
+    ("onnxruntime-genai", "openvino"), ("onnxruntime-genai", "transformers")])
+def test_one_routes_build_given_to_another_is_one_line(made_by, given_to, stand_in, capsys):
+    """Found by fuzzing: the builder's own traceback, or an internal error, before."""
+    from phi3_aipc.backends import prepare
+
+    folder = prepare(made_by, "int4", "cpu" if made_by == "onnxruntime-genai" else None,
+                     "stand-in")
+    assert main(["generate", "--route", given_to, "--model", str(folder), "--prompt", "hi"]) == 2
+    err = capsys.readouterr().err
+    assert f"which the {given_to} route cannot read. Use --route {made_by} with it" in err
+    assert err.count("\n") == 1
