@@ -98,17 +98,22 @@ def check_sealed(folder: Path) -> str | None:
     Sizes are always compared; a file whose modification time changed is checksummed again.
     """
     made = read_manifest(folder)
+    if "damaged" in made:
+        return made["damaged"]
     if "files" not in made:
         return f"its manifest {MANIFEST} is missing or unfinished"
-    for name, expected in made["files"].items():
-        path = folder / name
-        if not path.is_file():
-            return f"{name} is missing"
-        st = path.stat()
-        if st.st_size != expected["size"]:
-            return f"{name} has {st.st_size} bytes, the manifest says {expected['size']}"
-        if st.st_mtime_ns != expected["mtime_ns"] and sha256(path) != expected["sha256"]:
-            return f"{name} changed since it was made"
+    try:
+        for name, expected in made["files"].items():
+            path = folder / name
+            if not path.is_file():
+                return f"{name} is missing"
+            st = path.stat()
+            if st.st_size != expected["size"]:
+                return f"{name} has {st.st_size} bytes, the manifest says {expected['size']}"
+            if st.st_mtime_ns != expected["mtime_ns"] and sha256(path) != expected["sha256"]:
+                return f"{name} changed since it was made"
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return f"its manifest {MANIFEST} does not list the files as it should"
     return None
 
 
@@ -125,9 +130,18 @@ def write_manifest(folder: Path, route: str, source, precision: str, options: di
 
 
 def read_manifest(folder: Path) -> dict:
-    """What `write_manifest` recorded, or {} for a folder made some other way."""
+    """What `write_manifest` recorded, {} for a folder made some other way, or {"damaged": why}
+    for a manifest that is not a JSON object (a damaged folder, never a crash)."""
     path = folder / MANIFEST
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        made = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {"damaged": f"its manifest {MANIFEST} is not readable JSON"}
+    if not isinstance(made, dict):
+        return {"damaged": f"its manifest {MANIFEST} is not a JSON object"}
+    return made
 
 
 def artifact_dir(route: str, model_name: str, fingerprint: str, precision: str,
@@ -149,7 +163,8 @@ def check_given(folder: Path) -> None:
     """Refuse a prepared model given by folder whose files no longer match its manifest."""
     from .errors import BadInput
 
-    if "files" in read_manifest(folder):
+    made = read_manifest(folder)
+    if "files" in made or "damaged" in made:
         problem = check_sealed(folder)
         if problem:
             raise BadInput(f"{folder} is damaged: {problem}. Delete it and prepare it again.")
@@ -165,14 +180,17 @@ def list_artifacts(library_folders: list[tuple[str, Path, str]] = ()) -> list[di
         if folder.name.startswith("."):
             continue
         made = read_manifest(folder)
+        text = lambda key: made.get(key) if isinstance(made.get(key), str) else None  # noqa: E731
         stand_in = folder.parent.name == "stand-in"
-        found.append({"route": made.get("route") or ("stand-in" if stand_in else
-                                                     folder.parts[-3]),
-                      "model": made.get("model") or ("stand-in" if stand_in else
-                                                     folder.parent.name),
-                      "precision": made.get("precision") or "?",
-                      "options": made.get("options", {}),
-                      "size_mb": made.get("size_mb", round(folder_size_mb(folder), 1)),
+        options = made.get("options") if isinstance(made.get("options"), dict) else {}
+        if "damaged" in made:
+            options = {"contents": f"DAMAGED: {made['damaged']}"}
+        found.append({"route": text("route") or ("stand-in" if stand_in else folder.parts[-3]),
+                      "model": text("model") or ("stand-in" if stand_in else
+                                                 folder.parent.name),
+                      "precision": text("precision") or "?",
+                      "options": options,
+                      "size_mb": round(folder_size_mb(folder), 1),
                       "path": str(folder)})
     for folder in sorted(cache_dir().glob("notebooks/*/*")):  # the notebooks' own exports
         if folder.is_dir():

@@ -182,3 +182,26 @@ def test_one_routes_build_given_to_another_is_one_line(made_by, given_to, stand_
     err = capsys.readouterr().err
     assert f"which the {given_to} route cannot read. Use --route {made_by} with it" in err
     assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("manifest", [b"\xff\xfe not utf-8", b"[1, 2]", b"{not json",
+                                      b'{"files": 5, "route": [1], "options": 3}'])
+def test_a_damaged_manifest_is_a_damaged_folder(manifest, stand_in, tmp_path, capsys):
+    """Found by fuzzing (internal errors before): given with --model, the folder is refused as
+    damaged; in the cache, `cache list` shows it and does not crash."""
+    import shutil
+
+    from phi3_aipc.backends import prepare
+    from phi3_aipc.cache import MANIFEST
+
+    copy = tmp_path / "export"
+    shutil.copytree(prepare("openvino", "int8", model="stand-in"), copy)
+    (copy / MANIFEST).write_bytes(manifest)
+    assert main(["generate", "--route", "openvino", "--precision", "int8", "--model", str(copy),
+                 "--prompt", "hi"]) == 2
+    err = capsys.readouterr().err
+    assert f"{copy} is damaged: its manifest {MANIFEST}" in err and err.count("\n") == 1
+    cached = tmp_path / "cache" / "openvino" / "stand-in" / "int8-0123"
+    shutil.copytree(copy, cached)
+    out = run_cli("cache", "list", env={"PHI3_AIPC_CACHE": str(tmp_path / "cache")})
+    assert out.returncode == 0 and "1 cached folders" in out.stdout, out.stderr
