@@ -126,7 +126,8 @@ def check_phi3_folder(folder: Path) -> None:
     if not config.is_file():
         raise ModelNotFound(f"{folder} has no config.json, so it is not a Hugging Face model "
                             "folder. Point to the folder that holds config.json and the weights.")
-    model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+    settings = read_json(config, folder)
+    model_type = settings.get("model_type")
     if model_type not in FAMILY:
         raise ModelNotFound(f"{folder} holds a {model_type!r} model, not Phi-3 (model_type "
                             "'phi3'). These notebooks are written for Phi-3-mini.")
@@ -134,6 +135,59 @@ def check_phi3_folder(folder: Path) -> None:
     if not any(any(folder.glob(pattern)) for pattern in weights):
         raise ModelNotFound(f"{folder} has a Phi-3 config.json but no weight files "
                             "(*.safetensors). Download the model again.")
+    if (folder / "tokenizer.json").is_file():
+        read_json(folder / "tokenizer.json", folder)
+    check_checkpoint(folder, settings)
+
+
+SHAPES = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+          "vocab_size")
+
+
+def read_json(path: Path, folder: Path) -> dict:
+    """A JSON object from `path`, or a clear error naming the damaged file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        data = None
+    if not isinstance(data, dict):
+        raise ModelNotFound(f"{folder}: {path.name} is damaged (not a JSON object). Download "
+                            "the model again.")
+    return data
+
+
+def check_checkpoint(folder: Path, config: dict) -> None:
+    """Refuse a config.json whose shapes are not whole numbers, or that promises more weights
+    than the files hold (a config claiming 200000 layers would be built before anything
+    failed), and weight files whose headers are damaged."""
+    from .catalog import weight_count
+
+    for key in SHAPES:
+        value = config.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ModelNotFound(f"{folder}: config.json's {key} is {value!r}, not a positive "
+                                "whole number. Download the model again.")
+    if not any(folder.glob("*.safetensors")):
+        return  # exports and .bin checkpoints: their own loaders check them
+    try:
+        stored = safetensors_params(folder)[0]
+        missing = {f: safetensors_missing_bytes(f) for f in folder.glob("*.safetensors")}
+    except Exception as err:  # any header a truncated or foreign file has: struct, JSON, keys
+        raise ModelNotFound(f"{folder}: a *.safetensors file is damaged ({type(err).__name__}: "
+                            "its header cannot be read). Download the model again.") from None
+    for f, short in missing.items():
+        if short:
+            raise ModelNotFound(f"{folder}: {f.name} is {short} bytes shorter than its header "
+                                "says (an interrupted download?). Download the model again.")
+    try:
+        expected = weight_count(config)
+    except (KeyError, TypeError, ZeroDivisionError):
+        return
+    if not 0.5 * stored <= expected <= 1.5 * stored:
+        raise ModelNotFound(f"{folder}: config.json describes {expected / 1e9:.2f} billion "
+                            f"weights, but the weight files hold {stored / 1e9:.2f} billion. "
+                            "The config and the weights do not belong together; download the "
+                            "model again.")
 
 
 BUILT_FOR = {"openvino_model.xml": ("openvino", "an OpenVINO export"),
@@ -246,3 +300,15 @@ def safetensors_params(folder: Path) -> tuple[int, int, int]:
             elif name.startswith("lm_head."):
                 head += n
     return total, embedding, head
+
+
+def safetensors_missing_bytes(path: Path) -> int:
+    """How many bytes `path` lacks of what its (readable) header says it holds: 0 when whole."""
+    import struct
+
+    with open(path, "rb") as fh:
+        length = struct.unpack("<Q", fh.read(8))[0]
+        header = json.loads(fh.read(length))
+    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"),
+              default=0)
+    return max(0, 8 + length + end - path.stat().st_size)

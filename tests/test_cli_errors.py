@@ -1,5 +1,6 @@
 """Bad input: exit code 2 and one actionable line on stderr, never a traceback; a bug: exit code 1
 and one line; Ctrl+C: exit code 130 and one line."""
+import json
 import os
 import sys
 
@@ -205,3 +206,47 @@ def test_a_damaged_manifest_is_a_damaged_folder(manifest, stand_in, tmp_path, ca
     shutil.copytree(copy, cached)
     out = run_cli("cache", "list", env={"PHI3_AIPC_CACHE": str(tmp_path / "cache")})
     assert out.returncode == 0 and "1 cached folders" in out.stdout, out.stderr
+
+
+def set_config(key, value):
+    def change(folder):
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, key: value}))
+    return change
+
+
+def truncate(size):
+    def change(folder):
+        with open(folder / "model.safetensors", "r+b") as f:
+            f.truncate(size)
+    return change
+
+
+DAMAGED_CHECKPOINTS = {
+    # a config that promises 200000 layers was built (and ate the memory) before anything failed
+    "200000 layers": (set_config("num_hidden_layers", 200000),
+                      "config.json describes 32.83 billion weights, but the weight files hold"),
+    "a shape that is text": (set_config("hidden_size", "big"),
+                             "config.json's hidden_size is 'big', not a positive whole number"),
+    "config not an object": (lambda f: (f / "config.json").write_text("[]"),
+                             "config.json is damaged (not a JSON object)"),
+    "empty tokenizer.json": (lambda f: (f / "tokenizer.json").write_text(""),
+                             "tokenizer.json is damaged (not a JSON object)"),
+    "header cut": (truncate(1000), "a *.safetensors file is damaged"),
+    "weights cut": (truncate(5_000_000), "bytes shorter than its header says"),
+}
+
+
+@pytest.mark.parametrize("change,message", DAMAGED_CHECKPOINTS.values(),
+                         ids=DAMAGED_CHECKPOINTS.keys())
+def test_a_damaged_checkpoint_is_one_line(change, message, stand_in, tmp_path, capsys):
+    """Found by fuzzing: internal errors from the libraries, or a model of 200000 layers
+    allocated, before."""
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(stand_in, folder)
+    change(folder)
+    assert main(["generate", "--model", str(folder), "--prompt", "hi"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
