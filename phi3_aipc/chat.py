@@ -16,6 +16,26 @@ def build_messages(prompt: str, system: str | None = None,
     return messages + list(history or []) + [{"role": "user", "content": prompt}]
 
 
+ROLES = ("system", "user", "assistant")
+
+
+def check_messages(messages) -> list[dict]:
+    """Refuse a chat the templates cannot render: it must be a non-empty list of {"role":
+    system/user/assistant, "content": text} that ends with the user's turn."""
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, (list, tuple)) \
+            or not messages:
+        raise BadInput("messages must be a non-empty list of {'role': ..., 'content': ...} "
+                       f"turns; got {type(messages).__name__}.")
+    for i, turn in enumerate(messages):
+        if not isinstance(turn, dict) or turn.get("role") not in ROLES \
+                or not isinstance(turn.get("content"), str):
+            raise BadInput(f"messages[{i}] must be {{'role': one of {', '.join(ROLES)}, "
+                           f"'content': text}}; got {turn!r:.80}.")
+    if messages[-1]["role"] != "user":
+        raise BadInput("The last message must be the user's turn, which the model answers.")
+    return list(messages)
+
+
 def prompt_text(tokenizer, messages: list[dict]) -> str:
     """The exact text the model sees, ending with the `<|assistant|>` turn it must complete."""
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

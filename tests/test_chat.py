@@ -1,4 +1,6 @@
 """The real Phi-3 tokenizer and chat template, pinned to Phi-3-mini's ids."""
+import re
+
 import pytest
 
 from phi3_aipc.chat import build_messages, check_fits, prompt_ids, prompt_text, stop_token_ids
@@ -68,3 +70,27 @@ def test_context_checks():
         check_fits(5000, 10, 4096)
     with pytest.raises(BadInput, match="at most 96"):
         check_fits(4000, 200, 4096)
+
+
+@pytest.mark.parametrize("messages,message", [
+    ("hi", "non-empty list"), ([], "non-empty list"), ([{"role": "user"}], "messages[0] must be"),
+    ([{"content": "hi"}], "messages[0] must be"), ([{"role": "wizard", "content": "x"}], "wizard"),
+    ([{"role": "user", "content": 5}], "messages[0] must be"), (["hi"], "messages[0] must be"),
+    ([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}],
+     "The last message must be the user's turn")])
+def test_malformed_messages_are_refused_before_the_template(messages, message):
+    """Found by fuzzing: jinja's UndefinedError, TypeError and IndexError from the templates."""
+    from phi3_aipc.chat import check_messages
+
+    with pytest.raises(BadInput, match=re.escape(message)):
+        check_messages(messages)
+    assert check_messages([{"role": "system", "content": ""}, {"role": "user", "content": "hi"}])
+
+
+def test_an_unknown_generation_setting_is_named(stand_in):
+    from phi3_aipc import open_session
+
+    with open_session("transformers", model="stand-in") as session:
+        with pytest.raises(BadInput, match="Unknown generation setting colour; the settings are "
+                                           "max_new_tokens"):
+            session.generate([{"role": "user", "content": "hi"}], colour="red")

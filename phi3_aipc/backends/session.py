@@ -8,7 +8,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 
-from ..chat import check_fits, check_sampling, check_seed
+from ..chat import check_fits, check_messages, check_sampling, check_seed
 from ..errors import BadInput
 from ..processes import peak_rss_mb
 from .plan import Plan
@@ -169,11 +169,16 @@ class Session(ABC):
         """Reply to `messages`. Settings come as a GenerationRequest, or as its keywords
         (max_new_tokens, greedy, ignore_eos, temperature, top_p, seed)."""
         if request is None:
+            unknown = sorted(set(settings) - {f.name for f in fields(GenerationRequest)})
+            if unknown:
+                raise BadInput(f"Unknown generation setting {', '.join(unknown)}; the settings "
+                               f"are {', '.join(f.name for f in fields(GenerationRequest))}.")
             request = GenerationRequest(**settings)
         elif settings:
             raise BadInput("Give generation settings as a GenerationRequest or as keywords, "
                            "not both.")
         request.check()
+        messages = check_messages(messages)
         prompt = self.prompt_ids(messages)
         check_fits(len(prompt), request.max_new_tokens, self.context_window)
         if self.prompt_limit and len(prompt) > self.prompt_limit:
