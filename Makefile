@@ -2,7 +2,7 @@
 PYTHON ?= python3
 BOOTSTRAP = $(PYTHON) scripts/bootstrap.py
 
-.PHONY: demo test setup lab docs test-latest budget budget-full
+.PHONY: demo test setup lab docs test-latest budget budget-full fuzz
 demo:  ## run every installed route once on the default model
 	$(BOOTSTRAP) demo
 test:  ## the whole test suite: pytest + nbval over notebooks/
@@ -19,3 +19,5 @@ budget:  ## every notebook's peak memory, disk and time on the 4-layer bench sta
 	$(BOOTSTRAP) budget $(ARGS)
 budget-full:  ## the same at full size (7.6 GB, as a 16 GB PC; about an hour), writes the README table
 	$(BOOTSTRAP) budget --layers 32 --as-if-gb 16 --readme $(ARGS)
+fuzz:  ## the Hypothesis fuzz tests with many more examples (profile "fuzz"; not CI)
+	HYPOTHESIS_PROFILE=fuzz $(BOOTSTRAP) test tests/test_fuzz.py $(ARGS)

@@ -1,0 +1,160 @@
+"""Fuzzing with Hypothesis: nothing from outside crashes phi3_aipc.
+
+Whatever a user types (command-line options, sampling settings, chats) or a folder holds (a
+manifest, config.json, tokenizer.json), the answer is a result or one clear error (BadInput and
+its kin, exit code 2), never an internal error (exit code 1) or a traceback. The crashes these
+found are fixed, and their examples are kept in tests/test_cli_errors.py and test_chat.py.
+
+Profiles: "ci" (the default, a few minutes in all) and "fuzz" (`make fuzz`: many more
+examples). Failing examples are kept in tests/.hypothesis-db and replayed first next time.
+"""
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.database import DirectoryBasedExampleDatabase  # noqa: E402
+
+from phi3_aipc.backends.session import GenerationRequest  # noqa: E402
+from phi3_aipc.cache import MANIFEST, check_sealed, read_manifest  # noqa: E402
+from phi3_aipc.chat import check_messages  # noqa: E402
+from phi3_aipc.cli import main  # noqa: E402
+from phi3_aipc.errors import Phi3AipcError  # noqa: E402
+from phi3_aipc.models import check_phi3_folder  # noqa: E402
+
+DB = DirectoryBasedExampleDatabase(str(Path(__file__).parent / ".hypothesis-db"))
+COMMON = dict(database=DB, deadline=None, derandomize=False,
+              suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                     HealthCheck.too_slow])
+settings.register_profile("ci", max_examples=40, **COMMON)
+settings.register_profile("fuzz", max_examples=2000, **COMMON)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+# Anything JSON can hold, and the odd values people type.
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=4),
+    max_leaves=12)
+numbers = st.one_of(st.integers(min_value=-10**30, max_value=10**30),
+                    st.floats(allow_nan=True, allow_infinity=True),
+                    st.sampled_from(["0", "1e-300", "nan", "-inf", "1e400", "", "abc"]))
+
+
+@given(temperature=numbers, top_p=numbers, seed=numbers | st.none(),
+       max_new_tokens=numbers, greedy=st.booleans())
+def test_any_generation_settings_are_checked_or_refused(temperature, top_p, seed,
+                                                        max_new_tokens, greedy):
+    request = GenerationRequest(max_new_tokens=max_new_tokens, greedy=greedy,
+                                temperature=temperature, top_p=top_p, seed=seed)
+    try:
+        request.check()
+    except Phi3AipcError:
+        return
+    assert isinstance(request.max_new_tokens, int) and request.max_new_tokens >= 1
+    if not greedy:
+        assert 0.01 <= request.temperature <= 100 and 0 < request.top_p <= 1
+    assert request.seed is None or 0 <= request.seed < 2**32
+
+
+@given(json_values)
+def test_any_chat_is_checked_or_refused(messages):
+    try:
+        checked = check_messages(messages)
+    except Phi3AipcError:
+        return
+    assert checked[-1]["role"] == "user"
+    assert all(isinstance(turn["content"], str) for turn in checked)
+
+
+@given(st.binary(max_size=200) | json_values.map(lambda v: json.dumps(v).encode()))
+def test_any_manifest_is_read_or_called_damaged(tmp_path_factory, manifest):
+    folder = tmp_path_factory.mktemp("artifact")
+    (folder / "weights.bin").write_bytes(b"0" * 16)
+    (folder / MANIFEST).write_bytes(manifest)
+    made = read_manifest(folder)
+    assert isinstance(made, dict)
+    problem = check_sealed(folder)
+    assert problem is None or isinstance(problem, str)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(stand_in, tmp_path_factory):
+    """The stand-in's files, to be given a fuzzed config.json or tokenizer.json."""
+    folder = tmp_path_factory.mktemp("checkpoint")
+    for f in stand_in.iterdir():
+        if f.is_file():
+            shutil.copy(f, folder / f.name)
+    return folder
+
+
+SHAPE_KEYS = ["hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+              "vocab_size", "num_key_value_heads", "head_dim", "tie_word_embeddings",
+              "model_type"]
+
+
+@given(changes=st.dictionaries(st.sampled_from(SHAPE_KEYS), json_values, min_size=1,
+                               max_size=3),
+       tokenizer=st.none() | st.binary(max_size=50))
+def test_any_config_is_accepted_only_if_it_describes_the_weights(checkpoint, changes, tokenizer):
+    original = (checkpoint / "config.json").read_text()
+    original_tokenizer = (checkpoint / "tokenizer.json").read_bytes()
+    try:
+        (checkpoint / "config.json").write_text(json.dumps({**json.loads(original), **changes}))
+        if tokenizer is not None:
+            (checkpoint / "tokenizer.json").write_bytes(tokenizer)
+        try:
+            check_phi3_folder(checkpoint)
+        except Phi3AipcError:
+            return
+        config = json.loads((checkpoint / "config.json").read_text())
+        assert all(isinstance(config[k], int) and config[k] >= 1
+                   for k in SHAPE_KEYS[:5])
+    finally:
+        (checkpoint / "config.json").write_text(original)
+        (checkpoint / "tokenizer.json").write_bytes(original_tokenizer)
+
+
+OPTIONS = {
+    "--temperature": numbers, "--top-p": numbers, "--seed": numbers,
+    "--max-new-tokens": numbers, "--route": st.sampled_from(
+        ["transformers", "openvino", "onnxruntime-genai", "llama", ""]),  # npu-library: slow
+    "--device": st.sampled_from(["cpu", "CPU", "NPU", "GPU.1", "dml", "", "TPU"]),
+    "--precision": st.sampled_from(["int4", "int8", "fp16", "fp32", "int3", ""]),
+    "--model": st.sampled_from(["stand-in", "", "./no/such", "nobody/nothing", "phi-4-mini"]),
+    "--group-size": numbers, "--block-size": numbers, "--prompt": st.text(max_size=30),
+}
+
+
+@settings(max_examples=min(settings().max_examples, 25))
+@given(st.dictionaries(st.sampled_from(sorted(OPTIONS)), st.just(None), max_size=5).flatmap(
+    lambda keys: st.fixed_dictionaries({k: OPTIONS[k] for k in keys})))
+def test_the_command_line_never_fails_with_a_bug(stand_in, capsys, monkeypatch, options):
+    """In-process `generate` with fuzzed options, the hub unreachable (a closed port): the
+    exit code is 0 or 2 (a one-line error), never 1 (a bug) or a traceback."""
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
+    argv = ["generate", "--greedy", "--max-new-tokens", "4"]
+    for key, value in options.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            value = str(value)
+        argv += [key, str(value)]
+    if "--prompt" not in options:
+        argv += ["--prompt", "hi"]
+    if "--model" not in options:
+        argv += ["--model", "stand-in"]
+    try:
+        code = main(argv)
+    except SystemExit as exit:  # argparse's own refusals
+        code = exit.code
+    err = capsys.readouterr().err
+    assert code in (0, 2), (argv, err)
+    assert "Traceback" not in err and "internal error" not in err, (argv, err)
