@@ -5,6 +5,7 @@ CLI, doctor, the benchmark and the chat widget must offer it without any other c
 """
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -14,6 +15,7 @@ from phi3_aipc import bench, catalog
 from phi3_aipc.backends import REGISTRY
 from phi3_aipc.cli import main, parser
 from phi3_aipc.doctor import doctor
+from phi3_aipc.errors import BadInput
 
 ECHO = "tests.fake_route:EchoRoute"
 
@@ -110,3 +112,24 @@ def test_the_catalog_knows_the_phi_family():
     assert catalog.weight_count(catalog.default().config) == 3_821_079_552
     assert catalog.weight_count(phi4.config) == 3_836_021_760
     assert phi4.context_window == 131072
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"group_size": "x"}, "group_size must be int; got 'x'"),
+    ({"group_size": 7}, "group_size must be -1 (per channel) or a power of two from 16"),
+    ({"sym": "yes"}, "sym must be bool; got 'yes'"),
+    ({"ratio": "0.5"}, "ratio must be float"),
+    ({"preset": 3}, "preset must be str"),
+    ({"all_layers": "no"}, "all_layers must be bool"),
+    ("notadict", "prepare_options must be a dict"),
+])
+def test_route_settings_of_the_wrong_type_are_refused_before_any_export(options, message,
+                                                                        tmp_path, monkeypatch):
+    """Found by fuzzing: a TypeError, an nncf error after a partial export, or a setting quietly
+    taken as true ("no" is a non-empty string), before."""
+    from phi3_aipc.backends import get_route
+
+    monkeypatch.setenv("PHI3_AIPC_CACHE", str(tmp_path))
+    with pytest.raises(BadInput, match=re.escape(message)):
+        get_route("openvino").plan("int4", "CPU", options)
+    assert not any(tmp_path.iterdir())

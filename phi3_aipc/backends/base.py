@@ -113,16 +113,22 @@ class Route(ABC):
              load_options: Mapping | None = None) -> Plan:
         """Check a request once: options, precision, device, that the route is installed and
         the device is here. Returns the immutable Plan that prepare() and load() take."""
+        for name, options in (("prepare_options", prepare_options),
+                              ("load_options", load_options)):
+            if options is not None and not isinstance(options, Mapping):
+                raise BadInput(f"{name} must be a dict of the route's settings; got "
+                               f"{type(options).__name__}.")
         prepare_options = {k: v for k, v in (prepare_options or {}).items() if v is not None}
         load_options = {k: v for k, v in (load_options or {}).items() if v is not None}
         for stage, given in (("prepare", prepare_options), ("load", load_options)):
-            accepted = [o.name for o in self.options if o.stage == stage]
-            for key in given:
+            accepted = {o.name: o for o in self.options if o.stage == stage}
+            for key, value in given.items():
                 if key not in accepted:
-                    flag = "--" + key.replace("_", "-")
+                    flag = "--" + str(key).replace("_", "-")
                     raise BadInput(f"{flag} is not an option of the {self.name} route"
                                    + (f" (its options: {', '.join(accepted)})." if accepted
                                       else "."))
+                check_option_type(accepted[key], value)
         precision = self.check_precision(precision)
         device, notes = self.choose_device(device)
         if not self.is_installed():
@@ -189,3 +195,22 @@ class Route(ABC):
         (a notebook's pipeline), from `artifact`: used as it is, never loaded a second time."""
         raise BadInput(f"The {self.name} route cannot take a model loaded elsewhere; let the "
                        "chat load it (and free yours first).")
+
+
+def check_option_type(option, value) -> None:
+    """A route setting of the type its Option declares (an int is a float too; a bool is
+    neither); `choices` are checked where the route has them."""
+    wanted = option.type
+    if wanted is bool:
+        ok = isinstance(value, bool)
+    elif wanted is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif wanted is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, wanted)
+    if not ok:
+        raise BadInput(f"{option.name} must be {wanted.__name__}; got {value!r:.60}.")
+    if option.choices and value not in option.choices:
+        raise BadInput(f"{option.name} must be one of {', '.join(map(str, option.choices))}; "
+                       f"got {value!r:.60}.")

@@ -73,9 +73,10 @@ def weight_options(precision: str, preset: str | None = None, sym: bool | None =
             options[key] = value
     if not 0 < options["ratio"] <= 1:
         raise BadInput(f"ratio must be in (0, 1]; got {options['ratio']}.")
-    if options["group_size"] != -1 and options["group_size"] < 1:
-        raise BadInput(f"group_size must be -1 (per channel) or positive; got "
-                       f"{options['group_size']}.")
+    size = options["group_size"]
+    if size != -1 and (size < 16 or size & (size - 1)):  # nncf's groups must divide the layers
+        raise BadInput(f"group_size must be -1 (per channel) or a power of two from 16 (16, 32, "
+                       f"64, 128, ...); got {size}.")
     if (awq or scale_estimation or num_samples) and not dataset:
         raise BadInput("AWQ, scale estimation and num_samples need calibration data: add a dataset "
                        "(--dataset auto generates it from the model itself; wikitext2 downloads "
