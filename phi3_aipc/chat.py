@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import BadInput
@@ -38,7 +39,11 @@ def check_messages(messages) -> list[dict]:
 
 def prompt_text(tokenizer, messages: list[dict]) -> str:
     """The exact text the model sees, ending with the `<|assistant|>` turn it must complete."""
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    with broken_template_is_bad_input():
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    if not text:
+        raise BadInput(EMPTY_TEMPLATE)
+    return text
 
 
 def prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
@@ -49,7 +54,32 @@ def prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
 def template_ids(tokenizer, messages: list[dict], **options) -> list[int]:
     """The chat template's token ids. transformers 5 returns a dict ({"input_ids": ...}) by
     default and 4.x a list; asking for the dict works in both (.venv-npu has 4.57)."""
-    return list(tokenizer.apply_chat_template(messages, return_dict=True, **options)["input_ids"])
+    with broken_template_is_bad_input():
+        ids = list(tokenizer.apply_chat_template(messages, return_dict=True, **options)
+                   ["input_ids"])
+    if not ids:
+        raise BadInput(EMPTY_TEMPLATE)
+    return ids
+
+
+EMPTY_TEMPLATE = ("The model's chat template renders nothing (an empty chat_template.jinja?). "
+                  "Download the model again, or delete the empty template file.")
+
+
+@contextmanager
+def broken_template_is_bad_input():
+    """A chat template that does not parse or render is the model folder's fault: say so."""
+    try:
+        yield
+    except BadInput:
+        raise
+    except Exception as err:
+        import jinja2
+
+        if isinstance(err, jinja2.TemplateError):
+            raise BadInput(f"The model's chat template is broken ({type(err).__name__}: {err}). "
+                           "Download the model again.") from None
+        raise
 
 
 def stop_token_ids(model_dir: Path) -> list[int]:

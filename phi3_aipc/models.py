@@ -137,7 +137,26 @@ def check_phi3_folder(folder: Path) -> None:
                             "(*.safetensors). Download the model again.")
     if (folder / "tokenizer.json").is_file():
         read_json(folder / "tokenizer.json", folder)
+    check_template(folder / "chat_template.jinja")
     check_checkpoint(folder, settings)
+
+
+def check_template(path: Path) -> None:
+    """A chat_template.jinja (transformers 5 saves the template there) must be a template:
+    every route's tokenizer renders it, and an empty or broken one fails in each differently."""
+    import jinja2
+
+    if not path.is_file():
+        return
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if not text.strip():
+        raise ModelNotFound(f"{path.parent}: {path.name} is empty. Delete it (the template in "
+                            "tokenizer_config.json is then used) or download the model again.")
+    try:
+        jinja2.Environment().parse(text)
+    except jinja2.TemplateSyntaxError as err:
+        raise ModelNotFound(f"{path.parent}: {path.name} is not a valid template ({err.message}, "
+                            f"line {err.lineno}). Download the model again.") from None
 
 
 SHAPES = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",

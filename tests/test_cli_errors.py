@@ -234,6 +234,11 @@ DAMAGED_CHECKPOINTS = {
                              "tokenizer.json is damaged (not a JSON object)"),
     "header cut": (truncate(1000), "a *.safetensors file is damaged"),
     "weights cut": (truncate(5_000_000), "bytes shorter than its header says"),
+    # each route's tokenizer failed on these differently (a torch error, jinja, RuntimeError)
+    "empty chat_template.jinja": (lambda f: (f / "chat_template.jinja").write_text(""),
+                                  "chat_template.jinja is empty"),
+    "broken chat_template.jinja": (lambda f: (f / "chat_template.jinja").write_text("{{ bad"),
+                                   "chat_template.jinja is not a valid template"),
 }
 
 
