@@ -307,6 +307,20 @@ def cmd_cache_clear(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_output_file(flag: str, path) -> None:
+    """Refuse an output file that cannot be written, naming the flag."""
+    if not path:
+        return
+    target = Path(path).expanduser()
+    folder = target.parent if str(target.parent) else Path(".")
+    if target.is_dir():
+        raise BadInput(f"{flag} {path} is a folder; give a file name.")
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise BadInput(f"{flag} {path}: the folder {folder} does not exist or is not writable.")
+    if target.exists() and not os.access(target, os.W_OK):
+        raise BadInput(f"{flag} {path} is not writable.")
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from . import bench
 
@@ -315,6 +329,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except ValueError:
         raise BadInput(f"--lengths takes token counts separated by commas, e.g. 32,256; got "
                        f"{args.lengths!r}.") from None
+    if not lengths or min(lengths) < 1:
+        raise BadInput(f"--lengths takes positive token counts; got {args.lengths!r}.")
+    for flag, path in (("--json", args.json), ("--csv", args.csv)):
+        check_output_file(flag, path)  # before minutes of measuring, not after
     configs = bench.available_configs(args.route, args.precision, args.device,
                                       max_prompt_len=max(lengths))
     report = bench.run(configs, args.model, reps=args.reps, new_tokens=args.new_tokens,

@@ -37,6 +37,13 @@ CASES = {
     "huge seed": (GEN + ["--prompt", "hi", "--seed", str(10**20)],
                   "seed must be a whole number from 0 to 4294967295"),
     "negative seed": (GEN + ["--prompt", "hi", "--seed", "-1"], "seed must be a whole number"),
+    # refused before minutes of measuring, not when the report is written
+    "bench report into no folder": (["bench", "--model", "stand-in", "--json", "/no/such/r.json"],
+                                    "--json /no/such/r.json: the folder /no/such does not exist"),
+    "bench csv onto a folder": (["bench", "--model", "stand-in", "--csv", "/tmp"],
+                                "--csv /tmp is a folder"),
+    "bench lengths of 0": (["bench", "--model", "stand-in", "--lengths", "0,5"],
+                           "--lengths takes positive token counts"),
 }
 
 
