@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import re
 import shutil
 import sys
@@ -58,7 +59,7 @@ def build_once(final: Path, build: Callable[[Path], None]) -> Path:
         try:
             tmp.mkdir()
             build(tmp)
-            seal(tmp)
+            seal(tmp, home=final)
             os.replace(tmp, final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -80,40 +81,78 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def seal(folder: Path) -> None:
-    """Add every file's size, modification time and checksum to the folder's manifest."""
+def seal(folder: Path, home: Path | None = None) -> None:
+    """Add every file's size, times and checksum to the folder's manifest, and where it was
+    made: this computer and `home`, the folder it is renamed to (default: `folder`)."""
     made = read_manifest(folder)
-    made["files"] = {
-        f.relative_to(folder).as_posix(): {"size": f.stat().st_size,
-                                           "mtime_ns": f.stat().st_mtime_ns,
-                                           "sha256": sha256(f)}
-        for f in sorted(folder.rglob("*")) if f.is_file() and f.name != MANIFEST}
+    made["files"] = {f.relative_to(folder).as_posix(): {**file_times(f), "sha256": sha256(f)}
+                     for f in sorted(folder.rglob("*")) if f.is_file() and f.name != MANIFEST}
     made["size_mb"] = round(sum(e["size"] for e in made["files"].values()) / 1e6, 1)
-    (folder / MANIFEST).write_text(json.dumps(made, indent=2), encoding="utf-8")
+    made["made_in"] = made_in(home or folder)
+    write_atomically(folder / MANIFEST, json.dumps(made, indent=2))
+
+
+def file_times(path: Path) -> dict:
+    """What changes when a file is written: its size, its modification time (which `cp -p`,
+    `rsync -a`, a zip or `touch -d` can set back) and its status-change time (which no tool
+    sets back on Linux and macOS; on Windows this is the creation time)."""
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns}
+
+
+def made_in(folder: Path) -> dict:
+    """Where a folder was made: a copy (another computer, another folder) has other values."""
+    return {"host": platform.node(), "folder": str(Path(folder).resolve())}
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace `path` with `text` whole: a reader (or a kill) never sees half of it."""
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def check_sealed(folder: Path) -> str | None:
     """None if the folder still matches its manifest, else what is wrong with it.
 
-    Sizes are always compared; a file whose modification time changed is checksummed again.
+    Sizes are always compared. A file whose times changed is checksummed again; so is every
+    file of a folder made elsewhere (copied from another computer or folder: a copy keeps
+    modification times, so only the content can tell), which is then adopted as this
+    folder's own, so the full check happens once. It says so on stderr: it takes a while.
     """
     made = read_manifest(folder)
     if "damaged" in made:
         return made["damaged"]
     if "files" not in made:
         return f"its manifest {MANIFEST} is missing or unfinished"
+    here = made_in(folder)
+    elsewhere = restamp = made.get("made_in") != here
     try:
+        if elsewhere:
+            where = made.get("made_in") if isinstance(made.get("made_in"), dict) else {}
+            print(f"Checking every file of {folder} ({made.get('size_mb', '?')} MB) before using "
+                  f"it: it was made in {where.get('folder', 'an unknown place')} on "
+                  f"{where.get('host', 'an unknown computer')}.", file=sys.stderr)
         for name, expected in made["files"].items():
             path = folder / name
             if not path.is_file():
                 return f"{name} is missing"
-            st = path.stat()
-            if st.st_size != expected["size"]:
-                return f"{name} has {st.st_size} bytes, the manifest says {expected['size']}"
-            if st.st_mtime_ns != expected["mtime_ns"] and sha256(path) != expected["sha256"]:
-                return f"{name} changed since it was made"
+            now = file_times(path)
+            if now["size"] != expected["size"]:
+                return f"{name} has {now['size']} bytes, the manifest says {expected['size']}"
+            if elsewhere or now != {k: expected.get(k) for k in now}:
+                if sha256(path) != expected["sha256"]:
+                    return f"{name} changed since it was made"
+                expected.update(now)  # the same content: the new times are remembered
+                restamp = True
     except (AttributeError, KeyError, TypeError, ValueError):
         return f"its manifest {MANIFEST} does not list the files as it should"
+    if restamp:
+        made["made_in"] = here
+        try:  # adopt it; a read-only copy (a share) is simply checked in full each time
+            write_atomically(folder / MANIFEST, json.dumps(made, indent=2))
+        except OSError:
+            pass
     return None
 
 
@@ -126,7 +165,7 @@ def write_manifest(folder: Path, route: str, source, precision: str, options: di
     made = {"route": route, "model": source.name, "fingerprint": source.fingerprint(),
             "precision": precision, "options": options, "command": command,
             "packages": {p: installed_version(p) for p in packages}}
-    (folder / MANIFEST).write_text(json.dumps(made, indent=2), encoding="utf-8")
+    write_atomically(folder / MANIFEST, json.dumps(made, indent=2))
 
 
 def read_manifest(folder: Path) -> dict:

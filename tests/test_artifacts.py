@@ -5,6 +5,7 @@ Each test uses a cache of its own and the stand-in's folder as a local model.
 """
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import psutil
 import pytest
 
 from phi3_aipc import open_session
-from phi3_aipc.cache import check_sealed, read_manifest
+from phi3_aipc.cache import MANIFEST, build_once, check_sealed, read_manifest
 from phi3_aipc.catalog import weight_count
 from phi3_aipc.errors import BadInput, InsufficientResources
 from phi3_aipc.standin import load_chats
@@ -66,6 +67,51 @@ def test_a_changed_file_with_the_same_size_is_detected(stand_in, tmp_path):
     assert check_sealed(folder) == "genai_config.json changed since it was made"
     with pytest.raises(BadInput, match="is damaged: genai_config.json changed"):
         open_session("onnxruntime-genai", "int4", "cpu", model=str(folder))
+
+
+def small_sealed_folder(where):
+    """A sealed folder of two files, made the way every artifact is (build_once)."""
+    def build(tmp):
+        (tmp / "weights.bin").write_bytes(bytes(range(256)) * 64)
+        (tmp / "config.json").write_text('{"layers": 4}')
+    return build_once(where / "artifact", build)
+
+
+def change_keeping_times(path):
+    """A same-size change with the modification time set back, as `touch -d` or a copy tool
+    can do: only the content tells."""
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[100] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_mtime_ns == st.st_mtime_ns and path.stat().st_size == st.st_size
+
+
+def test_a_change_with_its_time_set_back_is_detected(tmp_path):
+    folder = small_sealed_folder(tmp_path)
+    change_keeping_times(folder / "weights.bin")
+    assert check_sealed(folder) == "weights.bin changed since it was made"
+
+
+def test_a_copied_folder_is_checked_in_full_once(tmp_path, capsys):
+    folder = small_sealed_folder(tmp_path / "made-here")
+    copy = tmp_path / "usb-stick" / "artifact"
+    shutil.copytree(folder, copy)  # copy2: file times kept, as cp -p, rsync -a or a zip
+    assert check_sealed(copy) is None
+    assert f"Checking every file of {copy}" in capsys.readouterr().err
+    assert read_manifest(copy)["made_in"]["folder"] == str(copy.resolve())  # adopted
+    assert check_sealed(copy) is None and capsys.readouterr().err == ""  # once only
+    tampered = tmp_path / "share" / "artifact"
+    shutil.copytree(folder, tampered)
+    manifest = tampered / MANIFEST
+    made = json.loads(manifest.read_text())
+    change_keeping_times(tampered / "weights.bin")
+    for name, entry in made["files"].items():  # the tamperer fixes the times in the manifest too
+        st = (tampered / name).stat()
+        entry.update(mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns)
+    manifest.write_text(json.dumps(made))
+    assert check_sealed(tampered) == "weights.bin changed since it was made"
 
 
 def test_an_export_killed_halfway_recovers(stand_in, tmp_path):
