@@ -121,3 +121,96 @@ def test_a_model_that_cannot_fit_is_refused_before_any_worker(stand_in, monkeypa
     monkeypatch.setattr(psutil, "virtual_memory", lambda: Tight())
     with pytest.raises(InsufficientResources, match="loads stand-in in fp32 before it quantizes"):
         open_session("npu-library", "int4", model="stand-in")
+
+
+# A compiled model kept in the cache is data from whoever made the cache (a workshop's USB
+# stick): it is stored in safetensors, sealed, and nothing in it can run code.
+PLANT = """
+import sys
+from intel_npu_acceleration_library import int4
+from intel_npu_acceleration_library.modelling import get_model_path
+print(get_model_path(sys.argv[1], int4, False, use_cache=True)[1])
+"""
+
+
+def evil_pickle(path, marker):
+    """A file that creates `marker` when torch.load()s it with the weights-only guard off,
+    as the library's own cache loader did."""
+    import torch
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(Evil(), path)
+
+
+def test_compiled_models_are_data_checked_before_use(stand_in, tmp_path, monkeypatch, reference):
+    import subprocess
+
+    from phi3_aipc.backends.npu_library import worker_folder
+    from phi3_aipc.cache import check_sealed
+
+    from .test_artifacts import change_keeping_times
+
+    monkeypatch.setenv("PHI3_AIPC_CACHE", str(tmp_path))
+    marker = tmp_path / "code-ran"
+    folder = worker_folder(stand_in)
+    # Where the library's own (pickled) cache would be read from, a planted pickle.
+    planted = subprocess.run([npu_library_python(), "-c", PLANT, str(stand_in)], cwd=folder,
+                             capture_output=True, text=True, check=True).stdout.strip()
+    evil_pickle(folder / planted, marker)
+
+    def tokens():
+        session = open_session("npu-library", "int4", model=str(stand_in))
+        ids = session.generate(CHATS[0]["messages"], greedy=True).token_ids
+        session.relay.join(0.5)
+        log = "\n".join(session.relay.tail)
+        session.close()
+        return ids, log
+
+    ids, log = tokens()  # compiled, and saved
+    assert ids == reference[0] and "Compiling " in log
+    compiled = folder / "compiled-int4"
+    assert check_sealed(compiled) is None
+    assert sorted(p.name for p in compiled.iterdir()) == [
+        "compiled.json", "compiled.safetensors", "phi3-aipc.json"]
+    ids, log = tokens()  # loaded from the safetensors: same tokens, no compiling
+    assert ids == reference[0] and "Compiling " not in log
+
+    change_keeping_times(compiled / "compiled.safetensors")  # same size, time set back
+    ids, log = tokens()
+    assert "is damaged (compiled.safetensors changed since it was made): building it" in log
+    assert ids == reference[0] and "Compiling " in log
+
+    evil_pickle(compiled / "compiled.safetensors", marker)  # a pickle in its place
+    ids, log = tokens()
+    assert "is damaged" in log and ids == reference[0]
+    assert not marker.exists(), "a file from the cache ran code"
+    assert list(tmp_path.rglob("*.pt")) == [folder / planted]  # the planted one: none written
+
+
+def test_a_worker_killed_while_compiling_leaves_no_finished_folder(stand_in, tmp_path):
+    import subprocess
+    import time
+
+    env = {**os.environ, "PHI3_AIPC_CACHE": str(tmp_path)}
+    cli = os.path.join(os.path.dirname(sys.executable), "phi3-aipc")
+    proc = subprocess.Popen([cli, "generate", "--backend", "npu-library", "--model",
+                             str(stand_in), "--prompt", "hi"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while not list(tmp_path.glob("npu-library/*/.compiled-int4.tmp-*")):
+        assert time.time() < deadline and proc.poll() is None, "compiling never started"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not list(tmp_path.glob("npu-library/*/compiled-int4"))  # nothing looks finished
+    out = run_cli("generate", "--backend", "npu-library", "--model", str(stand_in), "--greedy",
+                  "--prompt", CHATS[2]["messages"][-1]["content"],
+                  env={"PHI3_AIPC_CACHE": str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    assert CHATS[2]["reply"] in out.stdout
+    assert not list(tmp_path.glob("npu-library/*/.compiled-int4.tmp-*"))
+    assert list(tmp_path.glob("npu-library/*/compiled-int4/compiled.safetensors"))

@@ -125,9 +125,9 @@ def library_status() -> dict:
 
 
 def worker_folder(artifact: Path) -> Path:
-    """Where a worker runs: the library writes its compiled-model cache (./cache),
-    OpenVINO blobs and nc_workspace relative to it. Keyed by the model's content, because the
-    library's own cache key is the model's path and would reuse a stale model."""
+    """Where a worker runs and keeps its compiled models (compiled-<precision>, safetensors,
+    sealed like every artifact): the library writes OpenVINO blobs and nc_workspace relative
+    to it. Keyed by the model's content, not its path, so an edited model is compiled anew."""
     folder = cache_dir() / "npu-library" / f"{artifact.name}-{folder_fingerprint(artifact)}"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
@@ -140,13 +140,13 @@ class NPULibrarySession(Session):
         from transformers import AutoConfig, AutoTokenizer
 
         python = npu_library_python()
-        env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1",  # its cache is pickled
-               "PYTHONIOENCODING": "utf-8",
+        env = {**os.environ, "PYTHONIOENCODING": "utf-8",
                "PYTHONWARNINGS": "ignore::DeprecationWarning,"
                                  "ignore:pkg_resources is deprecated:UserWarning"}
         self.proc = subprocess.Popen(
             [python, "-m", "phi3_aipc.backends.npu_worker", "--model", str(artifact),
-             "--precision", plan.precision, "--name", model],
+             "--precision", plan.precision, "--name", model,
+             "--compiled", str(worker_folder(artifact) / f"compiled-{plan.precision}")],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             cwd=worker_folder(artifact), env=env, text=True, encoding="utf-8",
             errors="replace")

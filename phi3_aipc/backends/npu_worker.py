@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 import traceback
+from pathlib import Path
 
 from ..processes import protocol_sender
 from .plan import Plan
@@ -33,11 +34,12 @@ def main() -> int:
     args.add_argument("--model", required=True)
     args.add_argument("--precision", required=True, choices=("int4", "int8", "fp16"))
     args.add_argument("--name", required=True)
+    args.add_argument("--compiled", required=True, help="the folder for the compiled model")
     opts = args.parse_args()
 
     send = protocol_sender()  # the library's prints and warnings go to stderr
     try:
-        session = load(opts.model, opts.precision, opts.name)
+        session = load(opts.model, opts.precision, opts.name, opts.compiled)
     except Exception as err:  # report, don't die silently
         send(event="error", type=type(err).__name__, message=str(err),
              trace=traceback.format_exc())
@@ -71,19 +73,43 @@ def read_requests(requests: queue.Queue, stop: threading.Event) -> None:
     requests.put(None)
 
 
-def load(model: str, precision: str, name: str):
-    """Quantize and compile the model with the library, the way its README shows."""
+def load(model: str, precision: str, name: str, compiled: str):
+    """Quantize and compile the model with the library, the way its README shows, or load the
+    compiled model this worker saved before in `compiled` (see `save_compiled`)."""
+    import intel_npu_acceleration_library as npu_lib
     import torch
-    from intel_npu_acceleration_library import NPUModelForCausalLM, int4
+    from intel_npu_acceleration_library import int4
     from intel_npu_acceleration_library.backend import npu_available
     from intel_npu_acceleration_library.compiler import CompilerConfig
+    from transformers import AutoModelForCausalLM
 
+    from ..cache import build_once, discard
     from .transformers import TransformersSession
 
     dtype = {"int4": int4, "int8": torch.int8, "fp16": torch.float16}[precision]
     start = time.perf_counter()
-    net = NPUModelForCausalLM.from_pretrained(model, use_cache=True,
-                                              config=CompilerConfig(dtype=dtype))
+    net = None
+
+    def compile_and_save(folder: Path) -> None:
+        nonlocal net
+        print(f"Compiling {name} ({precision}) with the NPU library; it is kept in {compiled} "
+              "for the next load.", file=sys.stderr)
+        # What NPUModelForCausalLM.from_pretrained does, minus its cache: that is a pickle
+        # (torch.save of the whole model), which runs code when loaded, and it is loaded
+        # whenever one is found, even with export=False. This worker keeps its own, as data.
+        net = npu_lib.compile(AutoModelForCausalLM.from_pretrained(model, use_cache=True),
+                              CompilerConfig(dtype=dtype))
+        save_compiled(net, folder)
+
+    folder = build_once(Path(compiled), compile_and_save)  # checked against its manifest
+    if net is None:
+        try:
+            net = load_compiled(model, folder)
+        except Exception as err:  # whatever is wrong with the saved form, compiling mends it
+            print(f"The compiled model in {folder} cannot be used ({err}): compiling again.",
+                  file=sys.stderr)
+            discard(folder)
+            build_once(folder, compile_and_save)
     load_s = time.perf_counter() - start
     if npu_available():
         device, note = "NPU", ""
@@ -94,6 +120,99 @@ def load(model: str, precision: str, name: str):
     plan = Plan("npu-library", precision, "npu")
     return TransformersSession(plan, model, name, net=net, load_s=load_s, device=device,
                                note=note)
+
+
+# A compiled model on disk: every tensor in compiled.safetensors, and in compiled.json the
+# library's layers by name and where each tensor belongs. Loading it executes nothing.
+LAYERS = ("Linear", "QuantizedLinear")  # the library's layers that compile() puts in
+KINDS = ("parameter", "buffer", "attribute")
+
+
+def save_compiled(net, folder: Path) -> None:
+    """Write the compiled model `net` to `folder` without pickle."""
+    import intel_npu_acceleration_library as npu_lib
+    import torch
+    from safetensors.torch import save_file
+
+    layers, kinds, tensors, aliases, seen = {}, {}, {}, {}, {}
+    modules = {prefix: type(module).__name__ for prefix, module in net.named_modules()}
+    for prefix, module in net.named_modules():
+        kind_of = {**{k: "parameter" for k in module._parameters},
+                   **{k: "buffer" for k in module._buffers}}
+        if type(module).__name__ in LAYERS and type(module).__module__.startswith(
+                "intel_npu_acceleration_library"):
+            layers[prefix] = type(module).__name__
+        for attr, value in {**module._parameters, **module._buffers, **vars(module)}.items():
+            if not isinstance(value, torch.Tensor):
+                continue
+            key = f"{prefix}.{attr}" if prefix else attr
+            if key in kinds:
+                continue
+            kinds[key] = kind_of.get(attr, "attribute")
+            data = value.detach()
+            same = (data.data_ptr(), data.dtype, tuple(data.shape), data.stride())
+            if data.numel() and same in seen:  # one tensor under two names (tied weights)
+                aliases[key] = seen[same]
+            else:
+                seen[same] = key
+                tensors[key] = data.contiguous()
+    save_file(tensors, str(folder / "compiled.safetensors"))
+    (folder / "compiled.json").write_text(json.dumps(
+        {"library": npu_lib.__version__, "modules": modules, "layers": layers, "kinds": kinds,
+         "aliases": aliases},
+        indent=1), encoding="utf-8")
+
+
+def load_compiled(model: str, folder: Path):
+    """The model `save_compiled` wrote: the model's structure from its config.json, built
+    without weights, with the library's layers put back and every tensor set from the file."""
+    import intel_npu_acceleration_library as npu_lib
+    import torch
+    from accelerate import init_empty_weights
+    from intel_npu_acceleration_library import nn as npu_nn
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    made = json.loads((folder / "compiled.json").read_text(encoding="utf-8"))
+    if made.get("library") != npu_lib.__version__:
+        raise ValueError(f"compiled by NPU library {made.get('library')}, "
+                         f"this is {npu_lib.__version__}")
+    tensors = load_file(str(folder / "compiled.safetensors"))
+    tensors.update({key: tensors[source] for key, source in made["aliases"].items()})
+    with init_empty_weights(include_buffers=True):
+        net = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model, use_cache=True))
+    for prefix, layer in made["layers"].items():
+        if layer not in LAYERS:
+            raise ValueError(f"unknown layer {layer!r}")
+        bias = tensors.get(f"{prefix}.bias")
+        if layer == "Linear":
+            new = npu_nn.Linear(tensors[f"{prefix}.weight"], bias)
+        else:
+            new = npu_nn.QuantizedLinear(tensors[f"{prefix}.weight"], tensors[f"{prefix}.scale"],
+                                         bias)
+            new.scale = tensors[f"{prefix}.scale"]  # as saved (the constructor rescales it)
+        parent, _, child = prefix.rpartition(".")
+        net.get_submodule(parent).add_module(child, new)
+    for key, kind in made["kinds"].items():
+        prefix, _, attr = key.rpartition(".")
+        module = net.get_submodule(prefix)
+        value = tensors[key]
+        if kind == "parameter":
+            module._parameters[attr] = torch.nn.Parameter(value, requires_grad=False)
+        elif kind == "buffer":
+            module._buffers[attr] = value
+        elif kind == "attribute":
+            object.__setattr__(module, attr, value)
+        else:
+            raise ValueError(f"unknown kind {kind!r}")
+    if {p: type(m).__name__ for p, m in net.named_modules()} != made["modules"]:
+        raise ValueError("its layers are not the ones the library compiled")
+    left = [f"{prefix}.{attr}" for prefix, module in net.named_modules()
+            for attr, value in {**module._parameters, **module._buffers, **vars(module)}.items()
+            if isinstance(value, torch.Tensor) and value.is_meta]
+    if left:
+        raise ValueError(f"{len(left)} tensors are missing, {left[0]} first")
+    return net.eval()
 
 
 if __name__ == "__main__":
