@@ -23,7 +23,11 @@ def cache_dir() -> Path:
     from .errors import BadInput
 
     root = os.environ.get("PHI3_AIPC_CACHE") or user_cache_dir("phi3-aipc", appauthor=False)
-    path = Path(root).expanduser().resolve()
+    try:
+        path = Path(root).expanduser().resolve()
+    except RuntimeError:  # ~name for a user this computer does not have
+        raise BadInput(f"PHI3_AIPC_CACHE is {root!r}, and that home folder is unknown here. "
+                       "Set PHI3_AIPC_CACHE to a folder you can write to.") from None
     try:
         path.mkdir(parents=True, exist_ok=True)
         if not os.access(path, os.W_OK | os.X_OK):
@@ -128,18 +132,20 @@ def check_sealed(folder: Path) -> str | None:
     here = made_in(folder)
     elsewhere = restamp = made.get("made_in") != here
     try:
+        files = {name: (folder / name, expected) for name, expected in made["files"].items()}
+        for name, (path, expected) in files.items():  # the quick checks first
+            if not path.is_file():
+                return f"{name} is missing"
+            size = path.stat().st_size
+            if size != expected["size"]:
+                return f"{name} has {size} bytes, the manifest says {expected['size']}"
         if elsewhere:
             where = made.get("made_in") if isinstance(made.get("made_in"), dict) else {}
             print(f"Checking every file of {folder} ({made.get('size_mb', '?')} MB) before using "
                   f"it: it was made in {where.get('folder', 'an unknown place')} on "
                   f"{where.get('host', 'an unknown computer')}.", file=sys.stderr)
-        for name, expected in made["files"].items():
-            path = folder / name
-            if not path.is_file():
-                return f"{name} is missing"
+        for name, (path, expected) in files.items():
             now = file_times(path)
-            if now["size"] != expected["size"]:
-                return f"{name} has {now['size']} bytes, the manifest says {expected['size']}"
             if elsewhere or now != {k: expected.get(k) for k in now}:
                 if sha256(path) != expected["sha256"]:
                     return f"{name} changed since it was made"

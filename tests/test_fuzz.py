@@ -36,6 +36,11 @@ settings.register_profile("ci", max_examples=40, **COMMON)
 settings.register_profile("fuzz", max_examples=2000, **COMMON)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
+
+def slow(ci_examples: int) -> int:
+    """Fewer examples for a test that takes seconds each: CI's few, or ten times as many."""
+    return ci_examples * (10 if settings().max_examples > 40 else 1)
+
 # Anything JSON can hold, and the odd values people type.
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
@@ -132,7 +137,7 @@ OPTIONS = {
 }
 
 
-@settings(max_examples=min(settings().max_examples, 25))
+@settings(max_examples=slow(25))
 @given(st.dictionaries(st.sampled_from(sorted(OPTIONS)), st.just(None), max_size=5).flatmap(
     lambda keys: st.fixed_dictionaries({k: OPTIONS[k] for k in keys})))
 def test_the_command_line_never_fails_with_a_bug(stand_in, capsys, monkeypatch, options):
@@ -158,3 +163,116 @@ def test_the_command_line_never_fails_with_a_bug(stand_in, capsys, monkeypatch, 
     err = capsys.readouterr().err
     assert code in (0, 2), (argv, err)
     assert "Traceback" not in err and "internal error" not in err, (argv, err)
+
+
+# Text the environment can hold (no NUL, no lone surrogates), and text anyone could type.
+env_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+                   max_size=24)
+typed = env_text | st.binary(max_size=12).map(lambda b: b.decode("latin-1").replace("\x00", ""))
+
+
+def exit_code(argv, capsys):
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exit:  # argparse's own refusals
+        code = exit.code
+    err = capsys.readouterr().err
+    assert code in (0, 2), (argv, err)
+    assert "Traceback" not in err and "internal error" not in err, (argv, err)
+    if code == 2:
+        assert err.strip(), argv  # a refusal says why
+
+
+@given(cache=st.sampled_from(["", "~", "a-file", "deep/er/still", "odd ü 'x' $HOME", "tab\tname",
+                              " "]) | env_text.filter(lambda t: ".." not in t),
+       prebuilt=env_text | st.sampled_from(["auto", "YES", " no ", "1"]),
+       model=env_text | st.sampled_from(["stand-in", "microsoft/Phi-3-mini-4k-instruct"]),
+       offline=env_text, debug=env_text,
+       command=st.sampled_from([["cache", "list"], ["cache", "list", "--json"], ["models"]]))
+def test_any_environment_is_taken_or_refused(tmp_path_factory, monkeypatch, capsys, cache,
+                                             prebuilt, model, offline, debug, command):
+    """Every variable the package reads, generated, for the commands that read the cache (a
+    cache location relative to a folder of the test's own, which holds a file 'a-file')."""
+    home = tmp_path_factory.mktemp("home")
+    (home / "a-file").write_text("not a folder")
+    monkeypatch.chdir(home)
+    monkeypatch.setenv("HOME", str(home))
+    for name, value in {"PHI3_AIPC_CACHE": f"./{cache}" if cache.strip() else cache,
+                        "PHI3_AIPC_PREBUILT": prebuilt, "PHI3_AIPC_MODEL": model,
+                        "HF_HUB_OFFLINE": offline, "PHI3_AIPC_DEBUG": debug}.items():
+        monkeypatch.setenv(name, value)
+    exit_code(command, capsys)
+
+
+class Measured(BaseException):  # past the CLI's last line of defence (Exception)
+    """Raised by a stand-in for the work itself: the input got past every check."""
+
+
+BENCH_OPTIONS = {
+    "--route": st.sampled_from(["transformers", "openvino", "npu-library", "x"]) | typed,
+    "--precision": st.sampled_from(["int4", "fp32", "int3"]) | typed,
+    "--device": st.sampled_from(["cpu", "NPU", "GPU"]) | typed,
+    "--reps": numbers, "--new-tokens": numbers,
+    "--lengths": st.sampled_from(["32,256", "0", "1,,2", "-5", "4096"]) | typed,
+    "--json": st.sampled_from(["out.json", "no/such/dir/x.json", ".", ""]) | typed,
+    "--csv": st.sampled_from(["out.csv", "/", "a-dir"]) | typed,
+    "--model": st.sampled_from(["stand-in", "bench-stand-in:2", "bench-stand-in:x",
+                                "nobody/nothing"]) | typed,
+}
+PREPARE_OPTIONS = {
+    "--backend": st.sampled_from(["transformers", "openvino", "onnxruntime-genai",
+                                  "npu-library", "llama"]) | typed,
+    "--precision": st.sampled_from(["int4", "int8", "fp16", "fp32", "int3"]) | typed,
+    "--device": st.sampled_from(["cpu", "NPU", "GPU.1", "dml", "winml"]) | typed,
+    "--model": st.sampled_from(["stand-in", "./no/such", "nobody/nothing"]) | typed,
+    "--group-size": numbers, "--block-size": numbers, "--ratio": numbers,
+}
+
+
+def argv_of(command, options):
+    argv = list(command)
+    for key, value in options.items():
+        argv += [key, str(value) if not isinstance(value, float) or math.isfinite(value)
+                 else str(value)]
+    return argv
+
+
+@settings(max_examples=slow(30))
+@given(which=st.sampled_from(["bench", "prepare", "cache", "doctor"]), data=st.data())
+def test_every_command_refuses_bad_input_in_one_line(stand_in, tmp_path_factory, monkeypatch,
+                                                     capsys, which, data):
+    """bench, prepare, cache and doctor with generated options: a refusal in one line (exit 2)
+    or the work itself, which a stand-in replaces here (that is not what is tested: the
+    checks before it are)."""
+    import huggingface_hub.constants
+
+    from phi3_aipc import bench
+    from phi3_aipc.backends import REGISTRY, get_route
+
+    work = tmp_path_factory.mktemp("work")
+    (work / "a-dir").mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
+
+    def measured(*args, **kwargs):
+        raise Measured
+    monkeypatch.setattr(bench, "run", measured)
+    for name in REGISTRY:
+        monkeypatch.setattr(type(get_route(name)), "prepare", measured)
+    if which == "cache":
+        monkeypatch.setenv("PHI3_AIPC_CACHE", str(work / "cache"))
+        argv = data.draw(st.sampled_from([["cache", "list"], ["cache", "clear"],
+                                          ["cache", "clear", "--route"], ["cache"]]))
+        argv += data.draw(st.lists(typed, max_size=2))
+    elif which == "doctor":
+        argv = ["doctor", *data.draw(st.lists(st.sampled_from(["--json", "-v"]) | typed,
+                                              max_size=2))]
+    else:
+        table = BENCH_OPTIONS if which == "bench" else PREPARE_OPTIONS
+        keys = data.draw(st.lists(st.sampled_from(sorted(table)), unique=True, max_size=4))
+        argv = argv_of([which], {k: data.draw(table[k]) for k in keys})
+    try:
+        exit_code(argv, capsys)
+    except Measured:
+        pass  # every check passed: the (replaced) work began
