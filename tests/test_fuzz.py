@@ -28,6 +28,8 @@ from phi3_aipc.cli import main  # noqa: E402
 from phi3_aipc.errors import Phi3AipcError  # noqa: E402
 from phi3_aipc.models import check_phi3_folder  # noqa: E402
 
+from .strategies import json_values, numbers  # noqa: E402
+
 DB = DirectoryBasedExampleDatabase(str(Path(__file__).parent / ".hypothesis-db"))
 COMMON = dict(database=DB, deadline=None, derandomize=False,
               suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -41,15 +43,6 @@ def slow(ci_examples: int) -> int:
     """Fewer examples for a test that takes seconds each: CI's few, or ten times as many."""
     return ci_examples * (10 if settings().max_examples > 40 else 1)
 
-# Anything JSON can hold, and the odd values people type.
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                max_size=4),
-    max_leaves=12)
-numbers = st.one_of(st.integers(min_value=-10**30, max_value=10**30),
-                    st.floats(allow_nan=True, allow_infinity=True),
-                    st.sampled_from(["0", "1e-300", "nan", "-inf", "1e400", "", "abc"]))
 
 
 @given(temperature=numbers, top_p=numbers, seed=numbers | st.none(),

@@ -5,25 +5,21 @@ have loaded. The same kind of generated bad input as tests/test_fuzz.py goes thr
 inside a real kernel: each call gives a result or a Phi3AipcError, and the kernel still answers
 afterwards.
 """
+from pathlib import Path
+
 import pytest
 
 pytest.importorskip("hypothesis")
 pytest.importorskip("jupyter_client")
 
 IN_THE_KERNEL = r"""
-import math
+import sys
+sys.path.insert(0, ROOT)
+from tests.strategies import json_values, numbers
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 from phi3_aipc import open_session
 from phi3_aipc.errors import Phi3AipcError
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                max_size=4),
-    max_leaves=12)
-numbers = st.one_of(st.integers(min_value=-10**30, max_value=10**30),
-                    st.floats(allow_nan=True, allow_infinity=True),
-                    st.sampled_from(["0", "nan", "", "abc"]))
 chats = json_values | st.lists(st.fixed_dictionaries(
     {"role": st.sampled_from(["user", "assistant", "system", "tool", ""]),
      "content": st.text(max_size=40) | json_values}), max_size=3)
@@ -86,7 +82,8 @@ def test_the_kernel_survives_generated_bad_input(stand_in):
                 printed.append(content["text"])
             elif message["msg_type"] == "error":
                 errors.append("\n".join(content["traceback"]))
-        code = IN_THE_KERNEL.replace("MAX", str(min(settings().max_examples, 40)))
+        code = IN_THE_KERNEL.replace("MAX", str(min(settings().max_examples, 40))).replace(
+            "ROOT", repr(str(Path(__file__).parents[1])))
         reply = client.execute_interactive(code, timeout=900, output_hook=collect)
         assert reply["content"]["status"] == "ok", "".join(errors)[-3000:]
         results, refused = map(int, "".join(printed).split("outcomes")[1].split()[:2])
