@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from phi3_aipc.cache import MANIFEST
 from phi3_aipc.standin import load_chats
 
 from .conftest import run_cli
@@ -20,9 +21,11 @@ CHAT = load_chats()[0]
 
 
 def files(root: Path) -> dict[str, tuple[int, int]]:
-    """Every file under `root` (lock files aside): its size and modification time."""
+    """Every file under `root` (lock files and manifests aside): its size and modification
+    time. A copied folder's manifest is rewritten once, when the copy is adopted."""
     return {f.relative_to(root).as_posix(): (f.stat().st_size, f.stat().st_mtime_ns)
-            for f in root.rglob("*") if f.is_file() and f.suffix != ".lock"}
+            for f in root.rglob("*") if f.is_file() and f.suffix != ".lock"
+            and f.name != MANIFEST}
 
 
 def generate(route: str, cache: Path):
@@ -57,6 +60,10 @@ def test_a_copied_cache_is_used_without_building_again(handed_out, route):
     assert json.loads(out.stdout)["text"] == CHAT["reply"]
     assert files(handed_out) == before, "generate changed the handed-out cache"
     assert "Exporting" not in out.stderr and "Building" not in out.stderr
+    assert "Checking every file" in out.stderr  # a copy: its content is checked
+    again = generate(route, handed_out)  # checked in full once, then adopted
+    assert again.returncode == 0 and "Checking every file" not in again.stderr
+    assert json.loads(again.stdout)["text"] == CHAT["reply"]
 
 
 def test_a_copy_that_lost_file_times_is_still_used(handed_out):
