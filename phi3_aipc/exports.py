@@ -20,7 +20,7 @@ from pathlib import Path
 from .cache import cache_dir
 from .errors import BadInput, InsufficientResources
 from .hardware import preflight
-from .models import ModelSource, prebuilt_source, resolve_model
+from .models import ModelSource, prebuilt_source, resolve_model, with_weights
 from .processes import run_tool
 
 CHOICE_ENV = "PHI3_AIPC_PREBUILT"
@@ -97,11 +97,12 @@ def openvino_int4(source: ModelSource | None = None, device: str = "CPU") -> Pat
     command."""
     from .backends.openvino import PRESETS, export_command
 
-    source = source or resolve_model()
+    source = source or resolve_model(weights=False)  # the weights only if it is exported
     built = use_prebuilt("openvino", source, device)
     final = built or export_dir(source, "int4-ov")
     if not final.exists():
         partial = Path(f"{final}.partial")
+        source = with_weights(source)
         run_tool(export_command(source.path, partial, "int4", PRESETS["default"]),
                  "The OpenVINO export", partial)
         partial.rename(final)
@@ -113,11 +114,12 @@ def onnx_int4(source: ModelSource | None = None, provider: str = "cpu") -> Path:
     same way as `openvino_int4`."""
     from .backends.onnxruntime_genai import build_options, builder_command
 
-    source = source or resolve_model()
+    source = source or resolve_model(weights=False)  # the weights only if it is built
     built = use_prebuilt("onnxruntime-genai", source, provider)
     final = built or export_dir(source, f"int4-{provider}")
     if not final.exists():
         partial = Path(f"{final}.partial")
+        source = with_weights(source)
         options = build_options("int4", provider, None, None)
         run_tool(builder_command(source.path, partial, "int4", options,
                                  final.parent / "builder-cache"),

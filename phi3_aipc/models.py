@@ -17,6 +17,7 @@ BENCH_STAND_IN = "bench-stand-in"  # "bench-stand-in:8" for 8 layers
 MODEL_ENV = "PHI3_AIPC_MODEL"
 # Only what a Phi-3 checkpoint needs: weights, configs, tokenizer.
 HUB_FILES = ["*.json", "*.safetensors", "tokenizer.model", "*.jinja", "*.txt"]
+CONFIG_FILES = [p for p in HUB_FILES if p != "*.safetensors"]  # all but the weights
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,8 @@ def default_model() -> str:
     return os.environ.get(MODEL_ENV) or DEFAULT_MODEL
 
 
-def resolve_model(model: str | None = None, progress: bool = True) -> ModelSource:
+def resolve_model(model: str | None = None, progress: bool = True,
+                  weights: bool = True) -> ModelSource:
     """Turn a model name into a local folder, downloading or building it if needed.
 
     `model` is a hub id (or a catalog model's short name, e.g. "phi-3.5-mini"), a local
@@ -61,6 +63,8 @@ def resolve_model(model: str | None = None, progress: bool = True) -> ModelSourc
     layer shapes with random weights, for benchmarks); None means the default. Only the default
     (no argument, no `PHI3_AIPC_MODEL`) falls back to the stand-in when the hub can't be reached,
     with a banner that says so; a model asked for by name that can't be had is an error.
+    `weights=False` fetches only a hub model's configuration and tokenizer, enough to decide
+    whether to export it (`with_weights` fetches the rest when it is).
     """
     implicit = model is None and not os.environ.get(MODEL_ENV)
     name = catalog_id(model or default_model())
@@ -77,12 +81,33 @@ def resolve_model(model: str | None = None, progress: bool = True) -> ModelSourc
         raise ModelNotFound(f"Model folder {name!r} does not exist. Give an existing folder, a "
                             f"hub id such as {DEFAULT_MODEL}, or '{STAND_IN}'.")
     try:
-        return ModelSource(name, download(name, progress), "hub")
+        return ModelSource(name, download(name, progress, patterns=None if weights else
+                                          CONFIG_FILES), "hub")
     except ModelNotFound as err:
         if not implicit:
             raise
         print_stand_in_banner(str(err))
         return ModelSource(STAND_IN, ensure_stand_in(progress), STAND_IN)
+
+
+def with_weights(source: ModelSource, progress: bool = True) -> ModelSource:
+    """`source` with its weights: a hub model resolved without them is completed (the 7.6 GB
+    download happens here, once an export needs it); any other model is returned as it is."""
+    if source.kind != "hub" or has_weights(source.path):
+        return source
+    return ModelSource(source.name, download(source.name, progress), "hub")
+
+
+def has_weights(folder: Path) -> bool:
+    """Whether every weight file the checkpoint names is there (a download can stop halfway)."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+        except (OSError, ValueError, KeyError, AttributeError, TypeError):
+            return False
+        return all((folder / shard).is_file() for shard in shards)
+    return any(folder.glob("*.safetensors"))
 
 
 def catalog_id(name: str) -> str:
@@ -235,7 +260,9 @@ def download(repo_id: str, progress: bool = True, folder: str = "",
     what = f"{repo_id}/{folder}" if folder else repo_id
     try:
         cached = Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
-        if not folder or (cached / folder).is_dir():
+        # The cache returns the snapshot folder without checking that the files are there.
+        if (cached / folder).is_dir() if folder else \
+                patterns is not HUB_FILES or has_weights(cached):
             return cached / folder
     except Exception:
         pass  # not cached yet

@@ -154,3 +154,35 @@ def test_the_notebooks_take_the_prebuilt_builds_offline(hub, stand_in, monkeypat
     # notebook 05's chat widget talks to the same prebuilt build, not an export of its own
     chat = build_for("openvino", "CPU")
     assert f"| {chat.repo} |" in (out / "05_chat.html").read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def hub_without_weights(hub, stand_in, tmp_path_factory):
+    """The same cache, but the checkpoint without its weights (as after fetching only its
+    configuration and tokenizer, or a download stopped halfway)."""
+    import shutil
+
+    home = tmp_path_factory.mktemp("hf-home-no-weights")
+    shutil.copytree(hub / "hub", home / "hub", symlinks=True)
+    checkpoint = home / "hub" / f"models--{MODEL.replace('/', '--')}"
+    for f in checkpoint.rglob("*.safetensors"):
+        f.unlink()
+    return home
+
+
+@pytest.mark.parametrize("route", ["openvino", "onnxruntime-genai"])
+def test_the_prebuilt_path_never_needs_the_checkpoints_weights(hub_without_weights, route,
+                                                                tmp_path):
+    """Choosing the prebuilt build needs only config.json: the 7.6 GB of weights are fetched
+    when an export needs them, and a cache without them is not taken for a checkpoint."""
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(hub_without_weights), "PHI3_AIPC_MODEL": None,
+           "PHI3_AIPC_CACHE": str(tmp_path)}
+    args = ["generate", "--route", route, "--model", MODEL, "--greedy", "--json",
+            "--prompt", CHAT["messages"][-1]["content"]]
+    taken = run_cli(*args, env={**env, "PHI3_AIPC_PREBUILT": "yes"})
+    assert taken.returncode == 0, taken.stderr
+    assert json.loads(taken.stdout)["text"] == CHAT["reply"]
+    exported = run_cli(*args, env={**env, "PHI3_AIPC_PREBUILT": "no"})
+    assert exported.returncode == 2, exported.stderr
+    assert f"{MODEL} is not in the local Hugging Face cache and HF_HUB_OFFLINE" in \
+        exported.stderr

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from ..errors import BadInput
-from ..models import ModelSource, check_route_can_read, resolve_model
+from ..models import ModelSource, check_route_can_read, resolve_model, with_weights
 from .base import Route
 from .plan import Plan
 from .session import GenerationRequest, GenerationResult, Metrics, Session
@@ -48,11 +48,14 @@ def prepare_artifact(plan: Plan, model: str | ModelSource | None = None,
     name = model.name if isinstance(model, ModelSource) else model
     source = route.own_source(plan, name)
     if source is None:
-        source = model if isinstance(model, ModelSource) else resolve_model(model, progress)
+        source = model if isinstance(model, ModelSource) else \
+            resolve_model(model, progress, weights=False)  # enough to choose
         check_route_can_read(source.path, route.name)
         instead = prebuilt_instead(route, plan, source)
         if instead is not None:
             plan, source = instead, route.own_source(instead, source.name)
+        else:
+            source = with_weights(source, progress)  # exported or loaded: now it needs them
     return source, route.prepare(plan, source)
 
 
