@@ -55,10 +55,11 @@ def choice() -> str:
     return value
 
 
-def prebuilt_choice(route: str, source: ModelSource, device: str, precision: str = "int4"
-                    ) -> tuple[bool, str]:
+def prebuilt_choice(route: str, source: ModelSource, device: str, precision: str = "int4",
+                    exported: Path | None = None) -> tuple[bool, str]:
     """Whether to use the publisher's ready-made build of `source` for `route` on `device`
-    instead of exporting, and why (PHI3_AIPC_PREBUILT, and whether the export fits here).
+    instead of exporting, and why (PHI3_AIPC_PREBUILT, whether an export made earlier is in
+    the folder `exported`, and whether the export fits here).
 
     Only catalog models from the hub have one (the stand-ins have none), and only in int4."""
     from .catalog import known
@@ -68,6 +69,9 @@ def prebuilt_choice(route: str, source: ModelSource, device: str, precision: str
     if precision != "int4" or not entry or not any(
             device.split(".")[0] in b.devices for b in entry.prebuilt_for(route)):
         return False, f"No prebuilt {route} build is used for {source.name}: it is exported."
+    if wanted == "auto" and exported is not None and exported.is_dir():
+        return False, (f"{source.name} was exported before, when it fitted: that export is "
+                       f"used ({exported}).")
     reason = does_not_fit(source, precision, f"Exporting {source.name} ({precision})")
     if wanted == "auto" and reason is None:
         return False, (f"Exporting {source.name} fits this PC, so it is exported; {CHOICE_ENV}=yes "
@@ -75,13 +79,14 @@ def prebuilt_choice(route: str, source: ModelSource, device: str, precision: str
     return True, reason or f"{CHOICE_ENV}=yes"
 
 
-def use_prebuilt(route: str, source: ModelSource, device: str, precision: str = "int4"
-                 ) -> Path | None:
+def use_prebuilt(route: str, source: ModelSource, device: str, precision: str = "int4",
+                 exported: Path | None = None) -> Path | None:
     """The publisher's ready-made build to use instead of exporting, or None; says why.
+    `exported`: the folder a notebook's own export goes to, used when it is there.
 
     It is downloaded once with a progress bar, or found in the Hugging Face cache offline.
     """
-    use, why = prebuilt_choice(route, source, device, precision)
+    use, why = prebuilt_choice(route, source, device, precision, exported)
     if not use:
         print(why)
         return None
@@ -98,7 +103,7 @@ def openvino_int4(source: ModelSource | None = None, device: str = "CPU") -> Pat
     from .backends.openvino import PRESETS, export_command
 
     source = source or resolve_model(weights=False)  # the weights only if it is exported
-    built = use_prebuilt("openvino", source, device)
+    built = use_prebuilt("openvino", source, device, exported=export_dir(source, "int4-ov"))
     final = built or export_dir(source, "int4-ov")
     if not final.exists():
         partial = Path(f"{final}.partial")
@@ -115,7 +120,8 @@ def onnx_int4(source: ModelSource | None = None, provider: str = "cpu") -> Path:
     from .backends.onnxruntime_genai import build_options, builder_command
 
     source = source or resolve_model(weights=False)  # the weights only if it is built
-    built = use_prebuilt("onnxruntime-genai", source, provider)
+    built = use_prebuilt("onnxruntime-genai", source, provider,
+                         exported=export_dir(source, f"int4-{provider}"))
     final = built or export_dir(source, f"int4-{provider}")
     if not final.exists():
         partial = Path(f"{final}.partial")

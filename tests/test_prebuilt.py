@@ -186,3 +186,31 @@ def test_the_prebuilt_path_never_needs_the_checkpoints_weights(hub_without_weigh
     assert exported.returncode == 2, exported.stderr
     assert f"{MODEL} is not in the local Hugging Face cache and HF_HUB_OFFLINE" in \
         exported.stderr
+
+
+def test_an_earlier_export_is_used_when_memory_is_short_now(stand_in, tmp_path, monkeypatch,
+                                                            capsys):
+    """In auto mode the choice is made by what fits now; an export made earlier, when it
+    fitted, is used rather than a download of the publisher's build."""
+    import psutil
+
+    from phi3_aipc.backends import get_route, prebuilt_instead
+    from phi3_aipc.models import ModelSource
+
+    class Short:
+        available = 10**8  # 0.1 GB free now
+
+    monkeypatch.setenv("PHI3_AIPC_CACHE", str(tmp_path))
+    monkeypatch.delenv("PHI3_AIPC_PREBUILT", raising=False)
+    route = get_route("onnxruntime-genai")
+    plan = route.plan("int4", "cpu")
+    source = ModelSource(MODEL, stand_in, "hub")  # the stand-in's files as the real model's
+    with monkeypatch.context() as short:
+        short.setattr(psutil, "virtual_memory", lambda: Short())
+        assert prebuilt_instead(route, plan, source) is not None  # nothing exported: download
+    made = route.prepare(plan, source)  # exported while it fitted
+    assert made == route.export_folder(plan, source)
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: Short())
+    capsys.readouterr()
+    assert prebuilt_instead(route, plan, source) is None
+    assert "prebuilt" not in capsys.readouterr().err

@@ -70,7 +70,8 @@ def prebuilt_instead(route: Route, plan: Plan, source: ModelSource) -> Plan | No
     asked = {k: v for k, v in plan.prepare_options.items() if k != "skip_preflight"}
     if asked != route.plan(plan.precision, plan.device, None, plan.load_options).prepare_options:
         return None  # settings of one's own: an export of one's own
-    use, why = prebuilt_choice(route.name, source, plan.device, plan.precision)
+    use, why = prebuilt_choice(route.name, source, plan.device, plan.precision,
+                               exported=route.export_folder(plan, source))
     if not use:
         return None
     print(f"Using the publisher's prebuilt {route.name} build of {source.name} ({why}); "

@@ -173,6 +173,16 @@ class Route(ABC):
                            "out the other settings, or make your own without --prebuilt.")
         return plan.but(prepare_options={"prebuilt": True})
 
+    def export_folder(self, plan: Plan, source: ModelSource) -> Path:
+        """Where the cache keeps `plan`'s export of `source`: keyed by the settings it is made
+        with, not by how it was asked for."""
+        from ..cache import artifact_dir
+
+        settings = {k: v for k, v in plan.prepare_options.items()
+                    if k not in ("skip_preflight", "prebuilt")}
+        return artifact_dir(self.name, source.name, source.fingerprint(), plan.precision,
+                            settings)
+
     def own_source(self, plan: Plan, model: str | None) -> ModelSource | None:
         """A ready-made model the route fetches itself (with `prebuilt`: the catalog's build of
         `model` for the plan's device, downloaded or found in the cache), or None."""

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..cache import artifact_dir, build_once, check_given, read_manifest, write_manifest
+from ..cache import build_once, check_given, read_manifest, write_manifest
 from ..envs import IS_WINDOWS
 from ..errors import BadInput, DeviceUnavailable, ModelNotFound
 from ..hardware import preflight
@@ -219,7 +219,7 @@ class OnnxRuntimeGenAIRoute(Route):
             return source.path
         precision = plan.precision
         options = {k: v for k, v in plan.prepare_options.items() if k != "skip_preflight"}
-        final = artifact_dir(self.name, source.name, source.fingerprint(), precision, options)
+        final = self.export_folder(plan, source)
 
         def build(tmp: Path) -> None:
             if not plan.prepare_options.get("skip_preflight"):

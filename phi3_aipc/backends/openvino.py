@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..cache import artifact_dir, build_once, cache_dir, check_given, read_manifest, write_manifest
+from ..cache import build_once, cache_dir, check_given, read_manifest, write_manifest
 from ..chat import prompt_ids, stop_token_ids
 from ..errors import BadInput, DeviceUnavailable, ModelNotFound
 from ..hardware import preflight
@@ -234,7 +234,7 @@ class OpenVINORoute(Route):
             if made.get("precision", precision) != precision:
                 raise BadInput(f"{source.path} is a {made['precision']} export, not {precision}.")
             return source.path
-        final = artifact_dir(self.name, source.name, source.fingerprint(), precision, settings)
+        final = self.export_folder(plan, source)
 
         def build(tmp: Path) -> None:
             if not plan.prepare_options.get("skip_preflight"):
