@@ -103,8 +103,8 @@ def openvino_int4(source: ModelSource | None = None, device: str = "CPU") -> Pat
     from .backends.openvino import PRESETS, export_command
 
     source = source or resolve_model(weights=False)  # the weights only if it is exported
-    built = use_prebuilt("openvino", source, device, exported=export_dir(source, "int4-ov"))
-    final = built or export_dir(source, "int4-ov")
+    mine = export_dir(source, "int4-ov")
+    final = use_prebuilt("openvino", source, device, exported=mine) or mine
     if not final.exists():
         partial = Path(f"{final}.partial")
         source = with_weights(source)
@@ -120,9 +120,8 @@ def onnx_int4(source: ModelSource | None = None, provider: str = "cpu") -> Path:
     from .backends.onnxruntime_genai import build_options, builder_command
 
     source = source or resolve_model(weights=False)  # the weights only if it is built
-    built = use_prebuilt("onnxruntime-genai", source, provider,
-                         exported=export_dir(source, f"int4-{provider}"))
-    final = built or export_dir(source, f"int4-{provider}")
+    mine = export_dir(source, f"int4-{provider}")
+    final = use_prebuilt("onnxruntime-genai", source, provider, exported=mine) or mine
     if not final.exists():
         partial = Path(f"{final}.partial")
         source = with_weights(source)
