@@ -10,9 +10,16 @@ from pathlib import Path
 
 from .catalog import DEFAULT_MODEL, FAMILY
 from .errors import ModelNotFound
-from .standin import BANNER_NOTE, BENCH_LAYERS, ensure_bench_stand_in, ensure_stand_in
+from .standin import (
+    BANNER_NOTE,
+    BENCH_LAYERS,
+    ensure_bench_stand_in,
+    ensure_stand_in,
+    ensure_variant_stand_in,
+)
 
 STAND_IN = "stand-in"
+VARIANT_STAND_IN = "variant-stand-in"  # "stand-in:phi-4-mini": a catalog model's architecture
 BENCH_STAND_IN = "bench-stand-in"  # "bench-stand-in:8" for 8 layers
 MODEL_ENV = "PHI3_AIPC_MODEL"
 # Only what a Phi-3 checkpoint needs: weights, configs, tokenizer.
@@ -26,7 +33,7 @@ class ModelSource:
 
     name: str
     path: Path
-    kind: str  # "hub", "local", "prebuilt", "stand-in" or "bench-stand-in"
+    kind: str  # "hub", "local", "prebuilt", "stand-in", "variant-stand-in" or "bench-stand-in"
 
     @property
     def is_stand_in(self) -> bool:
@@ -34,7 +41,7 @@ class ModelSource:
 
     def fingerprint(self) -> str:
         """What identifies these weights: the recipe, the hub commit, or the files' stamps."""
-        if self.kind in (STAND_IN, BENCH_STAND_IN, "hub", "prebuilt"):
+        if self.kind in (STAND_IN, VARIANT_STAND_IN, BENCH_STAND_IN, "hub", "prebuilt"):
             return f"{self.name}@{self.path.name}"  # recipe digest / snapshot commit
         return f"{self.path.name}@{folder_fingerprint(self.path)}"
 
@@ -59,7 +66,8 @@ def resolve_model(model: str | None = None, progress: bool = True,
     """Turn a model name into a local folder, downloading or building it if needed.
 
     `model` is a hub id (or a catalog model's short name, e.g. "phi-3.5-mini"), a local
-    folder, "stand-in", or "bench-stand-in[:LAYERS]" (Phi-3-mini's
+    folder, "stand-in", "stand-in:<short name>" (a catalog model's architecture, small, with
+    random weights), or "bench-stand-in[:LAYERS]" (Phi-3-mini's
     layer shapes with random weights, for benchmarks); None means the default. Only the default
     (no argument, no `PHI3_AIPC_MODEL`) falls back to the stand-in when the hub can't be reached,
     with a banner that says so; a model asked for by name that can't be had is an error.
@@ -70,6 +78,9 @@ def resolve_model(model: str | None = None, progress: bool = True,
     name = catalog_id(model or default_model())
     if name == STAND_IN:
         return ModelSource(STAND_IN, ensure_stand_in(progress), STAND_IN)
+    if name.startswith(STAND_IN + ":"):
+        short = name.partition(":")[2]
+        return ModelSource(name, ensure_variant_stand_in(short, progress), VARIANT_STAND_IN)
     if name.split(":")[0] == BENCH_STAND_IN:
         layers = bench_layers(name)
         return ModelSource(name, ensure_bench_stand_in(layers, progress), BENCH_STAND_IN)

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from .cache import MANIFEST, build_once, cache_dir
-from .catalog import default
+from .catalog import MODELS, Model, default
 from .chat import template_ids
 
 DEFAULT = default()  # the catalog's default model: the bench stand-in has its shapes
@@ -133,6 +133,110 @@ def build_bench(out: Path, layers: int, progress: bool = True) -> None:
     made = {"route": "stand-in", "model": bench_name(layers), "precision": "bf16",
             "options": {"layers": layers, "seed": TRAINING["seed"]}}
     (out / MANIFEST).write_text(json.dumps(made, indent=2), encoding="utf-8")
+
+
+# A stand-in per catalog model ("stand-in:phi-4-mini"): random weights from a fixed seed, 2 narrow
+# layers, and every feature in which the variant differs from Phi-3-mini-4k kept exactly: the head
+# width (96 or 128), the ratio of query to key/value heads, the partial rotary factor, the LongRoPE
+# factors and window, tied embeddings, the vocabulary size and the tokenizer. Built in seconds
+# (Phi-4-mini's tokenizer in about half a minute); its replies are noise and never stop early.
+VARIANT_LAYERS = 2
+VARIANT_RECIPE = 1
+COPIED = ("vocab_size", "max_position_embeddings", "original_max_position_embeddings",
+          "sliding_window", "rope_scaling", "partial_rotary_factor", "tie_word_embeddings")
+
+
+def variant(short: str) -> Model:
+    """The catalog model a "stand-in:<short>" stands in for."""
+    from .errors import ModelNotFound
+
+    found = {m.short: m for m in MODELS.values()}
+    if short not in found:
+        raise ModelNotFound(f"'stand-in:{short}' is not a stand-in; give one of "
+                            f"{', '.join('stand-in:' + k for k in found)}, or 'stand-in'.")
+    return found[short]
+
+
+def variant_config(model: Model) -> dict:
+    """A small config with `model`'s distinguishing features (see VARIANT_LAYERS)."""
+    real = model.config
+    head_dim = real["hidden_size"] // real["num_attention_heads"]
+    group = real["num_attention_heads"] // real["num_key_value_heads"]
+    kv_heads = 1 if group > 1 else 4  # Phi-4-mini: 3 query heads share 1 (24:8); Phi-3: 4 and 4
+    hidden = kv_heads * group * head_dim  # 384 for all four: a multiple of int4's group of 128
+    config = dict(MODEL_CONFIG, hidden_size=hidden, intermediate_size=2 * hidden,
+                  num_hidden_layers=VARIANT_LAYERS, num_attention_heads=kv_heads * group,
+                  num_key_value_heads=kv_heads, torch_dtype="bfloat16",
+                  **{k: real[k] for k in COPIED if k in real})
+    if real["vocab_size"] > MODEL_CONFIG["vocab_size"]:  # Phi-4-mini's tokenizer
+        from . import phi4_tokenizer as phi4
+
+        config.update(bos_token_id=phi4.BOS_ID, eos_token_id=phi4.EOS_TOKEN_IDS[-1],
+                      pad_token_id=phi4.PAD_ID)
+    return config
+
+
+def variant_stand_in_path(short: str) -> Path:
+    config = variant_config(variant(short))
+    digest = hashlib.sha256(json.dumps([config, TRAINING["seed"], VARIANT_RECIPE],
+                                       sort_keys=True).encode()).hexdigest()[:16]
+    return cache_dir() / "stand-in" / f"{short}-{digest}"
+
+
+def ensure_variant_stand_in(short: str, progress: bool = True) -> Path:
+    """Return the folder of "stand-in:<short>", building it if needed."""
+    return build_once(variant_stand_in_path(short),
+                      lambda tmp: build_variant(tmp, short, progress=progress))
+
+
+def build_variant(out: Path, short: str, progress: bool = True) -> None:
+    import torch
+    from transformers import GenerationConfig, Phi3Config, Phi3ForCausalLM
+
+    model = variant(short)
+    config = variant_config(model)
+    phi4 = config["vocab_size"] > MODEL_CONFIG["vocab_size"]
+    if progress:
+        print(f"Building stand-in:{short}: {model.id}'s architecture in {VARIANT_LAYERS} narrow "
+              "layers, random weights" + (" (and its tokenizer, about half a minute)" if phi4
+                                          else "") + "...", flush=True)
+    torch.manual_seed(TRAINING["seed"])
+    net = Phi3ForCausalLM(Phi3Config(**config)).to(torch.bfloat16).eval()
+    if phi4:
+        from . import phi4_tokenizer
+
+        phi4_tokenizer.build(out)
+        eos, bos, pad = phi4_tokenizer.EOS_TOKEN_IDS, phi4_tokenizer.BOS_ID, phi4_tokenizer.PAD_ID
+    else:
+        for f in TOKENIZER_DIR.iterdir():
+            shutil.copy(f, out / f.name)
+        eos, bos, pad = EOS_TOKEN_IDS, MODEL_CONFIG["bos_token_id"], MODEL_CONFIG["pad_token_id"]
+    net.generation_config = GenerationConfig(bos_token_id=bos, eos_token_id=eos,
+                                             pad_token_id=pad, do_sample=False)
+    net.save_pretrained(out, safe_serialization=True)
+    as_published(out / "config.json")
+    tokenizer = "Phi-4-mini's, rebuilt from o200k_base" if phi4 else "Phi-3-mini's"
+    (out / "README.md").write_text(
+        f"# phi3-aipc stand-in:{short}\n\n{model.id}'s architecture ({model.note}) in "
+        f"{VARIANT_LAYERS} narrow layers with random weights, and {tokenizer} tokenizer. For "
+        "checking the routes token for token: its replies are noise.\n", encoding="utf-8")
+    made = {"route": "stand-in", "model": f"stand-in:{short}", "precision": "bf16",
+            "options": {"stands_in_for": model.id, "seed": TRAINING["seed"],
+                        "recipe": VARIANT_RECIPE}}
+    (out / MANIFEST).write_text(json.dumps(made, indent=2), encoding="utf-8")
+
+
+def as_published(path: Path) -> None:
+    """Rewrite a config.json saved by transformers 5 (`rope_parameters`) in the form the hub's
+    Phi checkpoints have (`rope_theta`, `rope_scaling`), which every library here reads."""
+    config = json.loads(path.read_text(encoding="utf-8"))
+    rope = config.pop("rope_parameters", None) or {}
+    config["rope_theta"] = rope.get("rope_theta", config.get("rope_theta", 10000.0))
+    config["rope_scaling"] = None
+    if rope.get("rope_type") == "longrope":
+        config["rope_scaling"] = {"type": "longrope", "long_factor": rope["long_factor"],
+                                  "short_factor": rope["short_factor"]}
+    path.write_text(json.dumps(config, indent=2), encoding="utf-8")
 
 
 def bench_name(layers: int) -> str:
