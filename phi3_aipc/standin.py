@@ -164,9 +164,14 @@ def variant_config(model: Model) -> dict:
     group = real["num_attention_heads"] // real["num_key_value_heads"]
     kv_heads = 1 if group > 1 else 4  # Phi-4-mini: 3 query heads share 1 (24:8); Phi-3: 4 and 4
     hidden = kv_heads * group * head_dim  # 384 for all four: a multiple of int4's group of 128
+    # Weights drawn with std 0.1, not transformers' 0.02: at 0.02 two layers barely move the
+    # residual stream, so the reply is one token repeated whatever the positions (swapping the
+    # long LongRoPE factors for the short ones changed nothing); at 0.1 the greedy reply is 31-32
+    # distinct tokens, depends on the factors, and its top two logits stay >= 0.004 apart, far
+    # above fp32's rounding (measured for Phi-3.5-mini and Phi-4-mini, short and long prompts).
     config = dict(MODEL_CONFIG, hidden_size=hidden, intermediate_size=2 * hidden,
                   num_hidden_layers=VARIANT_LAYERS, num_attention_heads=kv_heads * group,
-                  num_key_value_heads=kv_heads, torch_dtype="bfloat16",
+                  num_key_value_heads=kv_heads, torch_dtype="bfloat16", initializer_range=0.1,
                   **{k: real[k] for k in COPIED if k in real})
     if real["vocab_size"] > MODEL_CONFIG["vocab_size"]:  # Phi-4-mini's tokenizer
         from . import phi4_tokenizer as phi4
@@ -210,6 +215,10 @@ def build_variant(out: Path, short: str, progress: bool = True) -> None:
     else:
         for f in TOKENIZER_DIR.iterdir():
             shutil.copy(f, out / f.name)
+        settings = json.loads((out / "tokenizer_config.json").read_text(encoding="utf-8"))
+        settings["model_max_length"] = config["max_position_embeddings"]  # 128k for LongRoPE
+        (out / "tokenizer_config.json").write_text(json.dumps(settings, indent=2),
+                                                   encoding="utf-8")
         eos, bos, pad = EOS_TOKEN_IDS, MODEL_CONFIG["bos_token_id"], MODEL_CONFIG["pad_token_id"]
     net.generation_config = GenerationConfig(bos_token_id=bos, eos_token_id=eos,
                                              pad_token_id=pad, do_sample=False)

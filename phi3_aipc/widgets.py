@@ -36,6 +36,33 @@ def device_picker(devices: list[str], value: str | None = None, description: str
                             description=description)
 
 
+def model_choices(current: str | None = None) -> list[tuple[str, str]]:
+    """(label, name) for a model dropdown: the catalog's models, their stand-ins and the offline
+    stand-in, and `current` (the default: PHI3_AIPC_MODEL, a folder) if it is none of those."""
+    from .catalog import DEFAULT_MODEL, MODELS
+
+    choices = [(f"{m.id} ({m.context_window // 1024}k)", m.id) for m in MODELS.values()]
+    choices += [("stand-in (offline, memorized replies)", "stand-in")]
+    choices += [(f"stand-in:{m.short} (offline, random weights)", f"stand-in:{m.short}")
+                for m in MODELS.values()]
+    current = current or DEFAULT_MODEL
+    if current not in [name for _, name in choices]:
+        choices.insert(0, (current, current))
+    return choices
+
+
+def model_picker(value: str | None = None, description: str = "Model"):
+    """A dropdown of the models the suite knows (`model_choices`); `picker.value` is the name to
+    give `resolve_model`, starting at `value` or the default model (PHI3_AIPC_MODEL)."""
+    import ipywidgets as widgets
+
+    from .models import default_model
+
+    value = value or default_model()
+    return widgets.Dropdown(options=model_choices(value), value=value, description=description,
+                            layout=widgets.Layout(width="60%"))
+
+
 def stats_line(result: GenerationResult) -> str:
     """What goes under a reply: time to first token, speed, length, and where it ran."""
     m = result.metrics
@@ -56,14 +83,16 @@ class ChatWidget:
 
     `loaded` is a model the notebook has already loaded with the route's library (with
     `artifact`, the folder it came from): the chat then talks through it instead of loading a
-    second copy, and its pickers stay fixed on it.
+    second copy, and its pickers stay fixed on it. `pick_model=True` adds a model picker
+    (`model_picker`); changing the model starts a new chat.
     """
 
     def __init__(self, route: str = "openvino", routes: list[str] | None = None,
                  model: str | ModelSource | None = None, precision: str | None = None,
                  device: str | None = None, system: str = DEFAULT_SYSTEM,
                  max_new_tokens: int = 256, greedy: bool = True,
-                 context: int | None = None, loaded=None, artifact=None) -> None:
+                 context: int | None = None, loaded=None, artifact=None,
+                 pick_model: bool = False) -> None:
         import ipywidgets as widgets
 
         names = list(routes or [route])
@@ -85,6 +114,10 @@ class ChatWidget:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
+        start = model.name if isinstance(model, ModelSource) else model
+        self.model_choice = model_picker(start)
+        if not pick_model or loaded is not None:
+            self.model_choice.layout.display = "none"
         self.route = widgets.Dropdown(options=names, value=route, description="Route")
         if len(names) == 1:
             self.route.layout.display = "none"
@@ -102,13 +135,15 @@ class ChatWidget:
         self.clear_button = widgets.Button(description="New chat")
         self.transcript = widgets.VBox()
         self.status = widgets.HTML("Ready. The model loads with the first message.")
-        for w, name in [(self.route, "chat-route"), (self.device, "chat-device"),
+        for w, name in [(self.model_choice, "chat-model"), (self.route, "chat-route"),
+                        (self.device, "chat-device"),
                         (self.precision, "chat-precision"), (self.system, "chat-system"),
                         (self.input, "chat-input"), (self.send_button, "chat-send"),
                         (self.stop_button, "chat-stop"), (self.clear_button, "chat-clear"),
                         (self.transcript, "chat-transcript"), (self.status, "chat-status")]:
             w.add_class(name)
 
+        self.model_choice.observe(lambda change: self._pick_model(change["new"]), "value")
         self.route.observe(lambda _: self._fill_pickers(), "value")
         self.device.observe(lambda _: self._drop_session(), "value")
         self.precision.observe(lambda _: self._drop_session(), "value")
@@ -116,7 +151,8 @@ class ChatWidget:
         self.stop_button.on_click(lambda _: self.stop())
         self.clear_button.on_click(lambda _: self.clear())
         self.box = widgets.VBox([
-            widgets.HTML(STYLE), widgets.HBox([self.route, self.device, self.precision]),
+            widgets.HTML(STYLE), self.model_choice,
+            widgets.HBox([self.route, self.device, self.precision]),
             self.system, self.transcript,
             widgets.HBox([self.input, self.send_button, self.stop_button, self.clear_button]),
             self.status])
@@ -177,6 +213,13 @@ class ChatWidget:
             else route.default_precision
         self._drop_session()
 
+    def _pick_model(self, name: str) -> None:
+        """Another model: forget the loaded one and the conversation (it was with that model)."""
+        self.model, self.source = name, None
+        self._drop_session()
+        self.clear()
+        self.status.value = f"New chat with {html.escape(name)}: it loads with the first message."
+
     def _drop_session(self) -> None:
         """Forget the loaded model; the next message loads what the pickers say."""
         if self.session is not None:
@@ -186,7 +229,8 @@ class ChatWidget:
     def _set_busy(self, busy: bool) -> None:
         for w in (self.send_button, self.clear_button):
             w.disabled = busy
-        for w in (self.route, self.device, self.precision):  # fixed on a model loaded outside
+        for w in (self.model_choice, self.route, self.device,
+                  self.precision):  # fixed on a model loaded outside
             w.disabled = busy or self.loaded is not None
         self.stop_button.disabled = not busy
 

@@ -190,6 +190,23 @@ def test_route_and_pickers_choose_the_session(stand_in):
     assert "openvino int8 on CPU" in text_of(items(chat, "chat-stats")[-1])
 
 
+def test_the_model_picker_switches_model_and_starts_a_new_chat(stand_in):
+    """Picking Phi-4-mini's stand-in in the chat loads it (its 200k vocabulary, its template)
+    and forgets the conversation held with the first model."""
+    chat = ChatWidget(route="transformers", model="stand-in", max_new_tokens=64, pick_model=True)
+    names = [name for _, name in chat.model_choice.options]
+    assert {"microsoft/Phi-4-mini-instruct", "stand-in", "stand-in:phi-4-mini"} <= set(names)
+    assert chat.model_choice.value == "stand-in" and chat.model_choice.layout.display != "none"
+    assert ask(chat, question(INTRO)).text == INTRO["reply"]
+    chat.model_choice.value = "stand-in:phi-4-mini"
+    assert chat.session is None and chat.history == [] and "stand-in:phi-4-mini" in \
+        text_of(chat.status)
+    ask(chat, question(INTRO))
+    assert chat.source.name == "stand-in:phi-4-mini"
+    assert chat.session.tokenizer.convert_tokens_to_ids("<|end|>") == 200020
+    assert len(chat.history) == 2
+
+
 def test_the_chat_talks_through_a_model_the_notebook_loaded(stand_in):
     """With `loaded=`, the chat uses the notebook's model (no second copy) and labels it by the
     dtype it has: a bf16 model is bf16, not the route's fp32."""

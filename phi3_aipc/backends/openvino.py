@@ -330,6 +330,11 @@ def pipeline_config(plan: Plan, made: dict) -> dict:
     config: dict = {}
     if plan.device.startswith(("GPU", "NPU")):
         config["CACHE_DIR"] = str(compiled_cache())
+    if made.get("precision") == "fp32" and plan.device == "CPU":
+        # The CPU plugin keeps the KV cache in u8 by default, even for an fp32 model: fp32 as a
+        # reference then drifts (the Phi-3-mini-4k stand-in's greedy reply left transformers'
+        # at its 11th token, where the top two logits were 0.006 apart). fp32 means fp32 here.
+        config["KV_CACHE_PRECISION"] = "f32"
     if plan.device == "NPU":
         options = made.get("options", {})
         if made.get("precision") == "int4" and not options.get("sym", True):
