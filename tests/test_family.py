@@ -180,6 +180,9 @@ def test_the_route_notebooks_run_on_phi4():
     out = subprocess.run([sys.executable, "-m", "pytest", "-q", "--nbval-lax", "-p",
                           "no:cacheprovider", *(f"notebooks/{n}.ipynb" for n in names)],
                          cwd=root, capture_output=True, text=True, timeout=3600,
-                         env={**os.environ, "PHI3_AIPC_MODEL": "stand-in:phi-4-mini"})
+                         env={**os.environ, "PHI3_AIPC_MODEL": "stand-in:phi-4-mini",
+                              # optimum-cli, as in an activated environment
+                              "PATH": os.pathsep.join([os.path.dirname(sys.executable),
+                                                       os.environ.get("PATH", "")])})
     assert out.returncode == 0, out.stdout[-4000:]
     assert " passed" in out.stdout and "failed" not in out.stdout
