@@ -99,7 +99,9 @@ def route_args(cmd: argparse.ArgumentParser, stages: tuple[str, ...]) -> None:
     cmd.add_argument("--precision", metavar="P",
                      help=f"{', '.join(PRECISIONS)} (default: the route's own)")
     cmd.add_argument("--model", metavar="M", help=f"hub id (known: {catalog.describe()}), "
-                     f"local folder or 'stand-in' (default: $PHI3_AIPC_MODEL or "
+                     f"local folder, 'stand-in', or 'stand-in:<short name>' (a catalog "
+                     f"model's architecture, small: stand-in:phi-4-mini) (default: "
+                     f"$PHI3_AIPC_MODEL or "
                      f"{catalog.DEFAULT_MODEL})")
     cmd.add_argument("--device", metavar="D", help="the device it runs on (default: the "
                      "route's own)")
