@@ -169,6 +169,20 @@ def test_int4_runs_on_phi4(route):
     assert len(result.token_ids) == 8 and result.finish_reason == "length"
 
 
+def test_the_npu_pipeline_emulated_gives_the_cpus_ids_on_phi4():
+    """OpenVINO's NPU pipeline (static shapes; emulated on the CPU here) takes Phi-4-mini's
+    architecture: on the same int4 export (the NPU's preset) it gives the CPU pipeline's ids."""
+    args = ["generate", "--backend", "openvino", "--preset", "npu", "--model",
+            "stand-in:phi-4-mini", "--greedy", "--ignore-eos", "--max-new-tokens", "8", "--json",
+            "--prompt", SHORT_PROMPT]
+    npu = run_cli(*args, "--device", "NPU", "--emulate-npu")
+    cpu = run_cli(*args, "--device", "CPU")
+    assert npu.returncode == 0 and cpu.returncode == 0, npu.stderr + cpu.stderr
+    npu, cpu = json.loads(npu.stdout), json.loads(cpu.stdout)
+    assert npu["device"] == "NPU (emulated on CPU)"
+    assert len(npu["token_ids"]) == 8 and npu["token_ids"] == cpu["token_ids"]
+
+
 def test_an_unknown_variant_is_refused_in_one_line():
     out = run_cli("generate", "--model", "stand-in:phi-5", "--prompt", "hi")
     assert out.returncode != 0
