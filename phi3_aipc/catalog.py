@@ -35,6 +35,9 @@ class Model:
     parameters_b: float  # billions of parameters, as published
     prebuilt: tuple[Prebuilt, ...] = ()
     note: str = ""
+    # Routes and devices its stand-in is checked on by the tests (tests/test_family.py and the
+    # route tests); what is not listed has not been run, which is not to say it fails.
+    checked: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "config", MappingProxyType(dict(self.config)))
@@ -118,6 +121,8 @@ PHI4_LONGROPE = {"type": "longrope", "long_factor": [
     "short_factor": [1.0] * 48}
 LONGROPE_128K = dict(max_position_embeddings=131072, original_max_position_embeddings=4096)
 
+ROUTES_CHECKED = ("transformers", "openvino CPU (fp32 = transformers)",
+                  "onnxruntime-genai cpu (fp32 = transformers)")
 ORT_CPU_INT4 = "cpu_and_mobile/cpu-int4-rtn-block-32-acc-level-4"
 
 MODELS: dict[str, Model] = {m.id: m for m in [
@@ -136,7 +141,8 @@ MODELS: dict[str, Model] = {m.id: m for m in [
               Prebuilt("onnxruntime-genai", "microsoft/Phi-3-mini-4k-instruct-onnx",
                        ORT_CPU_INT4, devices=("cpu",), settings="RTN, block 32, int8 activations"),
           ),
-          note="the reference material's model; a 4k-token window"),
+          note="the reference material's model; a 4k-token window",
+          checked=(*ROUTES_CHECKED, "openvino NPU (emulated)", "npu-library (CPU fallback)")),
     Model("microsoft/Phi-3-mini-128k-instruct", "phi-3-mini-128k",
           # Its own factors could not be read here (no model hub); its stand-in takes
           # Phi-3.5-mini's, which have the same length and the same switch at 4096 tokens.
@@ -148,7 +154,8 @@ MODELS: dict[str, Model] = {m.id: m for m in [
               Prebuilt("onnxruntime-genai", "microsoft/Phi-3-mini-128k-instruct-onnx",
                        ORT_CPU_INT4, devices=("cpu",), settings="RTN, block 32, int8 activations"),
           ),
-          note="LongRoPE: a 128k window; long factors take over past 4096 tokens"),
+          note="LongRoPE: a 128k window; long factors take over past 4096 tokens",
+          checked=ROUTES_CHECKED),
     Model("microsoft/Phi-3.5-mini-instruct", "phi-3.5-mini",
           dict(PHI3_MINI, **LONGROPE_128K, rope_scaling=PHI35_LONGROPE, sliding_window=262144),
           3.82,
@@ -161,7 +168,7 @@ MODELS: dict[str, Model] = {m.id: m for m in [
                        "cpu_and_mobile/cpu-int4-awq-block-128-acc-level-4", devices=("cpu",),
                        settings="AWQ, block 128, int8 activations"),
           ),
-          note="LongRoPE, 128k window, multilingual"),
+          note="LongRoPE, 128k window, multilingual", checked=ROUTES_CHECKED),
     Model("microsoft/Phi-4-mini-instruct", "phi-4-mini",
           dict(PHI3_MINI, **LONGROPE_128K, rope_scaling=PHI4_LONGROPE, vocab_size=200064,
                num_attention_heads=24, num_key_value_heads=8, partial_rotary_factor=0.75,
@@ -174,7 +181,8 @@ MODELS: dict[str, Model] = {m.id: m for m in [
                        devices=("cpu",), settings="RTN, block 32, int8 activations"),
           ),
           note="grouped-query attention (24 query, 8 key/value heads), partial rotary 0.75, "
-               "tied embeddings, a 200k vocabulary, LongRoPE"),
+               "tied embeddings, a 200k vocabulary, LongRoPE",
+          checked=(*ROUTES_CHECKED, "openvino NPU (emulated)")),
 ]}
 DEFAULT_MODEL = "microsoft/Phi-3-mini-4k-instruct"
 

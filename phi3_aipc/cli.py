@@ -219,7 +219,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     rows = [{"id": m.id, "stand_in": f"stand-in:{m.short}", "context_window": m.context_window,
              "parameters_b": m.parameters_b, "layers": m.layers,
              "bf16_gb": round(m.bf16_gb, 2), "export_ram_gb": round(m.export_ram_gb, 1),
-             "note": m.note, "prebuilt": [p.__dict__ for p in m.prebuilt]}
+             "note": m.note, "checked": list(m.checked),
+             "prebuilt": [p.__dict__ for p in m.prebuilt]}
             for m in catalog.MODELS.values()]
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -229,6 +230,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(f"{r['id']}{default}\n  {r['parameters_b']}B parameters, {r['layers']} layers, "
               f"{r['context_window']}-token window; {r['bf16_gb']:.1f} GB in bf16, about "
               f"{r['export_ram_gb']:.0f} GB of memory to export; {r['note']}")
+        print(f"  checked here on stand-ins of its architecture ({r['stand_in']}): "
+              f"{'; '.join(r['checked'])}")
         for p in r["prebuilt"]:
             where = "/".join(filter(None, [p["repo"], p["subfolder"]]))
             print(f"  prebuilt {p['route']:18} {p['precision']} for {', '.join(p['devices'])}: "

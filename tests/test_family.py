@@ -183,6 +183,18 @@ def test_the_npu_pipeline_emulated_gives_the_cpus_ids_on_phi4():
     assert len(npu["token_ids"]) == 8 and npu["token_ids"] == cpu["token_ids"]
 
 
+def test_models_lists_the_four_with_their_stand_ins_and_checked_routes():
+    out = run_cli("models", "--json")
+    assert out.returncode == 0, out.stderr
+    rows = {r["id"]: r for r in json.loads(out.stdout)}
+    assert list(rows) == list(catalog.MODELS)
+    for model in catalog.MODELS.values():
+        row = rows[model.id]
+        assert row["stand_in"] == f"stand-in:{model.short}"
+        assert "openvino CPU (fp32 = transformers)" in row["checked"]
+        assert "onnxruntime-genai cpu (fp32 = transformers)" in row["checked"]
+
+
 def test_an_unknown_variant_is_refused_in_one_line():
     out = run_cli("generate", "--model", "stand-in:phi-5", "--prompt", "hi")
     assert out.returncode != 0
