@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nphi3-aipc: interrupted.", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader has gone (`phi3-aipc models | head -3`): nothing wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own recipe
+        return 0
     except Exception as err:  # the last line of defence: whatever slipped through is a bug
         if os.environ.get(DEBUG_ENV):
             traceback.print_exc()

@@ -262,3 +262,16 @@ def test_a_damaged_checkpoint_is_one_line(change, message, stand_in, tmp_path, c
     assert main(["generate", "--model", str(folder), "--prompt", "hi"]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
+
+
+def test_output_cut_short_by_the_reader_is_not_an_error():
+    """`phi3-aipc models | head -1`: the pipe closes early, which is not a bug to report."""
+    import os
+    import subprocess
+    import sys
+
+    exe = os.path.join(os.path.dirname(sys.executable), "phi3-aipc")
+    out = subprocess.run(f'"{exe}" models | head -1', shell=True, capture_output=True, text=True,
+                         timeout=120)
+    assert out.stdout.startswith("microsoft/Phi-3-mini-4k-instruct")
+    assert out.stderr == ""
