@@ -173,12 +173,17 @@ def variant_config(model: Model) -> dict:
                   num_hidden_layers=VARIANT_LAYERS, num_attention_heads=kv_heads * group,
                   num_key_value_heads=kv_heads, torch_dtype="bfloat16", initializer_range=0.1,
                   **{k: real[k] for k in COPIED if k in real})
-    if real["vocab_size"] > MODEL_CONFIG["vocab_size"]:  # Phi-4-mini's tokenizer
+    if has_phi4_vocabulary(config):
         from . import phi4_tokenizer as phi4
 
         config.update(bos_token_id=phi4.BOS_ID, eos_token_id=phi4.EOS_TOKEN_IDS[-1],
                       pad_token_id=phi4.PAD_ID)
     return config
+
+
+def has_phi4_vocabulary(config: dict) -> bool:
+    """Whether a variant's config needs Phi-4-mini's tokenizer (200k) rather than Phi-3's (32k)."""
+    return config["vocab_size"] > MODEL_CONFIG["vocab_size"]
 
 
 def variant_stand_in_path(short: str) -> Path:
@@ -200,7 +205,7 @@ def build_variant(out: Path, short: str, progress: bool = True) -> None:
 
     model = variant(short)
     config = variant_config(model)
-    phi4 = config["vocab_size"] > MODEL_CONFIG["vocab_size"]
+    phi4 = has_phi4_vocabulary(config)
     if progress:
         print(f"Building stand-in:{short}: {model.id}'s architecture in {VARIANT_LAYERS} narrow "
               "layers, random weights" + (" (and its tokenizer, about half a minute)" if phi4
