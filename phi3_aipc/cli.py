@@ -343,6 +343,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         check_output_file(flag, path)  # before minutes of measuring, not after
     configs = bench.available_configs(args.route, args.precision, args.device,
                                       max_prompt_len=max(lengths))
+    if "emulated" not in [d.lower() for d in args.device or []]:  # by name, it always runs
+        model_dir = resolve_model(args.model).path
+        for config in [c for c in configs if c.emulated]:
+            if reason := bench.too_big(config, model_dir):
+                print(f"skip: {reason}", file=sys.stderr)
+                configs.remove(config)
     report = bench.run(configs, args.model, reps=args.reps, new_tokens=args.new_tokens,
                        lengths=lengths)
     bench.write(report, args.json, args.csv)
