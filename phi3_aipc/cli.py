@@ -31,6 +31,8 @@ from .chat import build_messages
 from .errors import BadInput, Phi3AipcError
 from .models import resolve_model
 from .processes import tool_log
+from .quality import TOKENS as QUALITY_TOKENS
+from .quality import WINDOW as QUALITY_WINDOW
 from .standin import load_chats
 
 DEBUG_ENV = "PHI3_AIPC_DEBUG"
@@ -201,6 +203,17 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--csv", metavar="FILE", help="write one row per route and length")
     bench.set_defaults(func=cmd_bench)
 
+    quality = sub.add_parser("quality", help="what a precision costs: next-token agreement "
+                             "with the fp32 reference on a bundled text (top-1, KL, perplexity)")
+    route_args(quality, ("prepare", "load"))
+    quality.add_argument("--tokens", type=int, default=QUALITY_TOKENS, metavar="N",
+                         help="positions of the text to read (default %(default)s)")
+    quality.add_argument("--window", type=int, default=QUALITY_WINDOW, metavar="N",
+                         help="tokens per window, each read from an empty context (default "
+                         "%(default)s)")
+    quality.add_argument("--json", action="store_true", help="print one JSON object")
+    quality.set_defaults(func=cmd_quality)
+
     demo = sub.add_parser("demo", help="run every installed route once on the default model")
     demo.add_argument("--model", metavar="M", help="as for generate")
     demo.add_argument("--max-new-tokens", type=int, default=64, metavar="N")
@@ -353,6 +366,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
                        lengths=lengths)
     bench.write(report, args.json, args.csv)
     print(bench.summary(report))
+    return 0
+
+
+def cmd_quality(args: argparse.Namespace) -> int:
+    from . import quality
+
+    result = quality.measure(args.route, args.precision, args.device, args.model, args.tokens,
+                             args.window, progress=not args.json,
+                             prepare_options=given(args, "prepare"),
+                             load_options=given(args, "load"))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{result['model']}: {result['positions']} positions of {result['text']} against "
+              f"{result['reference']}")
+        print(quality.summary(result))
     return 0
 
 

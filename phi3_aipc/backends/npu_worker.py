@@ -9,6 +9,8 @@ layer shapes runs in it. The protocol is JSON lines: the worker says {"event": "
 once the model is compiled; each request line on stdin ({"messages": [...], "request": {...}},
 the fields of a GenerationRequest) gets {"event": "text", "text": ...}
 lines as the reply streams, then {"event": "done", "result": {...}} or {"event": "error", ...}.
+A {"logits": [ids], "out": FILE} line gets the next-token logits of every position written to
+FILE (.npy; too big for a JSON line), then {"event": "done", "result": {"out": FILE}}.
 A {"stop": true} line sent while a reply streams ends it early (finish_reason "stopped"): stdin
 is read by a thread of its own, so the line is seen while the model generates.
 Everything the library itself prints goes to stderr, so stdout stays the protocol's.
@@ -52,6 +54,12 @@ def main() -> int:
     while (request := requests.get()) is not None:
         stop.clear()  # a stop that came after the previous reply ended is not for this one
         try:
+            if "logits" in request:  # {"logits": ids, "out": a .npy file to write them to}
+                import numpy as np
+
+                np.save(request["out"], session.logits(request["logits"]))
+                send(event="done", result={"out": request["out"]})
+                continue
             result = session.generate(
                 request["messages"], GenerationRequest.from_dict(request["request"]),
                 streamer=lambda text: send(event="text", text=text) or stop.is_set())

@@ -316,6 +316,17 @@ class OnnxRuntimeGenAISession(Session):
                 break
         return self.result(stream, len(prompt))
 
+    def logits(self, ids: list[int]):
+        """The model's own logits output after the whole window goes in at once."""
+        import numpy as np
+        import onnxruntime_genai as og
+
+        params = og.GeneratorParams(self.og_model)
+        params.set_search_options(max_length=len(ids) + 1)
+        generator = og.Generator(self.og_model, params)
+        generator.append_tokens(ids)
+        return np.asarray(generator.get_output("logits"))[0]
+
     def close(self) -> None:
         self.og_model = self.og_tokenizer = None
 

@@ -355,6 +355,7 @@ class OpenVINOSession(Session):
 
         made = check_export(artifact)
         config = pipeline_config(plan, made)
+        self.artifact, self._request = artifact, None
         start = time.perf_counter()
         try:
             self.pipe = pipe or ov_genai.LLMPipeline(str(artifact), plan.device, **config)
@@ -398,8 +399,37 @@ class OpenVINOSession(Session):
         # compare fairly; the pipeline's own result.perf_metrics measure from inside it.
         return self.result(stream, len(prompt))
 
+    def logits(self, ids: list[int]):
+        """The exported model itself, compiled on the CPU (or the GPU) beside the pipeline,
+        which gives no logits: one window from an empty state."""
+        import numpy as np
+
+        if self.plan.device.startswith("NPU"):
+            raise BadInput("OpenVINO's NPU pipeline gives no logits. Measure the same export "
+                           "on the CPU (--device CPU): the weights are the same.")
+        request = self._scorer()
+        request.reset_state()
+        n = len(ids)
+        request.infer({"input_ids": np.array([ids], dtype=np.int64),
+                       "attention_mask": np.ones((1, n), dtype=np.int64),
+                       "position_ids": np.arange(n, dtype=np.int64)[None],
+                       "beam_idx": np.zeros(1, dtype=np.int32)})
+        return request.get_tensor("logits").data[0].copy()
+
+    def _scorer(self):
+        if self._request is None:
+            import openvino as ov
+
+            made = check_export(self.artifact)
+            config = {k: v for k, v in pipeline_config(self.plan, made).items()
+                      if k in ("KV_CACHE_PRECISION", "CACHE_DIR")}
+            compiled = ov.Core().compile_model(str(self.artifact / "openvino_model.xml"),
+                                               self.plan.device, config)
+            self._request = compiled.create_infer_request()
+        return self._request
+
     def close(self) -> None:
-        self.pipe = None
+        self.pipe = self._request = None
 
 
 def openvino_weights(folder: Path) -> tuple[int, int, int]:

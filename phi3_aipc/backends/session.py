@@ -193,6 +193,12 @@ class Session(ABC):
                   streamer: Streamer | None) -> GenerationResult:
         """Generate for a checked request; `prompt` is `prompt_ids(messages)`."""
 
+    def logits(self, ids: list[int]):
+        """The next-token logits at every position of `ids`, read from an empty context (a
+        numpy array, [len(ids), vocabulary]): what `phi3-aipc quality` compares."""
+        raise BadInput(f"The {self.backend} route cannot give next-token logits on "
+                       f"{self.device}.")
+
     def result(self, stream: TokenStream, prompt_tokens: int,
                metrics: Metrics | None = None) -> GenerationResult:
         """The result of a finished `stream`; `metrics` if the route measured its own."""

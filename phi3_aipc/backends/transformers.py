@@ -131,5 +131,11 @@ class TransformersSession(Session):
                 step_input = torch.tensor([[next_id]])
         return self.result(stream, len(prompt))
 
+    def logits(self, ids: list[int]):
+        import torch
+
+        with torch.inference_mode():
+            return self.net(input_ids=torch.tensor([ids])).logits[0].float().numpy()
+
     def close(self) -> None:
         self.net = None
