@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,7 +143,8 @@ def reference_path(source, tokens: int, window: int) -> Path:
     key = json.dumps([str(source.path), config.read_text(encoding="utf-8"), weights,
                       hashlib.sha256(TEXT.read_bytes()).hexdigest(), tokens, window, TOP_K])
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    return cache_dir() / "quality" / f"{source.name.replace('/', '--').replace(':', '-')}-{digest}.npz"
+    name = source.name.replace("/", "--").replace(":", "-")
+    return cache_dir() / "quality" / f"{name}-{digest}.npz"
 
 
 def reference(source, chunks: list[list[int]], tokens: int, window: int,
@@ -216,7 +216,8 @@ def measure(route: str, precision: str | None = None, device: str | None = None,
             figures = compare(session, chunks, ref, shown.update)
     return {"model": source.name, "route": session.backend, "precision": session.precision,
             "device": session.device, "reference": f"{REFERENCE} {ref.precision}",
-            "text": TEXT.name, "window": window, "top_k": TOP_K, **figures}
+            "text": TEXT.name, "window": window, "top_k": TOP_K, "note": session.logits_note,
+            **figures}
 
 
 def summary(result: dict) -> str:
@@ -226,4 +227,5 @@ def summary(result: dict) -> str:
     return (f"{result['route']} {result['precision']} {result['device']}: top-1 agreement "
             f"{result['top1_agreement']:.1%}, mean KL {result['mean_kl']:.4f} nats/token, "
             f"perplexity {result['perplexity']:.2f} against the reference's "
-            f"{result['reference_perplexity']:.2f} ({change:+.1%})")
+            f"{result['reference_perplexity']:.2f} ({change:+.1%})"
+            + (f" [{result['note']}]" if result.get("note") else ""))

@@ -156,6 +156,7 @@ class Session(ABC):
     # What callers need to know before they send a prompt.
     context_window: int = 0  # tokens: prompt plus reply
     prompt_limit: int | None = None  # a device's own cap on the prompt (the NPU pipeline's)
+    logits_note: str = ""  # where `logits` come from, when not from the device generating
 
     @abstractmethod
     def prompt_ids(self, messages: list[dict]) -> list[int]:
