@@ -70,6 +70,9 @@ def check(name: str, nb, routes: list[str]) -> list[str]:
             elif what == "bench-table":
                 want = f"a row for each of {routes} and no skipped row"
                 ok = all(f"| {r} " in out for r in routes) and "skipped" not in out
+            elif what == "quality-table":
+                want = f"a row with figures for each of {routes}"
+                ok = all(f"| {r} " in out for r in routes) and "not measured" not in out
             else:
                 problems.append(f"{name} cell {i}: unknown check {tag!r}")
                 continue

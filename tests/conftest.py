@@ -30,3 +30,14 @@ def cli_json(*args: str) -> dict:
     out = run_cli("generate", "--model", "stand-in", "--json", *args)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
+
+
+# Strings a tokenizer port gets wrong first: accents, CJK, emoji with modifiers, tabs and CRLF,
+# runs of spaces, leading and trailing spaces, special tokens typed as text.
+PARITY_STRINGS = [
+    "Can you introduce yourself?", "héllo wörld, café crème", "日本語のテキストです",
+    "emoji 🙂👍🏽 end", "def f(x):\n\treturn x ** 2\r\n", "  two leading spaces",
+    "a    b     c", " one leading space", "trailing space ",
+    "<|system|>\nBe brief.<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\n",
+    "a literal <|end|> typed by a user",
+]

@@ -22,21 +22,12 @@ from phi3_aipc.errors import BadInput, ModelNotFound
 from phi3_aipc.models import resolve_model
 from phi3_aipc.standin import load_chats
 
-from .conftest import cli_json, run_cli
+from .conftest import PARITY_STRINGS, cli_json, run_cli
 
 og = pytest.importorskip("onnxruntime_genai")
 CHATS = load_chats()
 UNSEEN = "Tell me a story about a lighthouse."
 ROUTE = ["--backend", "onnxruntime-genai"]
-# Text that trips tokenizers: accents, CJK, emoji, code, leading and repeated spaces, CRLF,
-# Phi-3's special tokens, and a user typing one of them.
-PARITY_STRINGS = [
-    "Can you introduce yourself?", "héllo wörld, café crème", "日本語のテキストです",
-    "emoji 🙂👍🏽 end", "def f(x):\n\treturn x ** 2\r\n", "  two leading spaces",
-    "a    b     c", " one leading space", "trailing space ",
-    "<|system|>\nBe brief.<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\n",
-    "a literal <|end|> typed by a user",
-]
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 Exports are cached in the test cache, so each precision is exported once per recipe.
 """
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,12 +11,12 @@ import pytest
 from phi3_aipc import open_session
 from phi3_aipc.backends import prepare
 from phi3_aipc.backends.openvino import check_export, export_command, weight_options
-from phi3_aipc.cache import MANIFEST, folder_size_mb
+from phi3_aipc.cache import MANIFEST, folder_size_mb, seal
 from phi3_aipc.errors import BadInput, ModelNotFound
 from phi3_aipc.models import resolve_model
 from phi3_aipc.standin import load_chats
 
-from .conftest import cli_json, run_cli
+from .conftest import PARITY_STRINGS, cli_json, run_cli
 
 pytest.importorskip("openvino_genai")
 CHATS = load_chats()
@@ -228,3 +229,36 @@ def test_auto_device_gives_the_cpu_ids(exports):
     for chat in CHATS[:2]:
         assert auto.generate(chat["messages"], greedy=True).token_ids == \
             cpu.generate(chat["messages"], greedy=True).token_ids
+
+
+@pytest.mark.parametrize("text", PARITY_STRINGS)
+def test_openvinos_tokenizer_gives_hugging_faces_ids_and_text(exports, text):
+    import openvino_genai as ov_genai
+    from transformers import AutoTokenizer
+
+    ours, theirs = ov_genai.Tokenizer(str(exports["int4"])), AutoTokenizer.from_pretrained(
+        exports["int4"])
+    ids = theirs(text)["input_ids"]
+    assert [int(i) for i in ours.encode(text).input_ids.data[0]] == ids
+    assert ours.decode(ids) == theirs.decode(ids, skip_special_tokens=True)
+
+
+def test_the_prompt_is_openvinos_own_chat_template_and_matches_hugging_faces(exports, tmp_path):
+    from transformers import AutoTokenizer
+
+    from phi3_aipc.chat import prompt_ids
+
+    theirs = AutoTokenizer.from_pretrained(exports["int4"])
+    with open_session("openvino", "int4", model=str(exports["int4"]), progress=False) as session:
+        for chat in CHATS:
+            assert session.prompt_ids(chat["messages"]) == prompt_ids(theirs, chat["messages"])
+    # The count is the pipeline's own: with its template changed (no <|end|> after a turn),
+    # the session's prompt changes and no longer matches.
+    changed = tmp_path / "int4"
+    shutil.copytree(exports["int4"], changed)
+    xml = changed / "openvino_tokenizer.xml"
+    xml.write_text(xml.read_text(encoding="utf-8").replace("&lt;|end|>", ""), encoding="utf-8")
+    seal(changed)  # as made: the sizes in its manifest are the changed file's
+    with open_session("openvino", "int4", model=str(changed), progress=False) as session:
+        messages = CHATS[0]["messages"]
+        assert session.prompt_ids(messages) != prompt_ids(theirs, messages)

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from ..cache import build_once, cache_dir, check_given, read_manifest, write_manifest
-from ..chat import prompt_ids, stop_token_ids
+from ..chat import stop_token_ids
 from ..errors import BadInput, DeviceUnavailable, ModelNotFound
 from ..hardware import preflight
 from ..models import ModelSource
@@ -351,7 +351,7 @@ def pipeline_config(plan: Plan, made: dict) -> dict:
 class OpenVINOSession(Session):
     def __init__(self, plan: Plan, artifact: Path, model: str, pipe=None) -> None:
         import openvino_genai as ov_genai
-        from transformers import AutoConfig, AutoTokenizer
+        from transformers import AutoConfig
 
         made = check_export(artifact)
         config = pipeline_config(plan, made)
@@ -363,7 +363,6 @@ class OpenVINOSession(Session):
             raise DeviceUnavailable(f"OpenVINO could not load {artifact.name} on {plan.device}: "
                                     f"{str(err).strip().splitlines()[-1]}") from None
         load_s = time.perf_counter() - start
-        self.tokenizer = AutoTokenizer.from_pretrained(artifact)  # to count prompt tokens
         self.context_window = AutoConfig.from_pretrained(artifact).max_position_embeddings
         self.prompt_limit = config.get("MAX_PROMPT_LEN")
         self.stops = set(stop_token_ids(artifact))
@@ -372,7 +371,15 @@ class OpenVINOSession(Session):
                          f"{plan.device} (emulated on CPU)" if emulated else plan.device)
 
     def prompt_ids(self, messages: list[dict]) -> list[int]:
-        return prompt_ids(self.tokenizer, messages)
+        """The chat template and tokenizer of OpenVINO GenAI itself: what the pipeline feeds
+        the model (the template renders the special tokens, so none are added)."""
+        import openvino_genai as ov_genai
+
+        tokenizer = self.pipe.get_tokenizer()
+        text = tokenizer.apply_chat_template(ov_genai.ChatHistory(messages),
+                                             add_generation_prompt=True)
+        ids = tokenizer.encode(text, add_special_tokens=False).input_ids.data[0]
+        return [int(i) for i in ids]
 
     def _generate(self, messages: list[dict], prompt: list[int], request: GenerationRequest,
                   streamer: Streamer | None) -> GenerationResult:
