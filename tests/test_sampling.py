@@ -1,0 +1,51 @@
+"""Sampling, the CLI's default, on every route: a seed repeats, different seeds differ, a sample
+is not the greedy reply, and temperature and top-p do what they say. A route that fell back to
+greedy, ignored its seed or dropped a setting fails here.
+
+The unseen prompt is one where the stand-in's top two logits are close (about 0.3 apart), so at
+temperature 1.5 a 24-token sample that equals the greedy one, or another seed's, is next to
+impossible. On a memorized chat the gaps are 5.5 or more: temperature 0.01 makes any route
+greedy there, and temperature 100 (nearly uniform) makes none.
+"""
+import pytest
+
+from phi3_aipc import open_session
+from phi3_aipc.chat import build_messages
+from phi3_aipc.standin import load_chats
+
+ROUTES = [("transformers", "fp32"), ("openvino", "int4"), ("onnxruntime-genai", "int4"),
+          ("npu-library", "int4")]
+UNSEEN = build_messages("Tell me a story about a lighthouse.")
+CHAT = load_chats()[0]
+N = 24
+
+
+@pytest.fixture(scope="module", params=ROUTES, ids=[r for r, _ in ROUTES])
+def session(request, stand_in):
+    route, precision = request.param
+    with open_session(route, precision, model="stand-in", progress=False) as session:
+        yield session
+
+
+def ids(session, messages=UNSEEN, **settings):
+    return session.generate(messages, max_new_tokens=N, ignore_eos=True, **settings).token_ids
+
+
+def test_a_seed_repeats_and_another_seed_differs(session):
+    first = ids(session, seed=3, temperature=1.5, top_p=1.0)
+    assert ids(session, seed=3, temperature=1.5, top_p=1.0) == first
+    assert ids(session, seed=4, temperature=1.5, top_p=1.0) != first
+
+
+def test_a_sample_is_not_the_greedy_reply(session):
+    assert ids(session, seed=3, temperature=1.5, top_p=1.0) != ids(session, greedy=True)
+
+
+def test_a_tiny_top_p_leaves_only_the_likeliest_token(session):
+    assert ids(session, seed=3, temperature=1.5, top_p=1e-6) == ids(session, greedy=True)
+
+
+def test_temperature_sharpens_and_flattens(session):
+    greedy = ids(session, CHAT["messages"], greedy=True)
+    assert ids(session, CHAT["messages"], seed=3, temperature=0.01, top_p=1.0) == greedy
+    assert ids(session, CHAT["messages"], seed=3, temperature=100.0, top_p=1.0) != greedy
