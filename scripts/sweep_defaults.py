@@ -5,7 +5,9 @@ For each candidate setting:
   layer shapes, 4 layers), 256-token prompts, 64 new tokens, one warm-up then REPS runs, each on
   a different prompt; medians;
 - quality: the memorized stand-in with the same setting must still give all its fixed replies
-  (greedy), as the tests demand of the defaults;
+  (greedy), as the tests demand of the defaults; and `phi3_aipc.quality` on it (top-1 agreement
+  and mean KL against the fp32 reference over the bundled text: stand-in figures, which say
+  what the setting does to these weights, not to Phi-3's);
 - bytes: the weights one generated token reads from the bench artifact (`Route.weights_read`:
   all but the embedding table, one row of which a token reads), and of those the output layer's,
   so that a faster setting that reads less is visible as such.
@@ -24,6 +26,7 @@ import json
 import statistics
 import sys
 
+from phi3_aipc import quality
 from phi3_aipc.backends import get_route, prepare_artifact
 from phi3_aipc.backends.base import WeightsRead
 from phi3_aipc.bench import load_prompts
@@ -43,8 +46,19 @@ def prompts(reps: int) -> list[list[dict]]:
     return [[{"role": "user", "content": p["text"]}] for p in load_prompts()[256][:reps + 1]]
 
 
+def quality_of(session, tiny_model) -> dict:
+    """Top-1 agreement and mean KL of `session` against the fp32 reference (stand-in figures)."""
+    from transformers import AutoTokenizer
+
+    chunks = quality.windows(AutoTokenizer.from_pretrained(tiny_model.path))
+    reference = quality.reference(tiny_model, chunks, quality.TOKENS, quality.WINDOW, False)
+    return quality.compare(session, chunks, reference)
+
+
 def openvino_rows(bench_model, tiny_model, reps: int) -> list[dict]:
     import openvino_genai as ov_genai
+
+    from phi3_aipc.backends.openvino import OpenVINOSession
 
     route = get_route("openvino")
     rows = []
@@ -52,25 +66,25 @@ def openvino_rows(bench_model, tiny_model, reps: int) -> list[dict]:
     candidates = [(e, {}) for e in OV_EXPORTS] + [(OV_EXPORTS[0], p) for p in OV_PROPERTIES[1:]]
     for export, properties in candidates:
         timings = []
-        for source, kept in ((bench_model, None), (tiny_model, 0)):
-            _, folder = prepare_artifact(plan(export), source)
-            pipe = ov_genai.LLMPipeline(str(folder), "CPU", **properties)
-            config = pipe.get_generation_config()
-            if kept is None:  # speed
-                read = route.weights_read(folder, "int4")
-                config.max_new_tokens, config.ignore_eos = 64, True
-                for i, messages in enumerate(prompts(reps)):
-                    m = pipe.generate(ov_genai.ChatHistory(messages), config).perf_metrics
-                    if i:
-                        timings.append((m.get_ttft().mean, m.get_tpot().mean))
-            else:  # the memorized replies
-                config.max_new_tokens = 64
-                chats = load_chats()
-                kept = sum(pipe.generate(ov_genai.ChatHistory(c["messages"]), config).texts[0]
-                           .strip() == c["reply"] for c in chats)
-            del pipe
+        _, folder = prepare_artifact(plan(export), bench_model)  # speed
+        read = route.weights_read(folder, "int4")
+        pipe = ov_genai.LLMPipeline(str(folder), "CPU", **properties)
+        config = pipe.get_generation_config()
+        config.max_new_tokens, config.ignore_eos = 64, True
+        for i, messages in enumerate(prompts(reps)):
+            m = pipe.generate(ov_genai.ChatHistory(messages), config).perf_metrics
+            if i:
+                timings.append((m.get_ttft().mean, m.get_tpot().mean))
+        del pipe
+        _, folder = prepare_artifact(plan(export), tiny_model)  # the replies, the figures
+        session = OpenVINOSession(plan(export), folder, tiny_model.name, properties=properties)
+        chats = load_chats()
+        kept = sum(session.generate(c["messages"], max_new_tokens=64, greedy=True).text
+                   == c["reply"] for c in chats)
+        figures = quality_of(session, tiny_model)
+        session.close()
         rows.append(row("openvino int4", {**export, **properties}, timings, kept, len(chats),
-                        read))
+                        read, figures))
     return rows
 
 
@@ -92,19 +106,22 @@ def onnxruntime_genai_rows(bench_model, tiny_model, reps: int) -> list[dict]:
         chats = load_chats()
         kept = sum(session.generate(c["messages"], max_new_tokens=64, greedy=True).text.strip()
                    == c["reply"] for c in chats)
-        rows.append(row("onnxruntime-genai int4", options, timings, kept, len(chats), read))
+        rows.append(row("onnxruntime-genai int4", options, timings, kept, len(chats), read,
+                        quality_of(session, tiny_model)))
     return rows
 
 
 def row(route: str, setting: dict, timings: list[tuple[float, float]], kept: int,
-        total: int, read: WeightsRead) -> dict:
+        total: int, read: WeightsRead, figures: dict) -> dict:
     tpot = statistics.median(t for _, t in timings)
     return {"route": route, "setting": setting or {"(library defaults)": ""},
             "read_mb": round(read.total_mb), "output_layer_mb": round(read.output_layer_mb),
             "ttft_ms": round(statistics.median(t for t, _ in timings), 1),
             "tpot_ms": round(tpot, 2), "tpot_range": [round(min(t for _, t in timings), 2),
                                                       round(max(t for _, t in timings), 2)],
-            "tokens_per_s": round(1000 / tpot, 1), "replies_kept": f"{kept}/{total}"}
+            "tokens_per_s": round(1000 / tpot, 1), "replies_kept": f"{kept}/{total}",
+            "top1_agreement": round(figures["top1_agreement"], 4),
+            "mean_kl": round(figures["mean_kl"], 5)}
 
 
 def main() -> int:
@@ -126,14 +143,16 @@ def main() -> int:
                 json.dump(rows, f, indent=2)
     print(f"\nbench stand-in (4 layers), 256-token prompts, 64 new tokens, median of {args.reps}")
     print("| route | setting | weights read per token MB (output layer) | TTFT ms | "
-          "ms/token (range) | tokens/s | stand-in replies kept |")
-    print("|---|---|---|---|---|---|---|")
+          "ms/token (range) | tokens/s | stand-in replies kept | stand-in top-1 agreement, "
+          "mean KL |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         setting = ", ".join(f"{k}={v}" if v != "" else k for k, v in r["setting"].items())
         lo, hi = r["tpot_range"]
         print(f"| {r['route']} | {setting} | {r['read_mb']} ({r['output_layer_mb']}) | "
               f"{r['ttft_ms']:.0f} | {r['tpot_ms']:.1f} "
-              f"({lo:.1f}-{hi:.1f}) | {r['tokens_per_s']:.1f} | {r['replies_kept']} |")
+              f"({lo:.1f}-{hi:.1f}) | {r['tokens_per_s']:.1f} | {r['replies_kept']} | "
+              f"{r['top1_agreement']:.1%}, {r['mean_kl']:.4f} |")
     return 0
 
 

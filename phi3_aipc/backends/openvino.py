@@ -348,14 +348,21 @@ def pipeline_config(plan: Plan, made: dict) -> dict:
     return config
 
 
+# The pipeline's properties that also shape the logits of the model compiled beside it.
+LOGITS_PROPERTIES = ("KV_CACHE_PRECISION", "DYNAMIC_QUANTIZATION_GROUP_SIZE",
+                     "INFERENCE_NUM_THREADS", "CACHE_DIR")
+
+
 class OpenVINOSession(Session):
-    def __init__(self, plan: Plan, artifact: Path, model: str, pipe=None) -> None:
+    def __init__(self, plan: Plan, artifact: Path, model: str, pipe=None,
+                 properties: dict | None = None) -> None:
+        """`properties`: OpenVINO properties on top of the route's own (the defaults sweep)."""
         import openvino_genai as ov_genai
         from transformers import AutoConfig
 
         made = check_export(artifact)
-        config = pipeline_config(plan, made)
-        self.artifact, self._request = artifact, None
+        config = {**pipeline_config(plan, made), **(properties or {})}
+        self.artifact, self.properties, self._request = artifact, config, None
         start = time.perf_counter()
         try:
             self.pipe = pipe or ov_genai.LLMPipeline(str(artifact), plan.device, **config)
@@ -425,9 +432,7 @@ class OpenVINOSession(Session):
         if self._request is None:
             import openvino as ov
 
-            made = check_export(self.artifact)
-            config = {k: v for k, v in pipeline_config(self.plan, made).items()
-                      if k in ("KV_CACHE_PRECISION", "CACHE_DIR")}
+            config = {k: v for k, v in self.properties.items() if k in LOGITS_PROPERTIES}
             device = self.plan.device
             if device.startswith("NPU"):
                 device = "CPU"
