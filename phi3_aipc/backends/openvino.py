@@ -331,10 +331,13 @@ def pipeline_config(plan: Plan, made: dict) -> dict:
     if plan.device.startswith(("GPU", "NPU")):
         config["CACHE_DIR"] = str(compiled_cache())
     if made.get("precision") == "fp32" and plan.device == "CPU":
-        # The CPU plugin keeps the KV cache in u8 by default, even for an fp32 model: fp32 as a
-        # reference then drifts (the Phi-3-mini-4k stand-in's greedy reply left transformers'
-        # at its 11th token, where the top two logits were 0.006 apart). fp32 means fp32 here.
+        # fp32 means fp32 here. The CPU plugin keeps the KV cache in u8 by default, even for an
+        # fp32 model (the Phi-3-mini-4k stand-in's greedy reply left transformers' at its 11th
+        # token, where the top two logits were 0.006 apart), and on a CPU with AMX or
+        # AVX512-BF16 it computes in bf16 by default (the stand-ins' replies left transformers'
+        # on such a machine).
         config["KV_CACHE_PRECISION"] = "f32"
+        config["INFERENCE_PRECISION_HINT"] = "f32"
     if plan.device == "NPU":
         options = made.get("options", {})
         if made.get("precision") == "int4" and not options.get("sym", True):
@@ -349,8 +352,8 @@ def pipeline_config(plan: Plan, made: dict) -> dict:
 
 
 # The pipeline's properties that also shape the logits of the model compiled beside it.
-LOGITS_PROPERTIES = ("KV_CACHE_PRECISION", "DYNAMIC_QUANTIZATION_GROUP_SIZE",
-                     "INFERENCE_NUM_THREADS", "CACHE_DIR")
+LOGITS_PROPERTIES = ("KV_CACHE_PRECISION", "INFERENCE_PRECISION_HINT",
+                     "DYNAMIC_QUANTIZATION_GROUP_SIZE", "INFERENCE_NUM_THREADS", "CACHE_DIR")
 
 
 class OpenVINOSession(Session):
