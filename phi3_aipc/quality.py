@@ -63,16 +63,20 @@ class Reference:
 def windows(tokenizer, tokens: int = TOKENS, window: int = WINDOW) -> list[list[int]]:
     """The text's first `tokens` + 1 tokens, cut into windows of `window` tokens (each window
     predicts its own tokens 2..window, so the windows overlap by one token)."""
-    if not isinstance(window, int) or window < 2:
-        raise BadInput(f"The window is {window!r} tokens; it must be at least 2.")
-    if not isinstance(tokens, int) or tokens < 1:
-        raise BadInput(f"The number of tokens is {tokens!r}; it must be at least 1.")
+    check_sizes(tokens, window)
     ids = tokenizer(TEXT.read_text(encoding="utf-8"), add_special_tokens=False)["input_ids"]
     if tokens + 1 > len(ids):
         raise BadInput(f"{TEXT.name} has {len(ids) - 1} tokens to predict for this tokenizer; "
                        f"ask for at most that many (--tokens), not {tokens}.")
     ids = ids[:tokens + 1]
     return [ids[start:start + window] for start in range(0, tokens, window - 1)]
+
+
+def check_sizes(tokens: int, window: int) -> None:
+    if isinstance(window, bool) or not isinstance(window, int) or window < 2:
+        raise BadInput(f"The window is {window!r} tokens; it must be at least 2 (--window).")
+    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
+        raise BadInput(f"The number of tokens is {tokens!r}; it must be at least 1 (--tokens).")
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -203,9 +207,11 @@ def measure(route: str, precision: str | None = None, device: str | None = None,
     was measured."""
     from transformers import AutoTokenizer
 
-    from .backends import open_session
+    from .backends import get_route, open_session
     from .models import resolve_model
 
+    check_sizes(tokens, window)  # bad settings are refused before any work
+    get_route(route).plan(precision, device, prepare_options, load_options)
     source = resolve_model(model, progress)  # the checkpoint: the reference reads it
     chunks = windows(AutoTokenizer.from_pretrained(source.path), tokens, window)
     ref = reference(source, chunks, tokens, window, progress)

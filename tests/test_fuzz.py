@@ -230,16 +230,21 @@ def argv_of(command, options):
     return argv
 
 
+QUALITY_OPTIONS = {**PREPARE_OPTIONS, "--tokens": numbers, "--window": numbers}
+
+
 @settings(max_examples=slow(30))
-@given(which=st.sampled_from(["bench", "prepare", "cache", "doctor"]), data=st.data())
+@given(which=st.sampled_from(["bench", "prepare", "quality", "cache", "doctor"]),
+       data=st.data())
 def test_every_command_refuses_bad_input_in_one_line(stand_in, tmp_path_factory, monkeypatch,
                                                      capsys, which, data):
-    """bench, prepare, cache and doctor with generated options: a refusal in one line (exit 2)
+    """bench, prepare, quality, cache and doctor with generated options: a refusal in one line
+    (exit 2)
     or the work itself, which a stand-in replaces here (that is not what is tested: the
     checks before it are)."""
     import huggingface_hub.constants
 
-    from phi3_aipc import bench
+    from phi3_aipc import bench, quality
     from phi3_aipc.backends import REGISTRY, get_route
 
     work = tmp_path_factory.mktemp("work")
@@ -251,6 +256,7 @@ def test_every_command_refuses_bad_input_in_one_line(stand_in, tmp_path_factory,
     def measured(*args, **kwargs):
         raise Measured
     monkeypatch.setattr(bench, "run", measured)
+    monkeypatch.setattr(quality, "reference", measured)
     for name in REGISTRY:
         monkeypatch.setattr(type(get_route(name)), "prepare", measured)
     if which == "cache":
@@ -262,7 +268,8 @@ def test_every_command_refuses_bad_input_in_one_line(stand_in, tmp_path_factory,
         argv = ["doctor", *data.draw(st.lists(st.sampled_from(["--json", "-v"]) | typed,
                                               max_size=2))]
     else:
-        table = BENCH_OPTIONS if which == "bench" else PREPARE_OPTIONS
+        table = {"bench": BENCH_OPTIONS, "prepare": PREPARE_OPTIONS,
+                 "quality": QUALITY_OPTIONS}[which]
         keys = data.draw(st.lists(st.sampled_from(sorted(table)), unique=True, max_size=4))
         argv = argv_of([which], {k: data.draw(table[k]) for k in keys})
     try:
