@@ -9,6 +9,8 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 os.environ.setdefault("PHI3_AIPC_MODEL", "stand-in")
 os.environ.setdefault("PHI3_AIPC_CACHE", str(Path(__file__).parent / ".cache" / "test"))
 # Without the NPU-library environment (macOS, or PHI3_AIPC_SKIP_NPU=1) its notebook cannot run.
@@ -16,3 +18,40 @@ NPU_SKIPPED = bool(os.environ.get("PHI3_AIPC_SKIP_NPU")) or sys.platform == "dar
 collect_ignore = ["notebooks/01_npu_acceleration_library.ipynb"] if NPU_SKIPPED else []
 os.environ["JUPYTER_PATH"] = os.pathsep.join(
     filter(None, [str(Path(sys.prefix) / "share" / "jupyter"), os.environ.get("JUPYTER_PATH")]))
+
+
+def lesson_checks():
+    """scripts/build_docs.py's checks of the tagged cells (the one definition of what each
+    lesson must print)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "build_docs", Path(__file__).parent / "scripts" / "build_docs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """nbval runs each notebook cell; a cell tagged `check:...` (a lesson's reply, a chat's second
+    turn, notebook 04's tables, a Stop) must also print what the lesson says, not merely not
+    raise. Only on the memorized stand-in, whose replies are known."""
+    result = yield
+    cell = getattr(item, "cell", None)
+    tags = cell.get("metadata", {}).get("tags", []) if cell is not None else []
+    if any(t.startswith("check:") for t in tags) and \
+            os.environ.get("PHI3_AIPC_MODEL") == "stand-in":
+        import nbformat
+
+        from phi3_aipc import installed_routes
+
+        checks = lesson_checks()
+        ran = nbformat.v4.new_notebook()
+        ran.cells = [nbformat.from_dict({**cell, "outputs": item.test_outputs or []})]
+        checks.coalesce(ran)
+        problems = checks.check(Path(str(item.fspath)).stem, ran,
+                                [r.name for r in installed_routes()])
+        if problems:
+            pytest.fail("; ".join(problems), pytrace=False)
+    return result
