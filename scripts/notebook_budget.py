@@ -222,17 +222,24 @@ def check(results: dict) -> list[str]:
     return problems
 
 
-def table(results: dict) -> str:
-    lines = [f"Measured {results['date']} on {results['machine']} with the full-size stand-in "
+TABLE_HEAD = ["| Notebook | Peak memory (kernel and children) | Disk it adds | Time | Measured | "
+              "Note |", "|---|---|---|---|---|---|"]
+
+
+def table(results: dict, kept: dict[str, str] | None = None) -> str:
+    """The README table; `kept`: rows of notebooks not measured this time, as they were."""
+    lines = ["Measured with the full-size stand-in "
              f"(Phi-3-mini-4k's shapes, random weights; one model copy = "
              f"{results['model_copy_gb']:.1f} GB in bf16) as a {results['as_if_gb'] or '?'} GB "
              "PC, on the default (prebuilt) path, with one chat message per widget: ",
-             "", "| Notebook | Peak memory (kernel and children) | Disk it adds | Time | Note |",
-             "|---|---|---|---|---|"]
+             "", *TABLE_HEAD]
+    rows = dict(kept or {})
     for name, r in results["notebooks"].items():
         note = r["error"] or ""
-        lines.append(f"| {name} | {r['peak_gb']:.1f} GB | {r['disk_added_gb']:.1f} GB | "
-                     f"{r['wall_s'] / 60:.1f} min | {note} |")
+        rows[name] = (f"| {name} | {r['peak_gb']:.1f} GB | {r['disk_added_gb']:.1f} GB | "
+                      f"{r['wall_s'] / 60:.1f} min | {results['date']}, {results['machine']} | "
+                      f"{note} |")
+    lines += [rows[name] for name in sorted(rows)]
     lines.append("")
     lines.append(f"Downloads: the prebuilt int4 build is about {results['download_gb']:.1f} GB "
                  "(the OpenVINO one; the ONNX one is similar); the checkpoint, for the "
@@ -246,8 +253,11 @@ def write_readme(results: dict) -> None:
     if TABLE_START not in text:
         raise SystemExit(f"README.md has no {TABLE_START} marker")
     head, rest = text.split(TABLE_START, 1)
-    _, tail = rest.split(TABLE_END, 1)
-    readme.write_text(f"{head}{TABLE_START}\n{table(results)}\n{TABLE_END}{tail}",
+    old, tail = rest.split(TABLE_END, 1)
+    # The rows of notebooks not run this time stay, with the date they were measured.
+    kept = {line.split("|")[1].strip(): line for line in old.splitlines()
+            if line.startswith("| 0") and len(line.split("|")) == len(TABLE_HEAD[1].split("|"))}
+    readme.write_text(f"{head}{TABLE_START}\n{table(results, kept)}\n{TABLE_END}{tail}",
                       encoding="utf-8")
 
 
