@@ -156,7 +156,10 @@ def test_ctrl_c_exits_130_with_one_line(stand_in):
     exe = os.path.join(os.path.dirname(sys.executable), "phi3-aipc")
     proc = subprocess.Popen([exe, "generate", "--model", "stand-in", "--prompt", "hi",
                              "--ignore-eos", "--max-new-tokens", "4000"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # as from a terminal: a shell's background job ignores SIGINT,
+                            # and its children would inherit that
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.stdout.readline().startswith("[transformers | cpu | fp32 | stand-in]")
     proc.send_signal(signal.SIGINT)  # mid-reply: 4000 tokens take far longer than this
     _, err = proc.communicate(timeout=60)
