@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     in phi3-aipc (one line; PHI3_AIPC_DEBUG=1 shows the traceback), 130 interrupted."""
     try:
         args = parser().parse_args(argv)
-        if args.func in (cmd_generate, cmd_demo, cmd_prepare, cmd_bench):
+        if args.func in (cmd_generate, cmd_demo, cmd_prepare, cmd_bench, cmd_quality):
             from transformers.utils import logging
 
             logging.set_verbosity_error()  # our own messages say what matters, once
@@ -96,11 +96,16 @@ def add_option(group, option: Option) -> None:
                        choices=option.choices or None)
 
 
-def route_args(cmd: argparse.ArgumentParser, stages: tuple[str, ...]) -> None:
+def route_args(cmd: argparse.ArgumentParser, stages: tuple[str, ...],
+               route_required: bool = False) -> None:
     """--route, --precision, --model, and every route's own options of these stages."""
-    cmd.add_argument("--route", "--backend", dest="route", default="transformers", metavar="R",
-                     help=f"route: {', '.join(REGISTRY)} (default: transformers; --backend "
-                     "is the same)")
+    if route_required:
+        cmd.add_argument("--route", "--backend", dest="route", required=True, metavar="R",
+                         help=f"route: {', '.join(REGISTRY)} (--backend is the same)")
+    else:
+        cmd.add_argument("--route", "--backend", dest="route", default="transformers",
+                         metavar="R", help=f"route: {', '.join(REGISTRY)} (default: "
+                         "transformers; --backend is the same)")
     cmd.add_argument("--precision", metavar="P",
                      help=f"{', '.join(PRECISIONS)} (default: the route's own)")
     cmd.add_argument("--model", metavar="M", help=f"hub id (known: {catalog.describe()}), "
@@ -205,7 +210,7 @@ def parser() -> argparse.ArgumentParser:
 
     quality = sub.add_parser("quality", help="what a precision costs: next-token agreement "
                              "with the fp32 reference on a bundled text (top-1, KL, perplexity)")
-    route_args(quality, ("prepare", "load"))
+    route_args(quality, ("prepare", "load"), route_required=True)  # not the reference itself
     quality.add_argument("--tokens", type=int, default=QUALITY_TOKENS, metavar="N",
                          help="positions of the text to read (default %(default)s)")
     quality.add_argument("--window", type=int, default=QUALITY_WINDOW, metavar="N",
@@ -356,14 +361,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         check_output_file(flag, path)  # before minutes of measuring, not after
     configs = bench.available_configs(args.route, args.precision, args.device,
                                       max_prompt_len=max(lengths))
-    if "emulated" not in [d.lower() for d in args.device or []]:  # by name, it always runs
-        model_dir = resolve_model(args.model).path
-        for config in [c for c in configs if c.emulated]:
-            if reason := bench.too_big(config, model_dir):
-                print(f"skip: {reason}", file=sys.stderr)
-                configs.remove(config)
     report = bench.run(configs, args.model, reps=args.reps, new_tokens=args.new_tokens,
-                       lengths=lengths)
+                       lengths=lengths,  # asked for by name, the emulated NPU always runs
+                       emulate_any_size="emulated" in [d.lower() for d in args.device or []])
     bench.write(report, args.json, args.csv)
     print(bench.summary(report))
     return 0

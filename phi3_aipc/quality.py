@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,16 +50,16 @@ class Reference:
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")  # two writers never share one
         np.savez(tmp, top_ids=self.top_ids, top_logp=self.top_logp,
                  target_logp=self.target_logp, precision=self.precision)
         tmp.replace(path)  # a cut-short run leaves no half-written reference
 
     @classmethod
     def load(cls, path: Path) -> Reference:
-        data = np.load(path)
-        return cls(data["top_ids"], data["top_logp"], data["target_logp"],
-                   str(data["precision"]))
+        with np.load(path) as data:
+            return cls(data["top_ids"], data["top_logp"], data["target_logp"],
+                       str(data["precision"]))
 
 
 def windows(tokenizer, tokens: int = TOKENS, window: int = WINDOW) -> list[list[int]]:
@@ -98,7 +100,9 @@ def reference_of(session, chunks: list[list[int]], progress=None) -> Reference:
     tops, top_logps, targets = [], [], []
     for window in chunks:
         logp = next_token_logp(session, window)
-        top = np.argsort(-logp, axis=-1)[:, :TOP_K]
+        top = np.argpartition(-logp, TOP_K, axis=-1)[:, :TOP_K]  # the 64 likeliest, in order:
+        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(logp, top, axis=-1),
+                                                 axis=-1, kind="stable"), axis=-1)
         tops.append(top)
         top_logps.append(np.take_along_axis(logp, top, axis=-1))
         targets.append(logp[np.arange(len(window) - 1), window[1:]])
@@ -147,7 +151,7 @@ def reference_path(source, tokens: int, window: int) -> Path:
     key = json.dumps([str(source.path), config.read_text(encoding="utf-8"), weights,
                       hashlib.sha256(TEXT.read_bytes()).hexdigest(), tokens, window, TOP_K])
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    name = source.name.replace("/", "--").replace(":", "-")
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", source.name)[-60:]  # a hub id, or any folder
     return cache_dir() / "quality" / f"{name}-{digest}.npz"
 
 
@@ -208,12 +212,13 @@ def measure(route: str, precision: str | None = None, device: str | None = None,
     from transformers import AutoTokenizer
 
     from .backends import get_route, open_session
-    from .models import resolve_model
+    from .models import resolve_model, with_weights
 
     check_sizes(tokens, window)  # bad settings are refused before any work
     get_route(route).plan(precision, device, prepare_options, load_options)
-    source = resolve_model(model, progress)  # the checkpoint: the reference reads it
+    source = resolve_model(model, progress, weights=False)  # the tokenizer and config
     chunks = windows(AutoTokenizer.from_pretrained(source.path), tokens, window)
+    source = with_weights(source, progress)  # the reference reads the checkpoint
     ref = reference(source, chunks, tokens, window, progress)
     with open_session(route, precision, device, source, progress, prepare_options,
                       load_options) as session:

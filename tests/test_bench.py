@@ -127,6 +127,31 @@ def test_the_emulated_npu_is_skipped_for_a_full_size_model_and_kept_for_the_benc
         cpu, tmp_path / "full")
 
 
+def test_bench_run_skips_the_emulated_npu_for_a_big_model_unless_asked(tmp_path, capsys,
+                                                                      monkeypatch):
+    import importlib
+    from types import SimpleNamespace
+
+    from phi3_aipc import catalog, models
+
+    bench_run = importlib.import_module("phi3_aipc.bench.run")
+    (tmp_path / "config.json").write_text(json.dumps(dict(catalog.default().config)))
+    monkeypatch.setattr(models, "resolve_model", lambda *_: SimpleNamespace(
+        path=tmp_path, name="full size"))  # only its config is read before the workers
+    measured = []
+    monkeypatch.setattr(bench_run, "run_worker", lambda spec, _: measured.append(
+        spec["config"]["load_options"].get("emulate_npu", False)) or {"error": "not measured"})
+    monkeypatch.setattr(bench_run, "machine", lambda _: {})
+    emulated = [c for c in bench.available_configs(["openvino"], ["int4"]) if c.emulated]
+    bench.run(emulated + [bench.BenchConfig("openvino", "int4", "CPU")], str(tmp_path),
+              reps=1, lengths=(32,), progress=False)
+    assert measured == [False] and "skip: openvino int4 NPU (emulated" in capsys.readouterr().err
+    measured.clear()
+    bench.run(emulated, str(tmp_path), reps=1, lengths=(32,), progress=False,
+              emulate_any_size=True)
+    assert measured == [True]
+
+
 def test_a_route_that_fails_is_an_error_row_and_the_others_still_run(stand_in):
     good = bench.BenchConfig("transformers", "fp32", "cpu")
     bad = bench.BenchConfig("openvino", "int4", "NPU")  # no NPU here, and not emulated

@@ -10,8 +10,10 @@ A bug that shifts one int4 matrix's codes by one step (layer 0's attention outpu
 KL 0.154; the same in layer 1's down projection gave 89.4% and 0.049 (caught by the KL).
 """
 import json
+import os
 import re
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -24,8 +26,9 @@ from phi3_aipc.models import resolve_model
 from .conftest import run_cli
 
 LIMITS = {"int4": (0.87, 0.045), "int8": (0.97, 0.002)}
+NPU_SKIPPED = bool(os.environ.get("PHI3_AIPC_SKIP_NPU")) or sys.platform == "darwin"
 CASES = [("openvino", "int4"), ("openvino", "int8"), ("onnxruntime-genai", "int4"),
-         ("npu-library", "int4"), ("npu-library", "int8")]
+         *([] if NPU_SKIPPED else [("npu-library", "int4"), ("npu-library", "int8")])]
 
 
 @pytest.fixture(scope="module")
@@ -111,11 +114,24 @@ def test_the_cli_prints_the_figures_as_json():
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--tokens", "99999"], "--tokens"),
-    (["--window", "1"], "at least 2"),
+    (["--backend", "openvino", "--tokens", "99999"], "--tokens"),
+    (["--backend", "openvino", "--window", "1"], "at least 2"),
+    ([], "--route"),
     (["--backend", "openvino", "--precision", "int3"], "precisions"),
 ])
 def test_the_cli_refuses_in_one_line(args, message):
     out = run_cli("quality", "--model", "stand-in", *args)
-    assert out.returncode != 0 and message in out.stderr
+    assert out.returncode == 2 and message in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_an_openvino_session_holds_one_compiled_copy_and_generates_after_its_logits(stand_in):
+    from phi3_aipc import open_session
+    from phi3_aipc.standin import load_chats
+
+    chat = load_chats()[0]
+    with open_session("openvino", "int4", model="stand-in", progress=False) as session:
+        session.logits([1815, 366, 14944])
+        assert session.pipe is None and session._request is not None  # the pipeline let go
+        assert session.generate(chat["messages"], greedy=True).text == chat["reply"]
+        assert session._request is None

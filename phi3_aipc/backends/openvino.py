@@ -367,11 +367,8 @@ class OpenVINOSession(Session):
         config = {**pipeline_config(plan, made), **(properties or {})}
         self.artifact, self.properties, self._request = artifact, config, None
         start = time.perf_counter()
-        try:
-            self.pipe = pipe or ov_genai.LLMPipeline(str(artifact), plan.device, **config)
-        except RuntimeError as err:
-            raise DeviceUnavailable(f"OpenVINO could not load {artifact.name} on {plan.device}: "
-                                    f"{str(err).strip().splitlines()[-1]}") from None
+        self.pipe = pipe or self._load(lambda: ov_genai.LLMPipeline(str(artifact), plan.device,
+                                                                    **config), plan.device)
         load_s = time.perf_counter() - start
         self.context_window = AutoConfig.from_pretrained(artifact).max_position_embeddings
         self.prompt_limit = config.get("MAX_PROMPT_LEN")
@@ -385,7 +382,7 @@ class OpenVINOSession(Session):
         the model (the template renders the special tokens, so none are added)."""
         import openvino_genai as ov_genai
 
-        tokenizer = self.pipe.get_tokenizer()
+        tokenizer = self._pipeline().get_tokenizer()
         text = tokenizer.apply_chat_template(ov_genai.ChatHistory(messages),
                                              add_generation_prompt=True)
         ids = tokenizer.encode(text, add_special_tokens=False).input_ids.data[0]
@@ -395,7 +392,8 @@ class OpenVINOSession(Session):
                   streamer: Streamer | None) -> GenerationResult:
         import openvino_genai as ov_genai
 
-        config = self.pipe.get_generation_config()
+        pipe = self._pipeline()
+        config = pipe.get_generation_config()
         config.max_new_tokens = request.max_new_tokens
         config.ignore_eos = request.ignore_eos
         config.do_sample = not request.greedy
@@ -403,11 +401,11 @@ class OpenVINOSession(Session):
             config.temperature, config.top_p = request.temperature, request.top_p
             config.rng_seed = (request.seed if request.seed is not None
                                else int.from_bytes(os.urandom(4), "little"))
-        detok = self.pipe.get_tokenizer()
+        detok = pipe.get_tokenizer()
         stream = TokenStream(detok.decode, self.stops, request.ignore_eos, streamer)
         try:
-            self.pipe.generate(ov_genai.ChatHistory(messages), config,
-                               collecting_streamer_class()(stream))
+            pipe.generate(ov_genai.ChatHistory(messages), config,
+                          collecting_streamer_class()(stream))
         except RuntimeError as err:
             if "MAX_PROMPT_LEN" in str(err):
                 raise BadInput(f"The NPU pipeline refused the prompt: {npu_reason(err)}") from None
@@ -416,19 +414,38 @@ class OpenVINOSession(Session):
         # compare fairly; the pipeline's own result.perf_metrics measure from inside it.
         return self.result(stream, len(prompt))
 
+    def _load(self, load, device: str):
+        try:
+            return load()
+        except RuntimeError as err:
+            raise DeviceUnavailable(f"OpenVINO could not load {self.artifact.name} on {device}: "
+                                    f"{str(err).strip().splitlines()[-1]}") from None
+
+    def _pipeline(self):
+        """The pipeline, loaded again if `logits` let it go: one compiled copy at a time."""
+        if self.pipe is None:
+            import openvino_genai as ov_genai
+
+            self._request = None
+            self.pipe = self._load(lambda: ov_genai.LLMPipeline(
+                str(self.artifact), self.plan.device, **self.properties), self.plan.device)
+        return self.pipe
+
     def logits(self, ids: list[int]):
-        """The exported model itself, compiled beside the pipeline (which gives no logits) on
-        the same device, or on the CPU for the NPU, whose pipeline only generates: one window
-        from an empty state."""
+        """The exported model itself, compiled on the same device (on the CPU for the NPU,
+        whose pipeline only generates), since the pipeline gives no logits: one window from an
+        empty state. The pipeline is let go meanwhile, so that one compiled copy is held."""
         import numpy as np
 
         request = self._scorer()
         request.reset_state()
         n = len(ids)
-        request.infer({"input_ids": np.array([ids], dtype=np.int64),
-                       "attention_mask": np.ones((1, n), dtype=np.int64),
-                       "position_ids": np.arange(n, dtype=np.int64)[None],
-                       "beam_idx": np.zeros(1, dtype=np.int32)})
+        feed = {"input_ids": np.array([ids], dtype=np.int64),
+                "attention_mask": np.ones((1, n), dtype=np.int64),
+                "position_ids": np.arange(n, dtype=np.int64)[None],
+                "beam_idx": np.zeros(1, dtype=np.int32)}
+        names = {name for port in request.model_inputs for name in port.get_names()}
+        request.infer({k: v for k, v in feed.items() if k in names})
         return request.get_tensor("logits").data[0].copy()
 
     def _scorer(self):
@@ -441,8 +458,9 @@ class OpenVINOSession(Session):
                 device = "CPU"
                 self.logits_note = ("The NPU pipeline gives no logits: its export was read on "
                                     "the CPU (the same weights).")
-            compiled = ov.Core().compile_model(str(self.artifact / "openvino_model.xml"),
-                                               device, config)
+            self.pipe = None
+            compiled = self._load(lambda: ov.Core().compile_model(
+                str(self.artifact / "openvino_model.xml"), device, config), device)
             self._request = compiled.create_infer_request()
         return self._request
 

@@ -11,15 +11,18 @@ from pathlib import Path
 
 from ..errors import BadInput
 from ..processes import Relay, messages
-from .configs import LENGTHS, BenchConfig, decode_length, load_prompts, longest_prompt
+from .configs import LENGTHS, BenchConfig, decode_length, load_prompts, longest_prompt, too_big
 from .machine import machine
 from .report import add_derived, fastest
 
 
 def run(configs: list[BenchConfig], model: str | None = None, reps: int = 3,
         new_tokens: int = 64, lengths: tuple[int, ...] = LENGTHS, progress: bool = True,
-        bandwidth: bool = True) -> dict:
-    """Measure every config, each in its own process; return the report (see `report.write`)."""
+        bandwidth: bool = True, emulate_any_size: bool = False) -> dict:
+    """Measure every config, each in its own process; return the report (see `report.write`).
+    An emulated NPU is skipped, with the reason on stderr, for a model too big to emulate in
+    reasonable time (`too_big`), unless `emulate_any_size`."""
+
     from tqdm.auto import tqdm
 
     from ..models import resolve_model
@@ -40,6 +43,11 @@ def run(configs: list[BenchConfig], model: str | None = None, reps: int = 3,
         raise BadInput("Nothing to measure: no installed route matches the filters. See "
                        "`phi3-aipc doctor`.")
     source = resolve_model(model, progress)  # built or downloaded once, before the workers
+    if not emulate_any_size:
+        for config in [c for c in configs if c.emulated]:
+            if reason := too_big(config, source.path):
+                print(f"skip: {reason}", file=sys.stderr, flush=True)
+                configs = [c for c in configs if c != config]
     longest = longest_prompt(lengths)
     context = model_context(source.path)
     if context and longest + new_tokens > context:
