@@ -142,14 +142,15 @@ def compare(session, chunks: list[list[int]], reference: Reference, progress=Non
             "reference_perplexity": float(np.exp(-reference.target_logp.mean()))}
 
 
-def reference_path(source, tokens: int, window: int) -> Path:
+def reference_path(source, tokens: int, window: int, precision: str) -> Path:
     from .cache import cache_dir
 
     config = source.path / "config.json"
     weights = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns)
                      for f in source.path.glob("*.safetensors"))
     key = json.dumps([str(source.path), config.read_text(encoding="utf-8"), weights,
-                      hashlib.sha256(TEXT.read_bytes()).hexdigest(), tokens, window, TOP_K])
+                      hashlib.sha256(TEXT.read_bytes()).hexdigest(), tokens, window, TOP_K,
+                      precision])
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", source.name)[-60:]  # a hub id, or any folder
     return cache_dir() / "quality" / f"{name}-{digest}.npz"
@@ -158,32 +159,43 @@ def reference_path(source, tokens: int, window: int) -> Path:
 def reference(source, chunks: list[list[int]], tokens: int, window: int,
               progress: bool = True) -> Reference:
     """The reference's figures for `source` over `chunks`: from the cache, or measured with
-    transformers in fp32 (bf16 where fp32 does not fit this PC's free memory, said so)."""
-    path = reference_path(source, tokens, window)
+    transformers in fp32 (bf16 where fp32 does not fit this PC's free memory, said so). A
+    cached fp32 reference is always preferred; a bf16 one only while fp32 does not fit."""
+    cached = reference_path(source, tokens, window, "fp32")
+    if cached.is_file():
+        return Reference.load(cached)
+    need, free = fp32_memory(source)
+    precision = "fp32" if need <= free else "bf16"
+    path = reference_path(source, tokens, window, precision)
     if path.is_file():
         return Reference.load(path)
-    with reference_session(source) as session, bar(tokens, f"reference ({session.precision})",
-                                                   progress) as shown:
+    with reference_session(source, precision, need, free) as session, \
+            bar(tokens, f"reference ({session.precision})", progress) as shown:
         found = reference_of(session, chunks, shown.update)
     found.save(path)
     return found
 
 
-def reference_session(source):
+def fp32_memory(source) -> tuple[float, float]:
+    """GB the fp32 reference needs for `source`, and GB free now."""
+    import psutil
+
+    from .backends import get_route
+    from .catalog import weight_count
+
+    config = json.loads((source.path / "config.json").read_text(encoding="utf-8"))
+    need = get_route(REFERENCE).memory_gb(weight_count(config), "fp32")
+    return need, psutil.virtual_memory().available / 1e9
+
+
+def reference_session(source, precision: str = "fp32", need: float = 0, free: float = 0):
     """transformers in fp32, or in bf16 when fp32 would not fit (a 16 GB PC with the real
     Phi-3-mini: 15 GB against 7.6 GB)."""
     import sys
 
-    import psutil
-
     from .backends import get_route, open_session
-    from .catalog import weight_count
 
-    route = get_route(REFERENCE)
-    config = json.loads((source.path / "config.json").read_text(encoding="utf-8"))
-    need = route.memory_gb(weight_count(config), "fp32")
-    free = psutil.virtual_memory().available / 1e9
-    if need <= free:
+    if precision == "fp32":
         return open_session(REFERENCE, model=source, progress=False)
     import torch
     from transformers import AutoModelForCausalLM
@@ -193,6 +205,7 @@ def reference_session(source):
     print(f"The fp32 reference needs about {need:.1f} GB and {free:.1f} GB is free: the "
           "reference is bf16 instead (its own rounding is then part of every gap).",
           file=sys.stderr, flush=True)
+    route = get_route(REFERENCE)
     net = quietly(AutoModelForCausalLM.from_pretrained, source.path, dtype=torch.bfloat16)
     return route.adopt(route.plan(), net, source.path, source.name)
 

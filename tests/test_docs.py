@@ -25,7 +25,7 @@ def site(tmp_path_factory, stand_in):
     return out, build_docs.build(out, PAGES)
 
 
-def test_every_tagged_output_is_what_the_lesson_prints(site):
+def test_the_built_pages_lessons_print_what_they_should(site):
     _, problems = site
     assert problems == []
 

@@ -79,7 +79,7 @@ def too_big(config: BenchConfig, model_dir: Path) -> str | None:
         return (f"{config.label}: emulating the NPU on the CPU holds about "
                 f"{weights * 2.4 / 1e9:.0f} GB for a model of {weights / 1e9:.1f} B weights and "
                 "runs for tens of minutes, for CPU timings; emulate it on a stand-in, or ask for "
-                "it with --device emulated")
+                "it by name (phi3-aipc bench --device emulated)")
     need = get_route(config.backend).memory_gb(weights, config.precision)
     free = psutil.virtual_memory().available / 1e9
     if need <= free:
