@@ -222,7 +222,13 @@ class NPULibrarySession(Session):
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "logits.npy"
             self._send({"logits": list(ids), "out": str(out)})
-            self._next_event()
+            try:
+                self._next_event()
+            except BadInput:
+                raise  # the worker answered and is ready for the next request
+            except BaseException:
+                self.close()  # interrupted: its late answer would be read as the next one's
+                raise
             return np.load(out)
 
     def close(self) -> None:
