@@ -7,6 +7,9 @@ import pytest
 
 from phi3_aipc.standin import ensure_stand_in
 
+# Without the NPU-library environment (PHI3_AIPC_SKIP_NPU, or macOS) its tests are skipped.
+NPU_SKIPPED = bool(os.environ.get("PHI3_AIPC_SKIP_NPU")) or sys.platform == "darwin"
+
 
 @pytest.fixture(scope="session")
 def stand_in():

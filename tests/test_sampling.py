@@ -8,8 +8,6 @@ impossible. On a memorized chat the gaps are 5.5 or more: temperature 0.01 keeps
 greedy there, and temperature 100 (nearly uniform) makes none, which is what catches a route
 that ignores its temperature (at 1.0 it would still give the greedy reply there).
 """
-import os
-import sys
 
 import pytest
 
@@ -17,7 +15,8 @@ from phi3_aipc import open_session
 from phi3_aipc.chat import build_messages
 from phi3_aipc.standin import load_chats
 
-NPU_SKIPPED = bool(os.environ.get("PHI3_AIPC_SKIP_NPU")) or sys.platform == "darwin"
+from .conftest import NPU_SKIPPED
+
 ROUTES = [("transformers", "fp32"), ("openvino", "int4"), ("onnxruntime-genai", "int4"),
           *([] if NPU_SKIPPED else [("npu-library", "int4")])]
 UNSEEN = build_messages("Tell me a story about a lighthouse.")

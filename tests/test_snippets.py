@@ -6,7 +6,6 @@ own: the NPU library's in its environment, the others in this one. A tap on stdo
 the snippet printed, piece by piece.
 """
 import json
-import os
 import re
 import subprocess
 import sys
@@ -17,11 +16,10 @@ import pytest
 from phi3_aipc.envs import npu_library_python
 from phi3_aipc.standin import load_chats
 
-from .conftest import run_cli
+from .conftest import NPU_SKIPPED, run_cli
 
 PAGE = Path(__file__).resolve().parents[1] / "notebooks" / "README.md"
 ROUTES = ["transformers", "openvino", "onnxruntime-genai", "npu-library"]
-NPU_SKIPPED = bool(os.environ.get("PHI3_AIPC_SKIP_NPU")) or sys.platform == "darwin"
 CHAT = load_chats()[0]  # the reference material's system prompt and question
 # Runs a snippet with stdout tapped; prints what the snippet printed as one JSON line, last.
 RUNNER = """
