@@ -244,6 +244,13 @@ def list_artifacts(library_folders: list[tuple[str, Path, str]] = ()) -> list[di
             found.append({"route": "notebooks", "model": folder.parent.name, "precision": "-",
                           "options": {"contents": f"{folder.name}{unfinished}"},
                           "size_mb": round(folder_size_mb(folder), 1), "path": str(folder)})
+    quality = cache_dir() / "quality"  # `phi3-aipc quality`'s reference logits, one file each
+    references = sorted(quality.glob("*.npz")) if quality.is_dir() else []
+    if references:
+        found.append({"route": "quality", "model": "-", "precision": "-",
+                      "options": {"contents": f"{len(references)} reference(s) of the quality "
+                                              "command (made again when needed)"},
+                      "size_mb": round(folder_size_mb(quality), 1), "path": str(quality)})
     for route, folder, what in library_folders:  # no manifest, but they are ours to list
         if folder.is_dir():
             found.append({"route": route, "model": folder.name, "precision": "-",

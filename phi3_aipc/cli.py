@@ -35,6 +35,10 @@ from .quality import TOKENS as QUALITY_TOKENS
 from .quality import WINDOW as QUALITY_WINDOW
 from .standin import load_chats
 
+# What `cache clear --route` takes: the routes' artifacts, and notebooks (the exports the
+# notebooks made) and quality (the quality command's references).
+CACHE_GROUPS = ["stand-in", *REGISTRY, "notebooks", "quality"]
+
 DEBUG_ENV = "PHI3_AIPC_DEBUG"
 
 
@@ -183,7 +187,7 @@ def parser() -> argparse.ArgumentParser:
     cache_clear = cache_sub.add_parser("clear", help="remove prepared models (all, or one route's)")
     cache_clear.add_argument("--route", "--backend", dest="route", metavar="R",
                              help="only this route's "
-                             f"({', '.join(['stand-in', *REGISTRY, 'notebooks'])})")
+                             f"({', '.join(CACHE_GROUPS)})")
     cache_clear.set_defaults(func=cmd_cache_clear)
 
     bench = sub.add_parser("bench", help="measure every route this PC can run: load time, "
@@ -322,9 +326,8 @@ def cmd_cache_list(args: argparse.Namespace) -> int:
 
 
 def cmd_cache_clear(args: argparse.Namespace) -> int:
-    known = ["stand-in", *REGISTRY, "notebooks"]  # notebooks: the exports the notebooks made
-    if args.route and args.route not in known:
-        raise BadInput(f"Unknown route {args.route!r}; routes: {', '.join(known)}.")
+    if args.route and args.route not in CACHE_GROUPS:
+        raise BadInput(f"Unknown route {args.route!r}; routes: {', '.join(CACHE_GROUPS)}.")
     removed = clear_artifacts(args.route, library_caches())
     for path in removed:
         print(f"removed {path}")

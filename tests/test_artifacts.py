@@ -207,3 +207,12 @@ def test_cache_list_and_clear(stand_in, tmp_path):
     cleared = run_cli("cache", "clear", "--route", "notebooks", env=env)
     assert "2 cached folders removed" in cleared.stdout
     assert json.loads(run_cli("cache", "list", "--json", env=env).stdout) == []
+    # the quality command's references: one entry for the folder, cleared on their own
+    (tmp_path / "quality").mkdir()
+    for name in ("stand-in-fp32-1.npz", "stand-in-fp32-2.npz"):
+        (tmp_path / "quality" / name).write_bytes(b"\0" * 1_000_000)
+    entries = json.loads(run_cli("cache", "list", "--json", env=env).stdout)
+    assert [(e["route"], e["options"]["contents"].split(" ")[0]) for e in entries] == \
+        [("quality", "2")] and entries[0]["size_mb"] >= 1.9
+    cleared = run_cli("cache", "clear", "--route", "quality", env=env)
+    assert "1 cached folders removed" in cleared.stdout and not (tmp_path / "quality").exists()
