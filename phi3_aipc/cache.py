@@ -40,6 +40,11 @@ def cache_dir() -> Path:
     return path
 
 
+def quality_dir() -> Path:
+    """Where `phi3-aipc quality` keeps its reference logits, one .npz file per reference."""
+    return cache_dir() / "quality"
+
+
 def build_once(final: Path, build: Callable[[Path], None]) -> Path:
     """Return `final`, building it first with `build(tmp_folder)` unless a sound one exists.
 
@@ -244,7 +249,7 @@ def list_artifacts(library_folders: list[tuple[str, Path, str]] = ()) -> list[di
             found.append({"route": "notebooks", "model": folder.parent.name, "precision": "-",
                           "options": {"contents": f"{folder.name}{unfinished}"},
                           "size_mb": round(folder_size_mb(folder), 1), "path": str(folder)})
-    quality = cache_dir() / "quality"  # `phi3-aipc quality`'s reference logits, one file each
+    quality = quality_dir()
     references = sorted(quality.glob("*.npz")) if quality.is_dir() else []
     if references:
         found.append({"route": "quality", "model": "-", "precision": "-",

@@ -143,7 +143,7 @@ def compare(session, chunks: list[list[int]], reference: Reference, progress=Non
 
 
 def reference_path(source, tokens: int, window: int, precision: str) -> Path:
-    from .cache import cache_dir
+    from .cache import quality_dir
 
     config = source.path / "config.json"
     weights = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns)
@@ -153,7 +153,7 @@ def reference_path(source, tokens: int, window: int, precision: str) -> Path:
                       precision])
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", source.name)[-60:]  # a hub id, or any folder
-    return cache_dir() / "quality" / f"{name}-{digest}.npz"
+    return quality_dir() / f"{name}-{digest}.npz"
 
 
 def reference(source, chunks: list[list[int]], tokens: int, window: int,
