@@ -78,16 +78,28 @@ def test_every_notebook_named_exists(doc):
     assert not missing, f"{doc} names notebooks that do not exist: {missing}"
 
 
+def unknown_targets(code: str) -> list[str]:
+    """`make X` and `bootstrap.py X` lines in `code` naming what the Makefile or bootstrap.py
+    lacks. Names run to the next space: `make budget-fulll` is `budget-fulll`, not `budget`."""
+    targets = set(re.findall(r"^([a-z][a-z-]*):", (ROOT / "Makefile").read_text(), re.MULTILINE))
+    bootstrap = (ROOT / "scripts" / "bootstrap.py").read_text()
+    tasks = set(re.findall(r'^\s+"([a-z][a-z-]*)": ', bootstrap, re.MULTILINE))
+    wrong = [f"`make {t}` is not in the Makefile"
+             for t in re.findall(r"(?:^|\s)make ([a-z][\w-]*)", code) if t not in targets]
+    return wrong + [f"`bootstrap.py {t}` is not one of {sorted(tasks)}"
+                    for t in re.findall(r"bootstrap\.py ([a-z][\w-]*)", code) if t not in tasks]
+
+
 @pytest.mark.parametrize("doc", DOCS)
 def test_every_make_target_and_bootstrap_task_named_exists(doc):
-    targets = set(re.findall(r"^([a-z]+):", (ROOT / "Makefile").read_text(), re.MULTILINE))
-    bootstrap = (ROOT / "scripts" / "bootstrap.py").read_text()
-    tasks = set(re.findall(r'^\s+"([a-z]+)": ', bootstrap, re.MULTILINE))
     for code in code_of(doc):
-        for target in re.findall(r"(?:^|\s)make ([a-z]+)", code):
-            assert target in targets, f"{doc}: `make {target}` is not in the Makefile"
-        for task in re.findall(r"bootstrap\.py ([a-z]+)", code):
-            assert task in tasks, f"{doc}: `bootstrap.py {task}` is not one of {sorted(tasks)}"
+        assert not unknown_targets(code), f"{doc}: {unknown_targets(code)}"
+
+
+def test_a_misspelt_target_with_a_dash_is_caught():
+    assert unknown_targets("make budget-full && make test-quick") == []
+    assert unknown_targets("make budget-fulll") == ["`make budget-fulll` is not in the Makefile"]
+    assert unknown_targets("py scripts\\bootstrap.py test-quik") != []
 
 
 @pytest.mark.parametrize("doc", DOCS)
