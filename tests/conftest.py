@@ -1,7 +1,9 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +17,24 @@ NPU_SKIPPED = bool(os.environ.get("PHI3_AIPC_SKIP_NPU")) or sys.platform == "dar
 def stand_in():
     """The stand-in's folder, built once per cache."""
     return ensure_stand_in(progress=False)
+
+
+@pytest.fixture(scope="session")
+def built(stand_in, tmp_path_factory):
+    """`built(cache, *route_options)`: the stand-in folder's export for those `prepare` options,
+    made once per test session and copied into `cache`. A test that damages, clears or lists a
+    cache needs one of its own, not another export (the copy is checked in full once, then
+    adopted, as any copied cache is). Tests of the building itself still build."""
+    made = tmp_path_factory.mktemp("built")
+
+    def into(cache: Path, *options: str) -> None:
+        template = made / "-".join(o.strip("-") for o in options)
+        if not template.exists():
+            out = run_cli("prepare", *options, "--model", str(stand_in),
+                          env={"PHI3_AIPC_CACHE": str(template)})
+            assert out.returncode == 0, out.stderr
+        shutil.copytree(template, cache, dirs_exist_ok=True)
+    return into
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 300):

@@ -1,7 +1,8 @@
 """Artifacts you can trust: sealed manifests, damage detected and rebuilt, interrupted and
 concurrent builds, preflight, and `phi3-aipc cache list|clear`.
 
-Each test uses a cache of its own and the stand-in's folder as a local model.
+Each test uses a cache of its own and the stand-in's folder as a local model; where a test is not
+about building, its cache starts with a copy of the session's export (the `built` fixture).
 """
 import json
 import os
@@ -37,7 +38,8 @@ def artifacts_under(cache, route):
     return [p for p in (cache / route).glob("*/*") if p.is_dir() and not p.name.startswith(".")]
 
 
-def test_a_finished_artifact_is_sealed(stand_in, tmp_path):
+def test_a_finished_artifact_is_sealed(stand_in, tmp_path, built):
+    built(tmp_path, *ORT)
     folder, _ = prepare(stand_in, tmp_path, *ORT)
     made = read_manifest(folder)
     assert made["files"]["model.onnx"]["size"] == (folder / "model.onnx").stat().st_size
@@ -45,7 +47,8 @@ def test_a_finished_artifact_is_sealed(stand_in, tmp_path):
     assert check_sealed(folder) is None
 
 
-def test_a_truncated_weight_file_is_detected_and_rebuilt(stand_in, tmp_path):
+def test_a_truncated_weight_file_is_detected_and_rebuilt(stand_in, tmp_path, built):
+    built(tmp_path, *ORT)
     folder, _ = prepare(stand_in, tmp_path, *ORT)
     weights = folder / "model.onnx.data"
     size = weights.stat().st_size
@@ -59,7 +62,8 @@ def test_a_truncated_weight_file_is_detected_and_rebuilt(stand_in, tmp_path):
     assert session.generate(CHATS[2]["messages"], greedy=True).text == CHATS[2]["reply"]
 
 
-def test_a_changed_file_with_the_same_size_is_detected(stand_in, tmp_path):
+def test_a_changed_file_with_the_same_size_is_detected(stand_in, tmp_path, built):
+    built(tmp_path, *ORT)
     folder, _ = prepare(stand_in, tmp_path, *ORT)
     config = folder / "genai_config.json"
     text = config.read_text()
@@ -176,10 +180,13 @@ def test_phi3_mini_weight_count():
     assert 3.8e9 < weight_count(config) < 3.85e9  # Phi-3-mini: 3.8 billion
 
 
-def test_cache_list_and_clear(stand_in, tmp_path):
+def test_cache_list_and_clear(stand_in, tmp_path, built):
     env = {"PHI3_AIPC_CACHE": str(tmp_path)}
+    fp32 = ["--backend", "onnxruntime-genai", "--precision", "fp32"]
+    built(tmp_path, *ORT)
+    built(tmp_path, *fp32)
     prepare(stand_in, tmp_path, *ORT)
-    prepare(stand_in, tmp_path, "--backend", "onnxruntime-genai", "--precision", "fp32")
+    prepare(stand_in, tmp_path, *fp32)
     listed = run_cli("cache", "list", "--json", env=env)
     entries = json.loads(listed.stdout)
     assert {(e["route"], e["precision"]) for e in entries} == {("onnxruntime-genai", "int4"),

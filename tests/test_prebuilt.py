@@ -44,12 +44,14 @@ def build_for(route: str, device: str) -> catalog.Prebuilt:
 def hub(stand_in, tmp_path_factory):
     """A Hugging Face home whose cache holds the stand-in's builds under the prebuilt ids."""
     home = tmp_path_factory.mktemp("hf-home")
+    # By name, as the other tests ask for it: the test cache's exports are reused, not remade.
+    openvino = prepare("openvino", "int4", model="stand-in")
     for route, device, export in [
-            ("openvino", "CPU", prepare("openvino", "int4", model=stand_in.as_posix())),
+            ("openvino", "CPU", openvino),
             # The same export is channel-wise and symmetric: it stands in for the NPU's build.
-            ("openvino", "NPU", prepare("openvino", "int4", model=stand_in.as_posix())),
+            ("openvino", "NPU", openvino),
             ("onnxruntime-genai", "cpu", prepare("onnxruntime-genai", "int4", "cpu",
-                                                 stand_in.as_posix()))]:
+                                                 "stand-in"))]:
         p = build_for(route, device)
         place_in_hub_cache(home / "hub", p.repo, p.subfolder, export)
     place_in_hub_cache(home / "hub", MODEL, "", stand_in)  # the checkpoint, under its real id
