@@ -1,12 +1,13 @@
 """What does phi3_aipc cost per token? Time per output token through the package vs a raw loop.
 
-For OpenVINO GenAI and ONNX Runtime GenAI, the same artifact is loaded twice: once through
-`phi3_aipc` (a Session), once with only the backend's own API (LLMPipeline with a text streamer;
-og.Generator with a tokenizer stream, as in the libraries' samples). Both stream text, greedy,
-end-of-sequence ignored. Time per output token is measured from outside, the same way for both:
-(wall time for SHORT+EXTRA new tokens - wall time for SHORT) / EXTRA, so prompt processing
-cancels out. Runs alternate between the two, each on a prompt no run has used before.
-Target: ratio <= 1.02.
+For OpenVINO GenAI and ONNX Runtime GenAI, the same artifact is loaded twice on the same device
+(for ONNX Runtime GenAI, DirectML where it is installed): once through `phi3_aipc` (a Session),
+once with only the backend's own API (LLMPipeline with a text streamer; og.Generator with a
+tokenizer stream, as in the libraries' samples). Both stream text, greedy, end-of-sequence
+ignored the same way (on DirectML with min_length: it cannot take a stop token back). Time per
+output token is measured from outside, the same way for both: (wall time for SHORT+EXTRA new
+tokens - wall time for SHORT) / EXTRA, so prompt processing cancels out. Runs alternate between
+the two, each on a prompt no run has used before. Target: ratio <= 1.02.
 
     python scripts/bench_overhead.py                      # bench stand-in: real layer shapes
     python scripts/bench_overhead.py --model stand-in --extra 32 --reps 2   # a quick check
@@ -26,10 +27,10 @@ from phi3_aipc.models import resolve_model
 TARGET = 1.02
 
 
-def raw_openvino(artifact):
+def raw_openvino(artifact, device: str):
     import openvino_genai as ov_genai
 
-    pipe = ov_genai.LLMPipeline(str(artifact), "CPU")
+    pipe = ov_genai.LLMPipeline(str(artifact), device)
 
     def generate(messages: list[dict], n: int) -> None:
         config = ov_genai.GenerationConfig()
@@ -40,19 +41,29 @@ def raw_openvino(artifact):
     return generate
 
 
-def raw_onnxruntime_genai(artifact):
+def raw_onnxruntime_genai(artifact, device: str):
     import onnxruntime_genai as og
+
+    from phi3_aipc.backends.onnxruntime_genai import continuous_decoding
 
     config = og.Config(str(artifact))
     config.clear_providers()
+    if device == "dml":  # the provider the package's session runs on
+        config.append_provider("dml")
     model = og.Model(config)
     tokenizer = og.Tokenizer(model)
+    # Ignoring EOS as the package does: feed a stop token back where a live generator takes
+    # more tokens; elsewhere (DirectML) min_length keeps it from picking one.
+    feed_back = continuous_decoding(device)
 
     def generate(messages: list[dict], n: int) -> None:
         text = tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True)
         prompt = tokenizer.encode(text)
         params = og.GeneratorParams(model)
-        params.set_search_options(max_length=len(prompt) + n, do_sample=False)
+        search = dict(max_length=len(prompt) + n, do_sample=False)
+        if not feed_back:
+            search["min_length"] = search["max_length"]
+        params.set_search_options(**search)
         generator = og.Generator(model, params)
         generator.append_tokens(prompt)
         stream = tokenizer.create_stream()
@@ -77,7 +88,7 @@ def measure(backend: str, model: str, short: int, extra: int, reps: int) -> dict
     session = route.load(plan, artifact, source.name)
     ours = lambda messages, n: session.generate(  # noqa: E731
         messages, max_new_tokens=n, greedy=True, ignore_eos=True, streamer=lambda text: None)
-    raw = RAW[backend](artifact)
+    raw = RAW[backend](artifact, plan.device)
     texts = [p["text"] for p in load_prompts()[256]]
     times = {"phi3_aipc": {short: [], short + extra: []}, "raw": {short: [], short + extra: []}}
     run = 0

@@ -6,11 +6,14 @@ which is how this route is checked on machines without Windows.
 
 prepare() runs `python -m onnxruntime_genai.models.builder` for the provider the model will run
 on (`-e dml` or `-e cpu`); load() picks the provider explicitly with `og.Config`; generate() is
-the loop of ORT GenAI's own samples: `append_tokens`, then `generate_next_token` until done.
+the loop of ORT GenAI's own samples: `append_tokens`, then `generate_next_token` until done, on
+a new generator for every reply. `continuous_decoding` says where a live generator takes more
+tokens (not on DirectML).
 """
 from __future__ import annotations
 
 import json
+import re
 import sys
 import tempfile
 import time
@@ -73,13 +76,49 @@ def build_options(precision: str, target: str, block_size: int | None,
     return options
 
 
+def release(version: str) -> tuple[int, int]:
+    """(major, minor) of an onnxruntime-genai version string ("0.13.1", "0.16.0-dev")."""
+    major, minor = (re.findall(r"\d+", version) + ["0", "0"])[:2]
+    return int(major), int(minor)
+
+
+# Where a generator that already holds tokens takes more (`append_tokens` after generating:
+# "continuous decoding"), by the release that first allowed it. Elsewhere the library raises
+# RuntimeError "Continuous decoding is not supported on the selected device type (DirectML).
+# Please recreate the generator instance to avoid using continuous decoding." Source:
+# Generator::AppendTokens in src/generators.cpp of microsoft/onnxruntime-genai, which checks
+# the device of the KV cache against a fixed list: CPU, CUDA and WebGPU from v0.6.0, OpenVINO
+# from v0.9.0, NvTensorRtRtx from v0.10.0, RyzenAI from v0.12.0; v0.13.1 (DirectML's package
+# here) has those six, and so has main (commit a0c04eb, Aug 2026, SupportsContinuousDecoding),
+# whose "Continuous decoding is not supported" text is also in the 0.18.0 wheel. DirectML is in
+# none of them. Names: the provider given to append_provider, or Model.device_type's.
+CONTINUOUS_DECODING = {
+    "cpu": (0, 6), "cuda": (0, 6), "webgpu": (0, 6), "openvino": (0, 9),
+    "nvtensorrtrtx": (0, 10), "ryzenai": (0, 12),
+}
+
+
+def continuous_decoding(device: str, version: str | None = None) -> bool:
+    """Whether a generator on `device` ("cpu", "dml", or Model.device_type's "CPU", "DirectML")
+    takes the next turn's tokens after it generated, in onnxruntime-genai `version` (default:
+    the installed one). Where it does, a chat appends each turn to one live generator; where it
+    does not (DirectML), each turn needs a new generator fed the whole conversation, and
+    ignoring the end of sequence cannot feed the stop token back (see `_generate`)."""
+    if version is None:
+        import onnxruntime_genai as og
+
+        version = og.__version__
+    since = CONTINUOUS_DECODING.get(device.lower())
+    return since is not None and release(version) >= since
+
+
 def builder_option_names() -> tuple[str, str]:
     """The installed builder's names for the int4 block size and accuracy level. 0.18 calls them
     block_size and accuracy_level and silently ignores the int4_ names (its models came out with
     blocks of 32 whatever int4_block_size said); DirectML's 0.13 knows only the int4_ names."""
     import onnxruntime_genai as og
 
-    if tuple(int(part) for part in og.__version__.split(".")[:2]) < (0, 18):
+    if release(og.__version__) < (0, 18):
         return "int4_block_size", "int4_accuracy_level"
     return "block_size", "accuracy_level"
 
@@ -294,6 +333,14 @@ class OnnxRuntimeGenAISession(Session):
         params = og.GeneratorParams(self.og_model)
         search = dict(max_length=len(prompt) + request.max_new_tokens,
                       do_sample=not request.greedy)
+        # Ignoring the end of sequence: where the generator takes more tokens, a stop token it
+        # picked is fed back and it goes on (every route's ids, stop tokens included). Where it
+        # does not (DirectML), it must never stop: the search option min_length (0.13.1 and
+        # 0.18 alike; Search_Cpu::ApplyMinLength, which DirectML's search is too, masks the
+        # stop tokens until the sequence is that long) makes it take the likeliest other token.
+        feed_back = request.ignore_eos and continuous_decoding(self.plan.device)
+        if request.ignore_eos and not feed_back:
+            search["min_length"] = search["max_length"]
         if not request.greedy:
             search.update(temperature=request.temperature, top_p=request.top_p, top_k=0)
             if request.seed is not None:
@@ -306,7 +353,7 @@ class OnnxRuntimeGenAISession(Session):
         token = None
         for _ in range(request.max_new_tokens):
             if generator.is_done():
-                if not (request.ignore_eos and token in self.stops):
+                if not (feed_back and token in self.stops):
                     break
                 # It stopped at a stop token that is to be ignored: feed it back, go on.
                 generator.append_tokens([token])
