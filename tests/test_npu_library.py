@@ -133,23 +133,29 @@ print(get_model_path(sys.argv[1], int4, False, use_cache=True)[1])
 """
 
 
-def evil_pickle(path, marker):
+def evil_pickle(path, marker, raw=False):
     """A file that creates `marker` when torch.load()s it with the weights-only guard off,
-    as the library's own cache loader did."""
+    as the library's own cache loader did; `raw`: a bare pickle, which pickle.load() runs too
+    (and torch.load() without the guard, as it reads the legacy format's first pickle)."""
+    import pickle
+
     import torch
 
     class Evil:
         def __reduce__(self):
             return (open, (str(marker), "w"))
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(Evil(), path)
+    if raw:
+        path.write_bytes(pickle.dumps(Evil()))
+    else:
+        torch.save(Evil(), path)
 
 
 def test_compiled_models_are_data_checked_before_use(stand_in, tmp_path, monkeypatch, reference):
     import subprocess
 
     from phi3_aipc.backends.npu_library import worker_folder
-    from phi3_aipc.cache import check_sealed
+    from phi3_aipc.cache import check_sealed, seal
 
     from .test_artifacts import change_keeping_times
 
@@ -187,6 +193,21 @@ def test_compiled_models_are_data_checked_before_use(stand_in, tmp_path, monkeyp
     ids, log = tokens()
     assert "is damaged" in log and ids == reference[0]
     assert not marker.exists(), "a file from the cache ran code"
+
+    # Whoever hands out a cache can write its manifest too: the pickle, sealed again (sizes,
+    # times, sha256, as cache.py does), passes the check. compiled.json is left sound, so the
+    # loader gets as far as the tensors: it reads them as safetensors only, and refuses.
+    evil_pickle(compiled / "compiled.safetensors", marker, raw=True)
+    seal(compiled)
+    assert check_sealed(compiled) is None  # the seal no longer stands in the way
+    ids, log = tokens()
+    assert not marker.exists(), "the loader unpickled a file from the cache"
+    assert "is damaged" not in log
+    assert "cannot be used (Error while deserializing header" in log, log  # safetensors' own
+    assert "compiling again." in log and "Compiling " in log
+    assert ids == reference[0]
+    assert check_sealed(compiled) is None  # compiled again, and sealed
+    assert (compiled / "compiled.safetensors").read_bytes()[8:9] == b"{"  # safetensors again
     assert list(tmp_path.rglob("*.pt")) == [folder / planted]  # the planted one: none written
 
 
