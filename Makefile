@@ -2,11 +2,13 @@
 PYTHON ?= python3
 BOOTSTRAP = $(PYTHON) scripts/bootstrap.py
 
-.PHONY: demo test setup lab docs test-latest budget budget-full fuzz
+.PHONY: demo test test-quick setup lab docs test-latest budget budget-full fuzz
 demo:  ## run every installed route once on the default model
 	$(BOOTSTRAP) demo
 test:  ## the whole test suite: pytest + nbval over notebooks/
 	$(BOOTSTRAP) test $(ARGS)
+test-quick:  ## the inner loop: unit and CLI tests, no notebooks or second environments (<10 min)
+	$(BOOTSTRAP) test-quick $(ARGS)
 setup:  ## only create/update the environment
 	$(BOOTSTRAP) setup
 lab:  ## JupyterLab on the notebooks

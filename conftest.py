@@ -20,6 +20,18 @@ os.environ["JUPYTER_PATH"] = os.pathsep.join(
     filter(None, [str(Path(sys.prefix) / "share" / "jupyter"), os.environ.get("JUPYTER_PATH")]))
 
 
+def pytest_collection_modifyitems(items):
+    """The long ones first. `make test` runs two workers (pytest-xdist, a file or notebook per
+    worker, handed out in this order as workers free up): starting the minutes-long files first
+    (the notebooks, and the tests marked slow, binder, browser or windows_pins) keeps one worker
+    from ending the run alone with a long file. Notebooks count as slow (test-quick skips them)."""
+    long = ("slow", "binder", "browser", "windows_pins")
+    for item in items:
+        if getattr(item, "cell", None) is not None:
+            item.add_marker(pytest.mark.slow)
+    items.sort(key=lambda item: not any(item.get_closest_marker(m) for m in long))
+
+
 def lesson_checks():
     """scripts/build_docs.py's checks of the tagged cells (the one definition of what each
     lesson must print)."""

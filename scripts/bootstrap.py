@@ -3,6 +3,7 @@
     python scripts/bootstrap.py demo     # the main job: every installed route once
     python scripts/bootstrap.py test     # the whole test suite (pytest + nbval); on Linux
                                          # as root, also Debian's chromium for the browser test
+    python scripts/bootstrap.py test-quick  # the unit and CLI tests only (under 10 minutes)
     python scripts/bootstrap.py setup    # only the environment
     python scripts/bootstrap.py lab      # JupyterLab on notebooks/
     python scripts/bootstrap.py docs     # the notebooks run and rendered to docs/site/
@@ -25,6 +26,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import venv
 from pathlib import Path
 
@@ -53,6 +55,30 @@ PYTHON = python_of(VENV)
 STAMP = VENV / "phi3-aipc-setup.txt"
 
 
+class Phases:
+    """Wall time of each phase (environments, chromium, tests), printed at the end, so every CI
+    log shows where the minutes went."""
+
+    def __init__(self) -> None:
+        self.times: list[tuple[str, float]] = []
+
+    def run(self, name: str, step, *args):
+        start = time.monotonic()
+        try:
+            return step(*args)
+        finally:
+            self.times.append((name, time.monotonic() - start))
+
+    def report(self) -> None:
+        total = sum(t for _, t in self.times)
+        lines = [f"  {name:<14} {t:7.0f} s" for name, t in self.times]
+        print("\nbootstrap phases (wall time):\n" + "\n".join(lines)
+              + f"\n  {'total':<14} {total:7.0f} s", flush=True)
+
+
+PHASES = Phases()
+
+
 def fingerprint() -> str:
     h = hashlib.sha256(sys.version.encode())
     for f in ("pyproject.toml", "scripts/bootstrap.py"):
@@ -79,6 +105,14 @@ def create(env: Path, stamp: Path) -> bool:
 
 
 def setup() -> None:
+    PHASES.run(".venv", setup_main)
+    if os.environ.get("PHI3_AIPC_SKIP_NPU") or sys.platform == "darwin":
+        print("Skipping the NPU-library environment (.venv-npu).", flush=True)
+        return
+    PHASES.run(".venv-npu", setup_npu)
+
+
+def setup_main() -> None:
     if create(VENV, STAMP):
         print("Installing the project into .venv (first time: a few minutes) ...", flush=True)
         # TORCH again, or pip upgrades torch (to a CUDA build) for optimum-intel's torchvision.
@@ -87,10 +121,6 @@ def setup() -> None:
         # A "python3" kernel inside .venv, found first through JUPYTER_PATH (see jupyter_env).
         subprocess.run([str(PYTHON), "-m", "ipykernel", "install", "--sys-prefix"], check=True)
         STAMP.write_text(fingerprint())
-    if os.environ.get("PHI3_AIPC_SKIP_NPU") or sys.platform == "darwin":
-        print("Skipping the NPU-library environment (.venv-npu).", flush=True)
-        return
-    setup_npu()
 
 
 def drop_torchvision(env: Path) -> None:
@@ -170,12 +200,22 @@ def ensure_chromium() -> None:
     subprocess.run(["apt-get", "install", "-y", "chromium"], check=True, env=env)
 
 
+# Two workers, a test file or notebook each at a time (a notebook's cells share one kernel, a
+# file's tests their module fixtures): on two cores the runs that wait (pip, kernels, the
+# browser) overlap with the ones that compute. `-n 0` in ARGS runs everything in one process.
+PARALLEL = ["-n", "2", "--dist", "loadfile"]
+# The inner loop: no notebooks, no second environments, no browser, no minutes-long runs.
+QUICK = ["tests", "-m", "not (binder or browser or windows_pins or slow)"]
+
+
 def main(argv: list[str]) -> int:
     task, extra = (argv[0] if argv else "setup"), argv[1:]
+    pytest = [str(PYTHON), "-m", "pytest"]
     commands = {
         "setup": None,
         "demo": [str(BIN / "phi3-aipc"), "demo", *extra],
-        "test": [str(PYTHON), "-m", "pytest", *extra],
+        "test": [*pytest, *PARALLEL, *extra],
+        "test-quick": [*pytest, *PARALLEL, *QUICK, *extra],
         "lab": [str(BIN / "jupyter"), "lab", "notebooks", *extra],
         "docs": [str(PYTHON), "scripts/build_docs.py", *extra],
         "budget": [str(PYTHON), "scripts/notebook_budget.py", *extra],
@@ -185,10 +225,15 @@ def main(argv: list[str]) -> int:
         return 2
     setup()
     if task == "test":
-        ensure_chromium()
+        PHASES.run("chromium", ensure_chromium)
     if commands[task] is None:
         return 0
-    return subprocess.run(commands[task], cwd=ROOT, env=jupyter_env()).returncode
+    try:
+        return PHASES.run(task, lambda: subprocess.run(commands[task], cwd=ROOT,
+                                                       env=jupyter_env()).returncode)
+    finally:
+        if task.startswith("test"):
+            PHASES.report()
 
 
 def jupyter_env() -> dict:

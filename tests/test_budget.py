@@ -14,9 +14,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "notebook_budget.py"
 CI_SIZED = ["00", "02", "03", "05"]
+pytestmark = pytest.mark.slow
 ADOPTED = 'ChatWidget(route=\\"transformers\\", model=source, loaded=model, artifact=source.path)'
 
 

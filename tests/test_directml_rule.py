@@ -82,6 +82,7 @@ def test_the_double_refuses_as_the_library_does(fp32, monkeypatch):
         og.Generator(model, params).append_tokens(list(range(1, 300)))
 
 
+@pytest.mark.slow
 def test_notebook_02_chats_on_directml(stand_in):
     """The whole notebook, unchanged, in a kernel whose startup (IPKernelApp.exec_lines, before
     any cell) installs the double: the notebook finds DirectML, picks "dml", appends that

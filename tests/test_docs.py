@@ -25,11 +25,13 @@ def site(tmp_path_factory, stand_in):
     return out, build_docs.build(out, PAGES)
 
 
+@pytest.mark.slow
 def test_the_built_pages_lessons_print_what_they_should(site):
     _, problems = site
     assert problems == []
 
 
+@pytest.mark.slow
 def test_each_page_shows_its_outputs(site):
     out, _ = site
     pages = {p.stem: p.read_text(encoding="utf-8") for p in out.glob("0*.html")}

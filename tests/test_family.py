@@ -201,6 +201,7 @@ def test_an_unknown_variant_is_refused_in_one_line():
     assert out.stderr.strip().count("\n") == 0 and "stand-in:phi-4-mini" in out.stderr
 
 
+@pytest.mark.slow
 def test_the_route_notebooks_run_on_phi4():
     """nbval runs notebooks 00, 02 and 03 with PHI3_AIPC_MODEL=stand-in:phi-4-mini: nothing in
     them assumes Phi-3's vocabulary, heads or chat template."""
