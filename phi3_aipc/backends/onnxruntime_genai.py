@@ -316,6 +316,7 @@ class OnnxRuntimeGenAISession(Session):
         # from the Hugging Face tokenizer saved beside the model (ids are the same).
         self.hf_tokenizer = AutoTokenizer.from_pretrained(artifact)
         self.context_window = genai_config["model"]["context_length"]
+        self.vocab_size = genai_config["model"]["vocab_size"]
         eos = genai_config["model"]["eos_token_id"]
         self.stops = {eos} if isinstance(eos, int) else set(eos)
         super().__init__(plan, model, load_s, note=note)
@@ -342,7 +343,12 @@ class OnnxRuntimeGenAISession(Session):
         if request.ignore_eos and not feed_back:
             search["min_length"] = search["max_length"]
         if not request.greedy:
-            search.update(temperature=request.temperature, top_p=request.top_p, top_k=0)
+            # top_k = the vocabulary, not 0: with top_k 0 the library takes its top-p-only path
+            # (Generator::InitializeSamplingMethod, src/generators.cpp), which in 0.18.0 drew
+            # tokens outside the nucleus (top_p 0.5: 13 of 51 tokens, tests/test_sampling.py);
+            # top_k > 1 with top_p < 1 takes its top-k-then-top-p path, which keeps to it.
+            search.update(temperature=request.temperature, top_p=request.top_p,
+                          top_k=self.vocab_size)
             if request.seed is not None:
                 search["random_seed"] = request.seed
         params.set_search_options(**search)
