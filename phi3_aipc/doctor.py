@@ -15,12 +15,20 @@ from dataclasses import asdict
 from .backends import all_routes
 from .cache import cache_dir
 from .envs import installed_version
-from .hardware import cpu_model, memory_gb
+from .hardware import (
+    HF_CACHE,
+    PHI3_CACHE,
+    cpu_model,
+    long_paths_enabled,
+    memory_gb,
+    windows_path_advice,
+)
 
 
 def doctor() -> dict:
     """Everything `phi3-aipc doctor --json` prints (the README documents the keys)."""
     import psutil
+    from huggingface_hub import constants
 
     routes = all_routes()
     versions = {p: installed_version(p) for r in routes for p in r.packages}
@@ -36,6 +44,9 @@ def doctor() -> dict:
         "memory_gb": memory_gb(),
         "disk": {"path": str(cache), "free_gb": round(shutil.disk_usage(cache).free / 2**30, 1)},
         "packages": versions,
+        "paths": windows_path_advice(os.name, long_paths_enabled(),
+                                     {HF_CACHE: constants.HF_HUB_CACHE, PHI3_CACHE: str(cache)},
+                                     home=os.path.expanduser("~")),
         "routes": {},
     }
     for route in routes:
@@ -79,12 +90,26 @@ def format_report(report: dict) -> str:
             f"in {lib['python']}; sees an NPU: {lib['npu_available']}"
             + (f", driver {lib['driver_version']} (needs {lib['min_driver_version']}+)"
                if lib["driver_version"] else "")))
+    lines += paths_lines(report.get("paths"))
     lines += ["", "Routes"]
     for name, r in report["routes"].items():
         lines.append(f"  {name:18} {r['verdict']:9} {r['detail']}")
         if r["fix"]:
             lines.append(f"  {'':18} fix: {r['fix']}")
     return "\n".join(lines)
+
+
+def paths_lines(paths: dict | None) -> list[str]:
+    """The Windows path check (`windows_path_advice`) as text: its figures, problems, fixes."""
+    if not paths:
+        return []
+    lines = ["", f"Paths   {paths['detail']}"]
+    for name, folder in paths["folders"].items():
+        lines.append(f"  {name:18} {folder['path']}: longest file path {folder['longest']} "
+                     f"characters (limit {paths['limit']}), for {folder['longest_for']}")
+    lines += [f"  problem: {p}" for p in paths["problems"]]
+    lines += [f"  fix: {f}" for f in paths["fixes"]]
+    return lines
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """`phi3-aipc doctor --json`: the documented keys and a verdict for each route."""
 import json
+import os
 import sys
 
 import pytest
@@ -19,8 +20,8 @@ def report():
 
 
 def test_documented_keys(report):
-    assert {"os", "python", "cpu", "memory_gb", "disk", "packages", "openvino", "directml",
-            "npu_library", "routes"} <= report.keys()
+    assert {"os", "python", "cpu", "memory_gb", "disk", "packages", "paths", "openvino",
+            "directml", "npu_library", "routes"} <= report.keys()
     assert {"model", "is_core_ultra", "cores", "threads"} <= report["cpu"].keys()
     assert report["memory_gb"]["total"] > 0 and report["disk"]["free_gb"] >= 0
     assert report["packages"]["transformers"]
@@ -74,3 +75,18 @@ def test_text_report_names_every_route(report):
     text = format_report(report)
     for name in report["routes"]:
         assert name in text
+
+
+def test_the_windows_path_check_is_reported(report):
+    """Windows' path limit and non-ASCII folders (tests/test_windows_paths.py checks the advice);
+    elsewhere the report says "not Windows"."""
+    paths = report["paths"]
+    assert {"checked", "long_paths_enabled", "limit", "folders", "problems", "fixes",
+            "detail"} <= paths.keys()
+    assert paths["checked"] == (os.name == "nt")
+    if os.name == "nt":
+        assert set(paths["folders"]) == {"Hugging Face cache", "phi3-aipc cache"}
+        assert paths["folders"]["phi3-aipc cache"]["path"] == report["disk"]["path"]
+    else:
+        assert paths["detail"].startswith("not Windows") and not paths["problems"]
+    assert f"Paths   {paths['detail']}" in format_report(report)
