@@ -62,3 +62,35 @@ def test_commands_in_notebooks_paste_into_powershell():
             source = "".join(cell["source"])
             assert not re.search(r"(optimum-cli|onnxruntime_genai\.models\.builder)[^\n]*\\\n",
                                  source), f"{path.name}: a command continued with a backslash"
+
+
+def notebook_pins(name: str) -> list[dict]:
+    """The PINS dicts of a notebook's install cell (one per platform branch)."""
+    import ast
+
+    cell = next(c for c in code_cells(name) if "%pip install" in c)
+    tree = ast.parse("\n".join(line for line in cell.splitlines()
+                               if not line.strip().startswith("%")))
+    return [ast.literal_eval(node.value) for node in ast.walk(tree)
+            if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "PINS"]
+
+
+def test_the_install_cells_pin_what_the_setup_installs():
+    """Notebooks 02 and 03 install (when a version differs) exactly the setup's pins: a pin moved
+    in pyproject.toml and not in the notebook would make its install cell run pip every time."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((NOTEBOOKS.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    pinned = {}
+    for line in sum(project["project"]["optional-dependencies"].values(), []):
+        req = Requirement(line)
+        spec = next(iter(req.specifier), None)
+        if spec is not None and spec.operator == "==":
+            pinned.setdefault(req.name, set()).add(spec.version)
+    dicts = notebook_pins("03_openvino") + notebook_pins("02_directml_onnxruntime_genai")
+    assert len(dicts) == 3  # 03's, and 02's for Windows and for elsewhere
+    for pins in dicts:
+        for name, version in pins.items():
+            assert version in pinned.get(name, set()), f"{name}=={version} is not pyproject's"
