@@ -79,7 +79,6 @@ def test_the_install_cells_pin_what_the_setup_installs():
     """Notebooks 02 and 03 install (when a version differs) exactly the setup's pins: a pin moved
     in pyproject.toml and not in the notebook would make its install cell run pip every time."""
     import tomllib
-
     from packaging.requirements import Requirement
 
     project = tomllib.loads((NOTEBOOKS.parent / "pyproject.toml").read_text(encoding="utf-8"))
