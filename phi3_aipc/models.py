@@ -237,12 +237,16 @@ def check_checkpoint(folder: Path, config: dict) -> None:
     try:
         expected = weight_count(config)
     except (KeyError, TypeError, ZeroDivisionError):
-        return
+        expected = stored  # the shapes below say what is wrong
     if not 0.5 * stored <= expected <= 1.5 * stored:
         raise ModelNotFound(f"{folder}: config.json describes {expected / 1e9:.2f} billion "
                             f"weights, but the weight files hold {stored / 1e9:.2f} billion. "
                             "The config and the weights do not belong together; download the "
                             "model again.")
+    problem = undescribed(config, safetensors_shapes(folder))
+    if problem:
+        raise ModelNotFound(f"{folder}: {problem}. The config and the weights do not belong "
+                            "together; download the model again.")
 
 
 BUILT_FOR = {"openvino_model.xml": ("openvino", "an OpenVINO export"),
@@ -338,25 +342,68 @@ def print_stand_in_banner(reason: str) -> None:
     )
 
 
-def safetensors_params(folder: Path) -> tuple[int, int, int]:
-    """Parameter counts of a checkpoint: all, the embedding table's, the output layer's."""
-    import math
+def safetensors_shapes(folder: Path) -> dict[str, tuple[int, ...]]:
+    """Every tensor's shape in a checkpoint's *.safetensors files, read from their headers."""
     import struct
 
-    total = embedding = head = 0
+    shapes = {}
     for f in folder.glob("*.safetensors"):
         with open(f, "rb") as fh:
             header = json.loads(fh.read(struct.unpack("<Q", fh.read(8))[0]))
-        for name, tensor in header.items():
-            if name == "__metadata__":
-                continue
-            n = math.prod(tensor["shape"])
-            total += n
-            if name.endswith("embed_tokens.weight"):
-                embedding += n
-            elif name.startswith("lm_head."):
-                head += n
+        shapes.update({name: tuple(tensor["shape"]) for name, tensor in header.items()
+                       if name != "__metadata__"})
+    return shapes
+
+
+def safetensors_params(folder: Path) -> tuple[int, int, int]:
+    """Parameter counts of a checkpoint: all, the embedding table's, the output layer's."""
+    import math
+
+    total = embedding = head = 0
+    for name, shape in safetensors_shapes(folder).items():
+        n = math.prod(shape)
+        total += n
+        if name.endswith("embed_tokens.weight"):
+            embedding += n
+        elif name.startswith("lm_head."):
+            head += n
     return total, embedding, head
+
+
+def undescribed(config: dict, shapes: dict[str, tuple[int, ...]]) -> str | None:
+    """The first tensor whose shape a Phi-3 `config` (its SHAPES already whole numbers) gets
+    wrong, as transformers' Phi3ForCausalLM would build it; None when the config describes the
+    weights. A config that merely totals about right (a wider layer, fewer heads) is caught
+    here, before transformers fails on it with a traceback or an export runs for minutes."""
+    for key in ("num_key_value_heads", "head_dim"):  # optional: derived when absent
+        value = config.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            return f"config.json's {key} is {value!r}, not a positive whole number"
+    layers = {name.split(".")[2] for name in shapes if name.startswith("model.layers.")}
+    if len(layers) != config["num_hidden_layers"]:
+        return (f"config.json has {config['num_hidden_layers']} layers, the weight files "
+                f"{len(layers)}")
+    hidden, heads = config["hidden_size"], config["num_attention_heads"]
+    vocab, inner = config["vocab_size"], config["intermediate_size"]
+    kv_heads = config.get("num_key_value_heads", heads)
+    head_dim = config.get("head_dim", hidden // heads)
+    layer = {"input_layernorm.weight": (hidden,), "post_attention_layernorm.weight": (hidden,),
+             "self_attn.qkv_proj.weight": ((heads + 2 * kv_heads) * head_dim, hidden),
+             "self_attn.o_proj.weight": (hidden, heads * head_dim),
+             "mlp.gate_up_proj.weight": (2 * inner, hidden),
+             "mlp.down_proj.weight": (hidden, inner)}
+    expected = {"model.embed_tokens.weight": (vocab, hidden), "model.norm.weight": (hidden,),
+                **{f"model.layers.{n}.{name}": shape for n in sorted(layers)
+                   for name, shape in layer.items()}}
+    tied = config.get("tie_word_embeddings", False)
+    if not tied or "lm_head.weight" in shapes:  # tied: the embedding is the output layer
+        expected["lm_head.weight"] = None if tied else (vocab, hidden)
+    for name, shape in expected.items():
+        if shapes.get(name) != shape:
+            held = f"holds {list(shapes[name])}" if name in shapes else "has no such tensor"
+            wanted = f"implies {list(shape)}" if shape else "ties it to the embedding"
+            return f"for {name} config.json {wanted}; the weight files {held}"
+    return None
 
 
 def safetensors_missing_bytes(path: Path) -> int:
