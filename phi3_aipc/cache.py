@@ -8,14 +8,58 @@ import platform
 import re
 import shutil
 import sys
+import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from platformdirs import user_cache_dir
 
 from .envs import installed_version
+from .errors import Phi3AipcError
+
+# Windows refuses to rename or remove a folder while a file in it is open or memory-mapped, or
+# while a process has its current folder in it: WinError 5 (access denied), 32 (sharing
+# violation), 145 (folder not empty). Some holders let go by themselves within seconds (an
+# antivirus scanner or the search indexer reading fresh files): those are waited for, RETRY_S.
+IN_USE_WINERRORS = (5, 32, 145)
+RETRY_S = 5.0
+HOLDERS = ("a notebook kernel, chat or worker using it, a terminal or Explorer window in that "
+           "folder")
+# What interrupted builds (.NAME.tmp-*) and removals (.NAME.discard-*) leave: hidden folders.
+LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|discard)-[0-9a-f]{8}$")
+
+
+class FolderInUse(Phi3AipcError):
+    """Windows would not let a folder be renamed or removed: something has a file in it open."""
+
+
+def in_use(err: OSError) -> bool:
+    """Whether `err` is Windows refusing because something has a file in the folder open."""
+    return getattr(err, "winerror", None) in IN_USE_WINERRORS
+
+
+def replace_retrying(src: Path, dst: Path) -> None:
+    """os.replace(src, dst), tried again for up to RETRY_S seconds while Windows says the file
+    or folder is in use (see IN_USE_WINERRORS); then, or for any other error, it raises."""
+    deadline = time.monotonic() + RETRY_S
+    pause = 0.05
+    while True:
+        try:
+            os.replace(src, dst)
+            return
+        except OSError as err:
+            if not in_use(err) or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.5)
+
+
+def why(err: OSError) -> str:
+    return f"{err.strerror or err}" + (f", WinError {err.winerror}"
+                                       if getattr(err, "winerror", None) else "")
 
 
 def cache_dir() -> Path:
@@ -52,34 +96,94 @@ def build_once(final: Path, build: Callable[[Path], None]) -> Path:
     checksum go into its manifest) and renamed into place only when `build` returns, so an
     interrupted build never leaves a folder that looks finished. A file lock makes a second
     process wait for the first one's build instead of racing it. A finished folder whose files
-    no longer match its manifest is reported and built again.
+    no longer match its manifest is reported and built again. A finished build is never
+    deleted: where the rename fails (Windows: a file in it is still open), it is kept, and the
+    next call renames it into place instead of building again.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(final) + ".lock"):
-        for stale in final.parent.glob(f".{final.name}.tmp-*"):  # a build that was killed
-            shutil.rmtree(stale, ignore_errors=True)
+        for stale in sorted(final.parent.glob(f".{final.name}.tmp-*")):
+            if not final.exists() and "files" in read_manifest(stale):  # sealed: finished
+                move_into_place(stale, final)  # and checked below, as any finished folder
+            else:  # a build that was killed halfway
+                shutil.rmtree(stale, ignore_errors=True)
         if final.is_dir():
             problem = check_sealed(final)
             if problem is None:
                 return final
             print(f"{final} is damaged ({problem}): building it again.", file=sys.stderr)
-            discard(final)
+            try:
+                discard(final)
+            except OSError as err:
+                raise FolderInUse(f"{final} is damaged and must be built again, but it cannot "
+                                  f"be removed ({why(err)}): close what has a file in it open "
+                                  f"({HOLDERS}), then try again.") from None
         tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+        tmp.mkdir()
         try:
-            tmp.mkdir()
             build(tmp)
             seal(tmp, home=final)
-            os.replace(tmp, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # unfinished: never used
+            raise
+        move_into_place(tmp, final)
     return final
 
 
+def move_into_place(tmp: Path, final: Path) -> None:
+    """Rename a finished build to its name; where that fails, keep it and say so."""
+    try:
+        replace_retrying(tmp, final)
+    except OSError as err:
+        raise FolderInUse(f"The finished build {tmp} could not be renamed to {final.name} "
+                          f"({why(err)}). It is kept: close what has a file in it open "
+                          f"({HOLDERS}, an antivirus scan), then run the same command again, "
+                          "which puts it in place without building it again.") from None
+
+
 def discard(folder: Path) -> None:
-    """Remove a folder: first out of the way (a rename is atomic), then from the disk."""
+    """Remove a folder: first out of the way (a rename is atomic), then from the disk.
+
+    Raises OSError when the rename fails, PermissionError when Windows says the folder is in
+    use beyond RETRY_S. What the disk keeps after the rename (a file a scanner still holds) is
+    a leftover that `sweep_leftovers` removes later."""
     doomed = folder.with_name(f".{folder.name}.discard-{uuid.uuid4().hex[:8]}")
-    os.replace(folder, doomed)
+    replace_retrying(folder, doomed)
     shutil.rmtree(doomed, ignore_errors=True)
+
+
+def leftovers(root: Path) -> list[Path]:
+    """The hidden folders under `root` that interrupted builds (.NAME.tmp-*) and removals that
+    Windows did not let finish (.NAME.discard-*) left behind, outermost only; not the folder of
+    a build that is running (its lock is held)."""
+    found: list[Path] = []
+    for path in sorted(root.rglob(".*")) if root.is_dir() else []:
+        match = LEFTOVER.match(path.name)
+        if not match or not path.is_dir() or any(p in path.parents for p in found):
+            continue
+        if match["kind"] == "tmp":
+            try:
+                with FileLock(str(path.parent / match["name"]) + ".lock", timeout=0):
+                    pass
+            except Timeout:
+                continue  # a build in progress
+            except OSError:
+                continue  # no lock can be taken here (a read-only cache): left alone
+        found.append(path)
+    return found
+
+
+def sweep_leftovers(root: Path) -> tuple[int, float, list[Path]]:
+    """Remove `leftovers(root)`: how many were removed, their MB, and those still in use."""
+    removed, mb, kept = 0, 0.0, []
+    for path in leftovers(root):
+        size = folder_size_mb(path)
+        shutil.rmtree(path, ignore_errors=True)
+        if path.exists():
+            kept.append(path)
+        else:
+            removed, mb = removed + 1, mb + size
+    return removed, mb, kept
 
 
 def sha256(path: Path) -> str:
@@ -118,7 +222,7 @@ def write_atomically(path: Path, text: str) -> None:
     """Replace `path` with `text` whole: a reader (or a kill) never sees half of it."""
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    replace_retrying(tmp, path)
 
 
 def check_sealed(folder: Path) -> str | None:
@@ -130,10 +234,12 @@ def check_sealed(folder: Path) -> str | None:
     folder's own, so the full check happens once. It says so on stderr: it takes a while.
     """
     made = read_manifest(folder)
-    if "damaged" in made:
-        return made["damaged"]
+    if "damaged" in made:  # a reason, whatever a foreign manifest put there
+        return str(made["damaged"] or "") or f"its manifest {MANIFEST} says it is damaged"
     if "files" not in made:
         return f"its manifest {MANIFEST} is missing or unfinished"
+    if not isinstance(made["files"], dict) or not made["files"]:  # a sealed folder has files
+        return f"its manifest {MANIFEST} does not list the files as it should"
     here = made_in(folder)
     elsewhere = restamp = made.get("made_in") != here
     try:
@@ -264,12 +370,39 @@ def list_artifacts(library_folders: list[tuple[str, Path, str]] = ()) -> list[di
     return found
 
 
+@dataclass
+class Cleared:
+    """What `clear_artifacts` did."""
+    removed: list[str] = field(default_factory=list)  # the folders removed
+    refused: list[str] = field(default_factory=list)  # one line each: not removed, and why
+    leftovers: int = 0  # leftover folders of interrupted builds and removals, removed
+    leftovers_mb: float = 0.0
+
+
 def clear_artifacts(route: str | None = None,
-                    library_folders: list[tuple[str, Path, str]] = ()) -> list[str]:
-    """Remove the cached artifacts of `route` (all routes when None); return their folders."""
-    removed = []
+                    library_folders: list[tuple[str, Path, str]] = ()) -> Cleared:
+    """Remove the cached artifacts of `route` (all routes when None), and the leftovers of
+    interrupted builds and removals under its folder. A folder that cannot be removed (Windows:
+    something has a file in it open) is reported in one line, and the rest is removed."""
+    cleared = Cleared()
     for entry in list_artifacts(library_folders):
         if route is None or entry["route"] == route:
-            discard(Path(entry["path"]))
-            removed.append(entry["path"])
-    return removed
+            try:
+                discard(Path(entry["path"]))
+            except FileNotFoundError:
+                continue  # gone meanwhile (inside a folder removed before it)
+            except OSError as err:
+                cleared.refused.append(
+                    f"{entry['path']} is in use, not removed: close what has a file in it open "
+                    f"({HOLDERS}), then run this command again." if in_use(err) else
+                    f"{entry['path']} could not be removed: {why(err)}.")
+                continue
+            cleared.removed.append(entry["path"])
+    root = cache_dir() / route if route else cache_dir()
+    cleared.leftovers, cleared.leftovers_mb, kept = sweep_leftovers(root)
+    if kept:
+        cleared.refused.append(f"{len(kept)} leftover folder(s) of interrupted builds or "
+                               f"removals are in use, not removed (the first: {kept[0]}): close "
+                               f"what has a file in them open ({HOLDERS}), then run this "
+                               "command again.")
+    return cleared

@@ -2,10 +2,13 @@
 
 Bad input or an unavailable device exits with code 2 and one line on stderr saying what to do;
 anything else that goes wrong is a bug in phi3-aipc: exit code 1 and one line saying so.
+What it prints is UTF-8, whatever the console's code page (see `utf8_output`).
 """
 from __future__ import annotations
 
 import argparse
+import codecs
+import contextlib
 import json
 import os
 import sys
@@ -26,7 +29,7 @@ from .backends import (
 from .backends.plan import PRECISIONS, Option
 from .backends.session import GenerationRequest
 from .bench.configs import LENGTHS as BENCH_LENGTHS
-from .cache import cache_dir, clear_artifacts, list_artifacts
+from .cache import cache_dir, clear_artifacts, folder_size_mb, leftovers, list_artifacts
 from .chat import build_messages
 from .errors import BadInput, Phi3AipcError
 from .models import resolve_model
@@ -45,6 +48,35 @@ DEBUG_ENV = "PHI3_AIPC_DEBUG"
 def main(argv: list[str] | None = None) -> int:
     """Run one command. Exit codes: 0 done, 2 bad input (one line saying what to do), 1 a bug
     in phi3-aipc (one line; PHI3_AIPC_DEBUG=1 shows the traceback), 130 interrupted."""
+    with utf8_output():
+        return run(argv)
+
+
+@contextlib.contextmanager
+def utf8_output():
+    """Within the block, stdout and stderr write UTF-8. On Windows a redirected or piped stdout
+    is otherwise the ANSI code page (cp1252), which cannot encode a reply's emoji, CJK or "→":
+    the reply would stop midway with UnicodeEncodeError. Characters UTF-8 cannot encode either
+    (lone surrogates, from undecodable file names) are replaced, not fatal. Streams that are
+    not files (a notebook's) are left alone; the streams are restored afterwards."""
+    changed = []
+    for stream, errors in ((sys.stdout, "replace"), (sys.stderr, "backslashreplace")):
+        try:
+            utf8 = codecs.lookup(stream.encoding).name == "utf-8"
+            if not (utf8 and stream.errors != "strict"):
+                changed.append((stream, stream.encoding, stream.errors))
+                stream.reconfigure(encoding="utf-8", errors=errors)
+        except (AttributeError, LookupError, TypeError, ValueError, OSError):
+            continue  # not a text file (a notebook's stream, a test's capture)
+    try:
+        yield
+    finally:
+        for stream, encoding, errors in changed:
+            with contextlib.suppress(AttributeError, LookupError, ValueError, OSError):
+                stream.reconfigure(encoding=encoding, errors=errors)
+
+
+def run(argv: list[str] | None) -> int:
     try:
         args = parser().parse_args(argv)
         if args.func in (cmd_generate, cmd_demo, cmd_prepare, cmd_bench, cmd_quality):
@@ -322,18 +354,28 @@ def cmd_cache_list(args: argparse.Namespace) -> int:
               f"{options}\n  {'':18} {e['path']}")
     total = sum(e["size_mb"] for e in entries)
     print(f"{len(entries)} cached folders, {total:.1f} MB")
+    left = leftovers(cache_dir())
+    if left:
+        print(f"and {len(left)} leftover folders of interrupted builds or removals, "
+              f"{sum(folder_size_mb(f) for f in left):.1f} MB (hidden; `phi3-aipc cache clear` "
+              "removes them)")
     return 0
 
 
 def cmd_cache_clear(args: argparse.Namespace) -> int:
     if args.route and args.route not in CACHE_GROUPS:
         raise BadInput(f"Unknown route {args.route!r}; routes: {', '.join(CACHE_GROUPS)}.")
-    removed = clear_artifacts(args.route, library_caches())
-    for path in removed:
+    cleared = clear_artifacts(args.route, library_caches())
+    for path in cleared.removed:
         print(f"removed {path}")
-    print(f"{len(removed)} cached folders removed"
+    print(f"{len(cleared.removed)} cached folders removed"
           + (f" (route {args.route})" if args.route else ""))
-    return 0
+    if cleared.leftovers:
+        print(f"and {cleared.leftovers} leftover folders of interrupted builds or removals "
+              f"({cleared.leftovers_mb:.1f} MB)")
+    for line in cleared.refused:  # in use (Windows): the rest is removed, each said in a line
+        print(f"phi3-aipc: error: {one_line(line)}", file=sys.stderr)
+    return 2 if cleared.refused else 0
 
 
 def check_output_file(flag: str, path) -> None:

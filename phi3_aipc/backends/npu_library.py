@@ -9,8 +9,8 @@ never a dead notebook kernel.
 """
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -22,7 +22,7 @@ from ..chat import prompt_ids
 from ..envs import npu_library_python
 from ..errors import BadInput, Phi3AipcError
 from ..models import ModelSource, folder_fingerprint
-from ..processes import Relay, messages
+from ..processes import Relay, child_env, communicate, end, messages, start, wait
 from .base import Route, Verdict
 from .plan import Plan
 from .session import GenerationRequest, GenerationResult, Session, Streamer
@@ -76,7 +76,13 @@ class NPULibraryRoute(Route):
 
     def library_caches(self) -> list[tuple[Path, str]]:
         root = cache_dir() / "npu-library"
-        return [(f, "compiled models") for f in sorted(root.glob("*")) if f.is_dir()]
+
+        def visible(folder: Path) -> list[Path]:  # not the hidden leftovers of removals
+            return sorted(f for f in folder.glob("*") if f.is_dir() and not f.name.startswith("."))
+
+        return [(f, "compiled models") for f in visible(root) if f.name != WORK] + \
+            [(f, "the library's working files (OpenVINO's compiled blobs, nc_workspace)")
+             for f in visible(root / WORK)]
 
     def prepare(self, plan: Plan, source: ModelSource) -> Path:
         """The checkpoint as it is (the library quantizes as it loads), once it is clear that
@@ -111,24 +117,39 @@ def library_status() -> dict:
     if python is None:
         return status
     try:  # in a subprocess: the library can abort the process that imports it
-        out = subprocess.run([python, "-c", NPU_LIBRARY_CHECK], capture_output=True, text=True,
-                             timeout=120)
-        if out.returncode == 0:
-            found = json.loads(out.stdout.strip().splitlines()[-1])
+        proc = start([python, "-c", NPU_LIBRARY_CHECK], stdout=subprocess.PIPE,
+                     stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace",
+                     env=child_env())
+        stdout, stderr = communicate(proc, timeout=120)
+        if proc.returncode == 0:
+            found = json.loads(stdout.strip().splitlines()[-1])
             status.update(npu_available=found["npu"], driver_version=found["driver"],
                           min_driver_version=found["min_driver"])
         else:
-            status["error"] = (out.stderr.strip().splitlines() or ["?"])[-1]
+            status["error"] = (stderr.strip().splitlines() or ["?"])[-1]
     except (subprocess.TimeoutExpired, IndexError, ValueError) as err:
         status["error"] = f"{type(err).__name__}: {err}"
     return status
 
 
+WORK = "work"  # cache/npu-library/work/<model>: the workers' current folders
+
+
 def worker_folder(artifact: Path) -> Path:
-    """Where a worker runs and keeps its compiled models (compiled-<precision>, safetensors,
-    sealed like every artifact): the library writes OpenVINO blobs and nc_workspace relative
-    to it. Keyed by the model's content, not its path, so an edited model is compiled anew."""
+    """Where a worker keeps its compiled models (compiled-<precision>, safetensors, sealed like
+    every artifact). Keyed by the model's content, not its path, so an edited model is compiled
+    anew."""
     folder = cache_dir() / "npu-library" / f"{artifact.name}-{folder_fingerprint(artifact)}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def worker_cwd(artifact: Path) -> Path:
+    """Where a worker runs: the library writes OpenVINO's compiled blobs (reused by the next
+    load) and nc_workspace relative to its current folder. Not in `worker_folder`: Windows
+    lets no one rename or remove a folder that is a process's current folder, so `cache clear`
+    could not remove the compiled models while a worker runs, nor a worker a damaged one."""
+    folder = cache_dir() / "npu-library" / WORK / worker_folder(artifact).name
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
@@ -140,23 +161,27 @@ class NPULibrarySession(Session):
         from transformers import AutoConfig, AutoTokenizer
 
         python = npu_library_python()
-        env = {**os.environ, "PYTHONIOENCODING": "utf-8",
-               "PYTHONWARNINGS": "ignore::DeprecationWarning,"
-                                 "ignore:pkg_resources is deprecated:UserWarning"}
-        self.proc = subprocess.Popen(
+        env = child_env(PYTHONWARNINGS="ignore::DeprecationWarning,"
+                                       "ignore:pkg_resources is deprecated:UserWarning")
+        self.proc = start(
             [python, "-m", "phi3_aipc.backends.npu_worker", "--model", str(artifact),
              "--precision", plan.precision, "--name", model,
              "--compiled", str(worker_folder(artifact) / f"compiled-{plan.precision}")],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            cwd=worker_folder(artifact), env=env, text=True, encoding="utf-8",
+            cwd=worker_cwd(artifact), env=env, text=True, encoding="utf-8",
             errors="replace")
         self._finalizer = weakref.finalize(self, stop_worker, self.proc)
         self.relay = Relay(self.proc.stderr, keep=20)
-        self.events = messages(self.proc.stdout)
-        # The same tokenizer and window as the worker's, to check a prompt before sending it.
-        self.tokenizer = AutoTokenizer.from_pretrained(artifact)
-        self.context_window = AutoConfig.from_pretrained(artifact).max_position_embeddings
-        ready = self._next_event()
+        self.events = messages(self.proc.stdout)  # read in steps an interrupt lands between
+        try:
+            # The same tokenizer and window as the worker's, to check a prompt before sending.
+            self.tokenizer = AutoTokenizer.from_pretrained(artifact)
+            self.context_window = AutoConfig.from_pretrained(artifact).max_position_embeddings
+            ready = self._next_event()
+        except BaseException:  # interrupted or failed: the worker must not go on compiling
+            end(self.proc)
+            self.close()
+            raise
         super().__init__(plan, model, ready["load_s"], ready["device"], ready["note"])
 
     def prompt_ids(self, messages: list[dict]) -> list[int]:
@@ -172,7 +197,7 @@ class NPULibrarySession(Session):
         return event
 
     def _died(self) -> Phi3AipcError:
-        code = self.proc.wait()
+        code = wait(self.proc)
         how = (f"was killed by {signal.Signals(-code).name}" if code < 0
                else f"exited with code {code}")
         self.relay.join(timeout=2)
@@ -207,7 +232,8 @@ class NPULibrarySession(Session):
             raise  # the worker answered and is ready for the next request
         except BaseException:
             # Interrupted mid-reply: the rest of it would be read as the next reply's, so the
-            # worker goes, and this session with it.
+            # worker goes at once, and this session with it.
+            end(self.proc)
             self.close()
             raise
 
@@ -227,7 +253,8 @@ class NPULibrarySession(Session):
             except BadInput:
                 raise  # the worker answered and is ready for the next request
             except BaseException:
-                self.close()  # interrupted: its late answer would be read as the next one's
+                end(self.proc)  # interrupted: its late answer would be read as the next one's
+                self.close()
                 raise
             return np.load(out)
 
@@ -237,9 +264,15 @@ class NPULibrarySession(Session):
 
 
 def stop_worker(proc: subprocess.Popen) -> None:
+    """Ask a worker to end (its stdin closes), and kill it if it has not within 10 s or the
+    wait is interrupted."""
     if proc.poll() is None:
-        proc.stdin.close()
+        with contextlib.suppress(OSError):  # a worker that died leaves a broken pipe
+            proc.stdin.close()
         try:
-            proc.wait(timeout=10)
+            wait(proc, timeout=10)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            end(proc)
+        except BaseException:
+            end(proc)
+            raise

@@ -18,6 +18,7 @@ Everything the library itself prints goes to stderr, so stdout stays the protoco
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import queue
 import sys
@@ -91,7 +92,6 @@ def load(model: str, precision: str, name: str, compiled: str):
     from intel_npu_acceleration_library.compiler import CompilerConfig
     from transformers import AutoModelForCausalLM
 
-    from ..cache import build_once, discard
     from .transformers import TransformersSession
 
     dtype = {"int4": int4, "int8": torch.int8, "fp16": torch.float16}[precision]
@@ -109,15 +109,9 @@ def load(model: str, precision: str, name: str, compiled: str):
                               CompilerConfig(dtype=dtype))
         save_compiled(net, folder)
 
-    folder = build_once(Path(compiled), compile_and_save)  # checked against its manifest
-    if net is None:
-        try:
-            net = load_compiled(model, folder)
-        except Exception as err:  # whatever is wrong with the saved form, compiling mends it
-            print(f"The compiled model in {folder} cannot be used ({err}): compiling again.",
-                  file=sys.stderr)
-            discard(folder)
-            build_once(folder, compile_and_save)
+    loaded = saved_or_compiled(Path(compiled), compile_and_save,
+                               lambda folder: load_compiled(model, folder))
+    net = net if net is not None else loaded
     load_s = time.perf_counter() - start
     if npu_available():
         device, note = "NPU", ""
@@ -128,6 +122,35 @@ def load(model: str, precision: str, name: str, compiled: str):
     plan = Plan("npu-library", precision, "npu")
     return TransformersSession(plan, model, name, net=net, load_s=load_s, device=device,
                                note=note)
+
+
+def saved_or_compiled(compiled: Path, compile_and_save, load_saved):
+    """The model compiled into the folder `compiled`: `compile_and_save(folder)` makes it when
+    it is missing (then None is returned: the caller has the model it compiled), else
+    `load_saved(folder)` loads it. A saved model that cannot be loaded is discarded and
+    compiled again, whatever is wrong with it.
+
+    The discarding happens after the except block, with only the message kept: the traceback's
+    frames would keep the failed load's tensors alive, and with them its memory-mapped
+    safetensors file, which Windows does not let anyone rename or remove (WinError 5/32).
+    """
+    from ..cache import build_once, discard
+
+    made = []
+    folder = build_once(compiled, lambda tmp: made.append(compile_and_save(tmp)))
+    if made:
+        return None
+    problem = None
+    try:
+        return load_saved(folder)
+    except Exception as err:  # whatever is wrong with it, compiling mends it
+        problem = f"{type(err).__name__}: {err}"
+    print(f"The compiled model in {folder} cannot be used ({problem}): compiling again.",
+          file=sys.stderr)
+    gc.collect()  # what the failed load made, cycles included, goes before its folder does
+    discard(folder)
+    build_once(folder, compile_and_save)
+    return None
 
 
 # A compiled model on disk: every tensor in compiled.safetensors, and in compiled.json the

@@ -3,14 +3,13 @@ progress bar, into one report."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
 from ..errors import BadInput
-from ..processes import Relay, messages
+from ..processes import Relay, child_env, end, messages, start, wait
 from .configs import LENGTHS, BenchConfig, decode_length, load_prompts, longest_prompt, too_big
 from .machine import machine
 from .report import add_derived, fastest
@@ -92,11 +91,12 @@ def model_context(folder: Path) -> int | None:
 
 
 def run_worker(spec: dict, on_event) -> dict:
-    """Run one config in a new Python process; relay its messages; return its result."""
-    proc = subprocess.Popen([sys.executable, "-m", "phi3_aipc.bench.worker", json.dumps(spec)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            encoding="utf-8", errors="replace",
-                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    """Run one config in a new Python process; relay its messages; return its result. Its
+    output is read, and its end waited for, in steps an interrupt lands between; interrupted,
+    it is killed."""
+    proc = start([sys.executable, "-m", "phi3_aipc.bench.worker", json.dumps(spec)],
+                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
+                 errors="replace", env=child_env(PYTHONWARNINGS="ignore"))
     relay = Relay(proc.stderr, keep=20)  # export progress and warnings, shown as they come
     result = None
     try:
@@ -105,10 +105,10 @@ def run_worker(spec: dict, on_event) -> dict:
                 on_event(message["event"])
             else:
                 result = message
+        wait(proc)
     except BaseException:
-        proc.kill()
+        end(proc)
         raise
-    proc.wait()
     relay.join(timeout=5)
     if result is None:
         result = {"error": f"the worker ended with exit code {proc.returncode}: "
