@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 FAMILY = ("phi3",)  # the config.json model_type every route here is written for
+# The export OpenVINO GenAI's NPU guide asks for (symmetric int4, channel-wise, every layer).
+NPU_EXPORT = "--weight-format int4 --sym --group-size -1 --ratio 1.0"
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,9 @@ class Model:
     # Routes and devices its stand-in is checked on by the tests (tests/test_family.py and the
     # route tests); what is not listed has not been run, which is not to say it fails.
     checked: tuple[str, ...] = ()
+    # Where no published OpenVINO build suits the NPU: why (the NPU's builds are Prebuilt
+    # entries with "NPU" among their devices).
+    npu_note: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "config", MappingProxyType(dict(self.config)))
@@ -62,6 +67,19 @@ class Model:
 
     def prebuilt_for(self, route: str) -> tuple[Prebuilt, ...]:
         return tuple(p for p in self.prebuilt if p.route == route)
+
+    def npu_build(self) -> Prebuilt | None:
+        """The published OpenVINO build made for the NPU, if there is one."""
+        return next((p for p in self.prebuilt_for("openvino") if "NPU" in p.devices), None)
+
+    def npu_advice(self) -> str:
+        """Its NPU-ready build, or that there is none and the export that makes one."""
+        build = self.npu_build()
+        if build:
+            return f"NPU-ready build: {build.repo} ({build.settings})"
+        return (f"no NPU-ready build is published ({self.npu_note}); make one with: optimum-cli "
+                f"export openvino --model {self.id} --task text-generation-with-past "
+                f"{NPU_EXPORT} <folder>")
 
 
 def weight_count(config: Mapping) -> int:
@@ -155,7 +173,8 @@ MODELS: dict[str, Model] = {m.id: m for m in [
                        ORT_CPU_INT4, devices=("cpu",), settings="RTN, block 32, int8 activations"),
           ),
           note="LongRoPE: a 128k window; long factors take over past 4096 tokens",
-          checked=ROUTES_CHECKED),
+          checked=ROUTES_CHECKED,
+          npu_note="OpenVINO's int4 build is asymmetric, group 128, ratio 0.8"),
     Model("microsoft/Phi-3.5-mini-instruct", "phi-3.5-mini",
           dict(PHI3_MINI, **LONGROPE_128K, rope_scaling=PHI35_LONGROPE, sliding_window=262144),
           3.82,
@@ -182,7 +201,8 @@ MODELS: dict[str, Model] = {m.id: m for m in [
           ),
           note="grouped-query attention (24 query, 8 key/value heads), partial rotary 0.75, "
                "tied embeddings, a 200k vocabulary, LongRoPE",
-          checked=(*ROUTES_CHECKED, "openvino NPU (emulated)")),
+          checked=(*ROUTES_CHECKED, "openvino NPU (emulated)"),
+          npu_note="OpenVINO's int4 build is asymmetric, group 64"),
 ]}
 DEFAULT_MODEL = "microsoft/Phi-3-mini-4k-instruct"
 

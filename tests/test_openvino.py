@@ -101,15 +101,18 @@ def test_emulated_npu_refuses_a_prompt_over_max_prompt_len(exports):
     assert "MAX_PROMPT_LEN of 32" in out.stderr and "--max-prompt-len" in out.stderr
 
 
-def test_asym_from_the_cli_reaches_the_export(exports):
+def test_asym_for_the_npu_is_refused_before_exporting(tmp_path):
     out = run_cli("generate", "--model", "stand-in", "--backend", "openvino", "--asym",
-                  "--device", "NPU", "--emulate-npu", "--prompt", "hi")
+                  "--device", "NPU", "--emulate-npu", "--prompt", "hi",
+                  env={"PHI3_AIPC_CACHE": str(tmp_path)})
     assert out.returncode == 2
-    assert "symmetric int4 export, and this one is asymmetric" in out.stderr
+    assert "This int4 export is not ready for the NPU: asymmetric int4 (int4_asym) (as asked)" \
+        in out.stderr
+    assert not (tmp_path / "openvino").exists()
 
 
 def test_emulated_npu_refuses_an_asymmetric_int4_export(stand_in):
-    with pytest.raises(BadInput, match="--preset npu"):
+    with pytest.raises(BadInput, match="phi3-aipc prepare --backend openvino --device NPU"):
         open_session("openvino", "int4", "NPU", model="stand-in",
                      prepare_options={"sym": False}, load_options={"emulate_npu": True})
 

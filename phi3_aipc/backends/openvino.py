@@ -11,11 +11,13 @@ import functools
 import importlib.util
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
 
 from ..cache import build_once, cache_dir, check_given, read_manifest, write_manifest
+from ..catalog import MODELS, NPU_EXPORT, known
 from ..chat import stop_token_ids
 from ..errors import BadInput, DeviceUnavailable, ModelNotFound
 from ..hardware import preflight
@@ -42,6 +44,14 @@ PRESETS = {
 EXPORT_FILES = ("openvino_model.xml", "openvino_model.bin", "openvino_tokenizer.xml",
                 "openvino_detokenizer.xml")
 NPU_DEFAULTS = {"max_prompt_len": 1024, "min_response_len": 128}  # OpenVINO GenAI's own
+# What OpenVINO GenAI's NPU guide says LLMs "must" be exported with: symmetric 4-bit weights
+# (int4; NF4 only on Lunar Lake NPUs and newer, channel-wise), one scale per output channel or
+# per 128 weights, and every layer that can be in 4 bits in 4 bits (docs.openvino.ai, "OpenVINO
+# GenAI on NPU"); catalog.NPU_EXPORT is the export that meets it.
+NPU_GROUP_SIZES = (-1, 128)
+# The NPU's DEVICE_ARCHITECTURE: 3720 on Core Ultra series 1 (Meteor Lake) and Arrow Lake, 4000
+# on Core Ultra 200V (Lunar Lake), higher after it. NF4 needs 4000 or newer.
+NF4_NPU_ARCHITECTURE = 4000
 # How the NPU plugin runs its pipeline on the CPU (as OpenVINO GenAI's own NPU tests do).
 NPU_EMULATION = {"NPU_USE_NPUW": "YES", "NPUW_DEVICES": "CPU", "NPUW_ONLINE_PIPELINE": "NONE"}
 
@@ -174,6 +184,13 @@ class OpenVINORoute(Route):
             if plan.precision == "int4" and plan.device == "NPU" and "preset" not in options:
                 options["preset"] = "npu"  # the NPU's export, unless asked otherwise
             prepared = weight_options(plan.precision, **options)
+            if plan.device == "NPU" and plan.precision == "int4":  # refused before exporting
+                asked = {"mode": "int4_sym" if prepared["sym"] else "int4_asym",
+                         "group_size": prepared["group_size"], "ratio": prepared["ratio"],
+                         "source": "as asked"}
+                problem = npu_problem(asked, None)
+                if problem:
+                    raise BadInput(not_ready_message("This int4 export", asked, problem))
             if skip:
                 prepared["skip_preflight"] = True
         load = dict(plan.load_options)
@@ -222,7 +239,7 @@ class OpenVINORoute(Route):
         return WeightsRead((total - embedding) / 1e6, head / 1e6, "OpenVINO IR constants")
 
     def library_caches(self) -> list[tuple[Path, str]]:
-        return [(compiled_cache(), "compiled-model blobs")]
+        return [(compiled_cache_root(), "compiled-model blobs, per OpenVINO and NPU driver")]
 
     def prepare(self, plan: Plan, source: ModelSource) -> Path:
         settings = {k: v for k, v in plan.prepare_options.items()
@@ -299,9 +316,193 @@ def device_report() -> dict:
         return {"devices": [], "error": f"{type(err).__name__}: {err}"}
 
 
-def compiled_cache() -> Path:
-    """Where OpenVINO keeps models compiled for the GPU and NPU (CACHE_DIR)."""
+def compiled_cache_root() -> Path:
+    """The folder of the compiled-model caches, one subfolder per OpenVINO and NPU driver."""
     return cache_dir() / "openvino-compiled"
+
+
+def compiled_cache(emulated: bool = False) -> Path:
+    """Where OpenVINO keeps models compiled for the GPU and NPU (CACHE_DIR): a folder per
+    OpenVINO version and NPU driver, so that an upgrade of either compiles afresh instead of
+    loading blobs the old one made."""
+    return compiled_cache_root() / compile_cache_name(openvino_version(), npu_driver(emulated))
+
+
+def compile_cache_name(openvino: str, driver: str) -> str:
+    """The compile cache's folder name for an OpenVINO version (`openvino.get_version()`) and
+    an NPU driver version ("none" without an NPU, "emulated" for the emulated one)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", f"openvino-{openvino}-npu-{driver}")
+
+
+def openvino_version() -> str:
+    import openvino
+
+    return openvino.get_version()
+
+
+def npu_driver(emulated: bool = False) -> str:
+    """The NPU driver's version as the NPU reports it (NPU_DRIVER_VERSION); "emulated" for
+    the NPU pipeline run on the CPU, "none" on a PC without an NPU."""
+    if emulated:
+        return "emulated"
+    if "NPU" not in available_devices():
+        return "none"
+    try:
+        return str(npu_property("NPU_DRIVER_VERSION"))
+    except Exception:  # an NPU plugin that does not offer it
+        return "unknown"
+
+
+def npu_property(name: str):
+    """A property of this PC's NPU, e.g. NPU_DRIVER_VERSION or DEVICE_ARCHITECTURE."""
+    import openvino as ov
+
+    return ov.Core().get_property("NPU", name)
+
+
+def npu_architecture() -> str | None:
+    """What the NPU reports as its DEVICE_ARCHITECTURE ("3720", "4000", ...); None without a
+    real NPU to ask."""
+    if "NPU" not in available_devices():
+        return None
+    try:
+        return str(npu_property("DEVICE_ARCHITECTURE"))
+    except Exception:
+        return None
+
+
+def weight_compression(folder: Path) -> dict | None:
+    """How an export's weights were compressed, read from the model itself: {"mode", "group_size",
+    "ratio", "source"}, or None when it records nothing (no compressed weights, or a model made
+    by some other tool).
+
+    First NNCF's own record, the runtime info `nncf/weight_compression` it writes into
+    openvino_model.xml (mode such as int4_sym, int4_asym, nf4 or int8_asym; group_size; ratio),
+    which optimum-cli exports have. Then the `quantization_config` that optimum-intel 1.x wrote
+    to openvino_config.json (bits, sym, group_size, ratio, dtype): optimum-intel 2.x's CLI
+    writes only its quant_method there.
+    """
+    import openvino as ov
+
+    xml = folder / "openvino_model.xml"
+    model = ov.Core().read_model(str(xml))  # the weights are mapped, not read
+    path = ["nncf", "weight_compression"]
+    if model.has_rt_info([*path, "mode"]):
+        def value(key: str, kind, default):
+            if not model.has_rt_info([*path, key]):
+                return default
+            try:
+                return kind(model.get_rt_info([*path, key]).astype(str))
+            except ValueError:
+                return default
+        return {"mode": value("mode", str, None), "group_size": value("group_size", int, -1),
+                "ratio": value("ratio", float, 1.0),
+                "source": "as NNCF's record in its openvino_model.xml says"}
+    try:
+        config = json.loads((folder / "openvino_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = {}
+    settings = settings_from_config(config) if isinstance(config, dict) else None
+    if settings:
+        return {**settings, "source": "as its openvino_config.json says"}
+    four_bit = {"u4", "i4", "nf4", "f4e2m1"}
+    if any(op.get_type_name() == "Constant"
+           and op.get_output_element_type(0).get_type_name() in four_bit
+           for op in model.get_ops()):
+        return {"mode": "4-bit, settings not recorded", "group_size": None, "ratio": None,
+                "source": "its weights' types"}
+    return None
+
+
+def settings_from_config(config: dict) -> dict | None:
+    """The weight compression an openvino_config.json records (optimum-intel's
+    OVWeightQuantizationConfig: bits, sym, group_size, ratio, dtype or weight_format), as
+    NNCF's names; None if it records none."""
+    top = config.get("quantization_config")
+    if not isinstance(top, dict):
+        return None
+    nested = top.get("quantization_configs") if isinstance(top.get("quantization_configs"),
+                                                           dict) else {}
+    found = next((c for c in (top, nested.get("model"), top.get("default_config"),
+                              top.get("weight_quantization_config"))
+                  if isinstance(c, dict) and c.get("bits")), None)
+    if found is None:
+        return None
+    bits = found["bits"]
+    dtype = str(found.get("dtype") or found.get("weight_format") or f"int{bits}").lower()
+    if dtype in ("int4", "int8"):
+        mode = f"int{bits}_{'sym' if found.get('sym') else 'asym'}"
+    else:
+        mode = dtype  # nf4, mxfp4, cb4, ...
+    group = found.get("group_size")
+    if group is None:  # optimum-intel's default: groups of 128 in 4 bits, per channel in 8
+        group = 128 if bits == 4 else -1
+    ratio = found.get("ratio")
+    return {"mode": mode, "group_size": int(group),
+            "ratio": float(1.0 if ratio is None else ratio)}
+
+
+def npu_problem(settings: dict, architecture: str | None) -> str | None:
+    """Why the NPU cannot take weights compressed as `settings` (weight_compression's reading),
+    or None. `architecture`: the NPU's DEVICE_ARCHITECTURE (None: no NPU to ask, as when it is
+    emulated). 8-bit and uncompressed weights are not this check's business."""
+    mode, group, ratio = settings.get("mode"), settings.get("group_size"), settings.get("ratio")
+    if mode is None or str(mode).startswith("int8"):
+        return None
+    if mode == "nf4":
+        number = re.search(r"\d{4}", architecture or "")
+        if number is None or int(number[0]) < NF4_NPU_ARCHITECTURE:
+            where = (f"this NPU reports architecture {architecture}" if architecture else
+                     "there is no NPU to ask here (an emulated NPU cannot say)")
+            return (f"NF4 weights, which only NPUs of Core Ultra 200V (Lunar Lake) and newer "
+                    f"take, and {where}")
+        if group != -1:
+            return f"NF4 in groups of {group}: NF4 must be channel-wise (group size -1) on the NPU"
+    elif mode == "int4_asym":
+        return "asymmetric int4 (int4_asym)"
+    elif mode != "int4_sym":
+        return f"{mode} weights, and the NPU takes symmetric int4 (or NF4 on Lunar Lake)"
+    if group not in NPU_GROUP_SIZES:
+        return f"int4 in groups of {group}"
+    if ratio is not None and ratio < 1:
+        return (f"only {ratio:.0%} of its layers in 4 bits (--ratio {ratio}; the rest are "
+                "int8)")
+    return None
+
+
+def not_ready_message(model: str, settings: dict, problem: str) -> str:
+    """The one-line refusal: what is wrong, where it was read, and the export that works."""
+    entry = known(model) or next((m for m in MODELS.values()
+                                  if any(p.repo == model for p in m.prebuilt)), None)
+    fix = (f"optimum-cli export openvino --model {entry.id if entry else '<model>'} --task "
+           f"text-generation-with-past {NPU_EXPORT} <folder>")
+    if entry and entry.npu_build():
+        alternative = (f"; or OpenVINO's NPU build of {entry.id}, {entry.npu_build().repo} "
+                       "(--prebuilt --device NPU)")
+    elif entry:
+        alternative = f"; {entry.id} has no NPU-ready build published ({entry.npu_note})"
+    else:
+        alternative = ""
+    return (f"{model} is not ready for the NPU: {problem} ({settings.get('source')}). "
+            f"The NPU needs symmetric int4 weights, channel-wise or in groups of 128, in every "
+            f"layer. An export that works: {fix} (or phi3-aipc prepare --backend openvino "
+            f"--device NPU){alternative}.")
+
+
+def check_npu_ready(folder: Path, model: str, emulated: bool = False) -> None:
+    """Refuse, before anything is compiled for the NPU (real or emulated), an export whose
+    weights the NPU cannot take, as the model itself records them."""
+    settings = weight_compression(folder)
+    if settings is None:
+        return
+    if settings.get("group_size") is None:  # 4-bit, but how is not recorded: let it try
+        print(f"Note: {folder.name} does not record how its weights were compressed, so it "
+              f"could not be checked for the NPU; if compiling fails, export it with "
+              f"{NPU_EXPORT}.", file=sys.stderr)
+        return
+    problem = npu_problem(settings, None if emulated else npu_architecture())
+    if problem:
+        raise BadInput(not_ready_message(model, settings, problem))
 
 
 def check_device(device: str, emulate_npu: bool = False, max_prompt_len: int | None = None,
@@ -329,7 +530,7 @@ def pipeline_config(plan: Plan, made: dict) -> dict:
     """LLMPipeline properties for the plan's device."""
     config: dict = {}
     if plan.device.startswith(("GPU", "NPU")):
-        config["CACHE_DIR"] = str(compiled_cache())
+        config["CACHE_DIR"] = str(compiled_cache(bool(plan.load_options.get("emulate_npu"))))
     if made.get("precision") == "fp32" and plan.device == "CPU":
         # fp32 means fp32 here. The CPU plugin keeps the KV cache in u8 by default, even for an
         # fp32 model (the Phi-3-mini-4k stand-in's greedy reply left transformers' at its 11th
@@ -339,11 +540,6 @@ def pipeline_config(plan: Plan, made: dict) -> dict:
         config["KV_CACHE_PRECISION"] = "f32"
         config["INFERENCE_PRECISION_HINT"] = "f32"
     if plan.device == "NPU":
-        options = made.get("options", {})
-        if made.get("precision") == "int4" and not options.get("sym", True):
-            raise BadInput("The NPU needs a symmetric int4 export, and this one is asymmetric. "
-                           "Prepare one with: phi3-aipc prepare --backend openvino --precision "
-                           "int4 --preset npu")
         config["MAX_PROMPT_LEN"] = plan.load_options["max_prompt_len"]
         config["MIN_RESPONSE_LEN"] = plan.load_options["min_response_len"]
         if plan.load_options.get("emulate_npu"):
@@ -364,6 +560,8 @@ class OpenVINOSession(Session):
         from transformers import AutoConfig
 
         made = check_export(artifact)
+        if plan.device == "NPU":  # before compiling: a refusal now, not after a long compile
+            check_npu_ready(artifact, model, bool(plan.load_options.get("emulate_npu")))
         config = {**pipeline_config(plan, made), **(properties or {})}
         self.artifact, self.properties, self._request = artifact, config, None
         start = time.perf_counter()
