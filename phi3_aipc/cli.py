@@ -276,7 +276,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     rows = [{"id": m.id, "stand_in": f"stand-in:{m.short}", "context_window": m.context_window,
              "parameters_b": m.parameters_b, "layers": m.layers,
              "bf16_gb": round(m.bf16_gb, 2), "export_ram_gb": round(m.export_ram_gb, 1),
-             "note": m.note, "checked": list(m.checked),
+             "note": m.note, "checked": list(m.checked), "npu": m.npu_advice(),
              "prebuilt": [p.__dict__ for p in m.prebuilt]}
             for m in catalog.MODELS.values()]
     if args.json:
@@ -293,6 +293,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             where = "/".join(filter(None, [p["repo"], p["subfolder"]]))
             print(f"  prebuilt {p['route']:18} {p['precision']} for {', '.join(p['devices'])}: "
                   f"{where}" + (f" ({p['settings']})" if p["settings"] else ""))
+        print(f"  NPU: {r['npu']}")
     return 0
 
 

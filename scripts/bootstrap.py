@@ -40,6 +40,7 @@ NPU_DEPENDENCIES = ["openvino==2024.4.0", "numpy==1.26.4", "neural-compressor==3
                     "setuptools<81", "accelerate", "transformers==4.57.6"]
 NPU_BUILD_TOOLS = ["wheel", "cmake", "ninja"]
 NPU_KERNEL = "phi3-aipc-npu"
+UTF8_KERNEL = ["--env", "PYTHONUTF8", "1"]  # both kernels run in Python's UTF-8 mode
 
 
 def bin_dir(env: Path) -> Path:
@@ -119,7 +120,10 @@ def setup_main() -> None:
         pip(VENV, TORCH, "-e", ".[all]")
         drop_torchvision(VENV)
         # A "python3" kernel inside .venv, found first through JUPYTER_PATH (see jupyter_env).
-        subprocess.run([str(PYTHON), "-m", "ipykernel", "install", "--sys-prefix"], check=True)
+        # UTF-8 mode: on Windows the kernel and its `!` children then agree on UTF-8 instead of
+        # the ANSI code page (notebook 01's child cells; paths such as C:\Users\Renée).
+        subprocess.run([str(PYTHON), "-m", "ipykernel", "install", "--sys-prefix",
+                        *UTF8_KERNEL], check=True)
         STAMP.write_text(fingerprint())
 
 
@@ -145,7 +149,7 @@ def setup_npu() -> None:
     pip(NPU_VENV, "-e", ".", "ipykernel", "ipywidgets>=8", *NPU_DEPENDENCIES)  # 01's chat
     subprocess.run([str(python_of(NPU_VENV)), "-m", "ipykernel", "install", "--prefix",
                     str(VENV), "--name", NPU_KERNEL, "--display-name",
-                    "Python (phi3-aipc NPU library)"], check=True)
+                    "Python (phi3-aipc NPU library)", *UTF8_KERNEL], check=True)
     stamp.write_text(fingerprint())
 
 

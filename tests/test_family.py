@@ -193,6 +193,10 @@ def test_models_lists_the_four_with_their_stand_ins_and_checked_routes():
         assert row["stand_in"] == f"stand-in:{model.short}"
         assert "openvino CPU (fp32 = transformers)" in row["checked"]
         assert "onnxruntime-genai cpu (fp32 = transformers)" in row["checked"]
+        # Phi-3-mini-4k and Phi-3.5-mini have a published NPU build; the others say how to make one
+        ready = model.short in ("phi-3-mini-4k", "phi-3.5-mini")
+        assert row["npu"].startswith("NPU-ready build" if ready else "no NPU-ready build"), row
+        assert ready or "--sym --group-size -1 --ratio 1.0" in row["npu"]
 
 
 def test_an_unknown_variant_is_refused_in_one_line():

@@ -55,7 +55,7 @@ def check_memory(artifact: Path) -> None:
     import psutil
 
     stored = sum(f.stat().st_size for f in artifact.glob("*.safetensors"))
-    config = json.loads((artifact / "config.json").read_text())
+    config = json.loads((artifact / "config.json").read_text(encoding="utf-8"))
     dtype = config.get("dtype") or config.get("torch_dtype") or "float32"  # transformers 5: dtype
     needed = stored * (2 if dtype in ("bfloat16", "float16") else 1)
     free = psutil.virtual_memory().available
