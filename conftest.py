@@ -26,10 +26,14 @@ def pytest_collection_modifyitems(items):
     (the notebooks, and the tests marked slow, binder, browser or windows_pins) keeps one worker
     from ending the run alone with a long file. Notebooks count as slow (test-quick skips them)."""
     long = ("slow", "binder", "browser", "windows_pins")
+    files = {}  # each file's items, in pytest's order (which groups parametrized fixtures)
     for item in items:
         if getattr(item, "cell", None) is not None:
             item.add_marker(pytest.mark.slow)
-    items.sort(key=lambda item: not any(item.get_closest_marker(m) for m in long))
+        files.setdefault(item.path, []).append(item)
+    first = sorted(files, key=lambda f: not any(i.get_closest_marker(m) for i in files[f]
+                                                for m in long))
+    items[:] = [item for f in first for item in files[f]]
 
 
 def lesson_checks():

@@ -42,6 +42,7 @@ def report(tmp_path_factory, stand_in):
     return json.loads((folder / "b.json").read_text()), table, out.stdout
 
 
+@pytest.mark.slow
 def test_bench_measures_each_route_at_its_fast_precision(report):
     data, _, _ = report
     by_config = {r["config"]: r for r in data["results"]}
@@ -69,6 +70,7 @@ def test_bench_measures_each_route_at_its_fast_precision(report):
     assert data["fastest"]["config"] in by_config
 
 
+@pytest.mark.slow
 def test_bench_describes_the_machine(report):
     data, _, stdout = report
     m = data["machine"]
@@ -78,6 +80,7 @@ def test_bench_describes_the_machine(report):
     assert "Fastest here:" in stdout and "GB/s" in stdout
 
 
+@pytest.mark.slow
 def test_bench_csv_has_a_row_per_route_and_length(report):
     data, table, _ = report
     assert len(table) == len(data["results"]) * len(bench.LENGTHS)
@@ -165,6 +168,7 @@ def test_a_route_that_fails_is_an_error_row_and_the_others_still_run(stand_in):
     assert "skipped: " in bench.table(report)
 
 
+@pytest.mark.slow
 def test_bench_stand_in_has_phi3_mini_shapes_and_gets_an_estimate(tmp_path):
     out = run_cli("bench", "--model", "bench-stand-in:1", "--backend", "transformers",
                   "--lengths", "32", "--reps", "1", "--new-tokens", "2",

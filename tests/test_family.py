@@ -111,6 +111,7 @@ def reference(stand_in_of):
     return prompts, ids, lengths
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("route", ROUTES)
 def test_fp32_gives_transformers_ids(stand_in_of, reference, route):
     model, source = stand_in_of
@@ -125,6 +126,7 @@ def test_fp32_gives_transformers_ids(stand_in_of, reference, route):
             assert result.token_ids == expected[name], (route, model.short, name)
 
 
+@pytest.mark.slow
 def test_the_reference_depends_on_what_the_routes_must_get_right(stand_in_of, reference,
                                                                    tmp_path):
     """The parity above can fail: the stand-in's reply is varied (not one token repeated), and
@@ -148,6 +150,7 @@ def test_the_reference_depends_on_what_the_routes_must_get_right(stand_in_of, re
     assert ids != expected["long"]
 
 
+@pytest.mark.slow
 def test_the_cli_gives_the_same_ids_for_phi4():
     """The issue's own command, on Phi-4-mini's stand-in: OpenVINO against transformers."""
     args = ["generate", "--model", "stand-in:phi-4-mini", "--precision", "fp32", "--greedy",
@@ -159,6 +162,7 @@ def test_the_cli_gives_the_same_ids_for_phi4():
     assert len(ids["openvino"]) == N and ids["openvino"] == ids["transformers"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("route", ROUTES)
 def test_int4_runs_on_phi4(route):
     """int4 with the route's default settings, on Phi-4-mini's shapes (grouped-query attention,
@@ -169,6 +173,7 @@ def test_int4_runs_on_phi4(route):
     assert len(result.token_ids) == 8 and result.finish_reason == "length"
 
 
+@pytest.mark.slow
 def test_the_npu_pipeline_emulated_gives_the_cpus_ids_on_phi4():
     """OpenVINO's NPU pipeline (static shapes; emulated on the CPU here) takes Phi-4-mini's
     architecture: on the same int4 export (the NPU's preset) it gives the CPU pipeline's ids."""

@@ -35,6 +35,7 @@ def exports(stand_in):
     }
 
 
+@pytest.mark.slow
 def test_fp32_gives_the_reference_ids_on_an_unseen_prompt(exports):
     args = ["--greedy", "--ignore-eos", "--max-new-tokens", "32", "--prompt", UNSEEN]
     reference = cli_json("--backend", "transformers", *args)
@@ -81,6 +82,7 @@ def test_streaming_and_metrics(exports):
     assert m.ttft_ms > 0 and m.tpot_ms > 0 and m.tokens_per_s > 0 and m.load_s > 0
 
 
+@pytest.mark.slow
 def test_emulated_npu_matches_the_cpu_on_the_same_export(exports):
     args = ["--backend", "openvino", "--preset", "npu", "--greedy", "--prompt"]
     for chat in CHATS[1:3]:
@@ -199,6 +201,7 @@ def test_export_command_is_explicit(tmp_path):
     assert "--all-layers" in cmd  # int4 for the embedding and output layers too
 
 
+@pytest.mark.slow
 def test_awq_and_scale_estimation_with_self_generated_calibration_data(stand_in, tmp_path):
     out = run_cli("prepare", "--backend", "openvino", "--precision", "int4", "--model",
                   str(stand_in), "--dataset", "auto", "--awq", "--scale-estimation",
@@ -212,6 +215,7 @@ def test_awq_and_scale_estimation_with_self_generated_calibration_data(stand_in,
     assert session.generate(CHATS[0]["messages"], max_new_tokens=8).token_ids
 
 
+@pytest.mark.slow
 def test_a_failed_export_is_a_clear_error_and_leaves_no_artifact(stand_in, tmp_path):
     # groups of 512 pass our check (a power of two) but not nncf's: the stand-in's layers are
     # 128 wide (a group size that is no power of two is now refused before the export)

@@ -12,6 +12,7 @@ def sha256(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_same_recipe_same_weights(stand_in, tmp_path):
     standin.build(tmp_path, progress=False)
     for name in ("model.safetensors", "config.json", "generation_config.json",
