@@ -76,6 +76,61 @@ def end(proc: subprocess.Popen) -> None:
         proc.wait(timeout=5)
 
 
+def own_group() -> dict:
+    """Popen keywords that start a child in a process group of its own, so that `end_tree`
+    (and a polite request to stop) reach it and what it starts, not this process: a new session
+    on POSIX, CREATE_NEW_PROCESS_GROUP on Windows (where the child then ignores Ctrl+C and
+    takes CTRL_BREAK_EVENT instead)."""
+    if os.name == "nt":
+        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+    return {"start_new_session": True}
+
+
+def end_tree(proc: subprocess.Popen, grace: float = 0) -> int:
+    """End a child started with `own_group()` and every process it started, reap it, and return
+    its exit code.
+
+    With `grace` > 0 the group is asked first (SIGTERM on POSIX; CTRL_BREAK_EVENT on Windows,
+    which ends a Python process by default) and the child given that many seconds. Whatever is
+    left is then killed: on POSIX the whole group (SIGKILL), on Windows the child
+    (TerminateProcess, `proc.kill()`), and on both the descendants found first (psutil), which
+    catches those that left the group (a Jupyter kernel starts a session of its own). On Windows
+    the children the child made with `start` end with it anyway (its kill-on-close job).
+    """
+    import psutil
+
+    try:
+        family = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.Error:  # already gone
+        family = []
+    if grace > 0 and proc.poll() is None:
+        if os.name == "nt":
+            import signal
+
+            with contextlib.suppress(OSError):  # no console to send it through: killed below
+                proc.send_signal(signal.CTRL_BREAK_EVENT)
+        else:
+            _signal_group(proc, "SIGTERM")
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            wait(proc, grace)
+    if os.name != "nt":
+        _signal_group(proc, "SIGKILL")
+    proc.kill()  # Windows; on POSIX a child that was not a group's leader after all
+    for child in family:
+        with contextlib.suppress(psutil.Error):  # gone, or its pid reused (psutil checks)
+            child.kill()
+    return wait(proc)
+
+
+def _signal_group(proc: subprocess.Popen, name: str) -> None:
+    """POSIX only: send signal `name` to the process group `proc` leads (own_group); a group
+    whose processes have all ended is no error."""
+    import signal
+
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, getattr(signal, name))
+
+
 def communicate(proc: subprocess.Popen, timeout: float) -> tuple:
     """proc.communicate(timeout=timeout) in steps of POLL_S (retrying loses no output); an
     interrupt or the timeout kills the child."""

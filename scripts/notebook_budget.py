@@ -38,6 +38,7 @@ NOTEBOOKS = ROOT / "notebooks"
 sys.path.insert(0, str(ROOT))
 
 from phi3_aipc import catalog  # noqa: E402
+from phi3_aipc.files import disk_bytes, link_or_copy  # noqa: E402
 
 MODEL = catalog.DEFAULT_MODEL
 COMMIT = "0123456789abcdef0123456789abcdef01234567"  # the placed snapshots' revision
@@ -61,17 +62,6 @@ CHAT_MESSAGE = "What can an AI PC do with a language model?"
 # library's route makes about a token a second on this CPU: the budget's replies stop at 32.
 CHAT_TOKENS = 32
 TABLE_START, TABLE_END = "<!-- budget-table -->", "<!-- /budget-table -->"
-
-
-def folder_bytes(folder: Path) -> int:
-    """Bytes on disk under `folder`, not following links (the placed files are links)."""
-    total = 0
-    for root, _, files in os.walk(folder):
-        for name in files:
-            path = os.path.join(root, name)
-            if not os.path.islink(path):
-                total += os.lstat(path).st_blocks * 512
-    return total
 
 
 def tree_rss(pid: int) -> int:
@@ -134,7 +124,7 @@ def run_notebook(path: Path, timeout: int) -> dict:
     nb = nbformat.read(path, as_version=4)
     nb.cells.append(nbformat.v4.new_code_cell(CHAT_CELL))
     disk = [cache_dir(), Path(os.environ["HF_HOME"])]
-    before = sum(folder_bytes(f) for f in disk)
+    before = disk_bytes(*disk)  # the placed files are links: each file counts once
     client = NotebookClient(nb, timeout=timeout, resources={"metadata": {"path": str(NOTEBOOKS)}})
     sampler = Sampler(client)
     sampler.start()
@@ -151,12 +141,13 @@ def run_notebook(path: Path, timeout: int) -> dict:
     out = "".join(o.get("text", "") for o in nb.cells[-1].get("outputs", []))
     chats = re.findall(r"BUDGET-CHAT (.*)", out)
     return {"peak_gb": round(sampler.peak / 1e9, 2), "wall_s": round(wall, 1),
-            "disk_added_gb": round((sum(folder_bytes(f) for f in disk) - before) / 1e9, 2),
+            "disk_added_gb": round((disk_bytes(*disk) - before) / 1e9, 2),
             "chats": chats, "error": error}
 
 
 def place(hub: Path, repo: str, subfolder: str, files: Path) -> None:
-    """Lay out `files` as huggingface_hub caches `repo` (at `subfolder`), as links."""
+    """Lay out `files` as huggingface_hub caches `repo` (at `subfolder`), as links (hard links
+    or copies where Windows allows no symbolic links)."""
     root = hub / f"models--{repo.replace('/', '--')}"
     (root / "refs").mkdir(parents=True, exist_ok=True)
     (root / "refs" / "main").write_text(COMMIT)
@@ -164,7 +155,7 @@ def place(hub: Path, repo: str, subfolder: str, files: Path) -> None:
     target.mkdir(parents=True, exist_ok=True)
     for f in files.iterdir():
         if f.is_file() and not (target / f.name).exists():
-            (target / f.name).symlink_to(f.resolve())
+            link_or_copy(f.resolve(), target / f.name)
 
 
 def set_up(layers: int, work: Path) -> tuple[Path, float, float]:
@@ -185,7 +176,7 @@ def set_up(layers: int, work: Path) -> tuple[Path, float, float]:
         build = next(b for b in entry.prebuilt_for(route) if device in b.devices)
         place(home / "hub", build.repo, build.subfolder, folder)
     place(home / "hub", MODEL, "", stand_in)
-    download_gb = folder_bytes(builds[("openvino", "CPU")].resolve()) / 1e9
+    download_gb = disk_bytes(builds[("openvino", "CPU")].resolve()) / 1e9
     return home, copy_gb, download_gb
 
 

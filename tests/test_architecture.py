@@ -17,6 +17,8 @@ from phi3_aipc.cli import main, parser
 from phi3_aipc.doctor import doctor
 from phi3_aipc.errors import BadInput
 
+from .portable import link_files
+
 ECHO = "tests.fake_route:EchoRoute"
 
 
@@ -87,9 +89,7 @@ def test_a_catalog_entry_makes_a_model_usable_by_name(stand_in, tmp_path):
     (snapshot / "refs" / "main").write_text("c0ffee")
     files = snapshot / "snapshots" / "c0ffee"
     files.mkdir(parents=True)
-    for f in stand_in.iterdir():
-        if f.is_file():
-            (files / f.name).symlink_to(f)
+    link_files(stand_in, files)
     env = {k: v for k, v in os.environ.items() if k not in ("PHI3_AIPC_MODEL", "HF_HUB_CACHE")}
     env.update(HF_HOME=str(tmp_path), HF_HUB_OFFLINE="1")
     args = ["generate", "--model", "tiny-phi", "--greedy", "--json", "--prompt", "hi"]

@@ -7,9 +7,7 @@ about building, its cache starts with a copy of the session's export (the `built
 import json
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,9 +18,11 @@ from phi3_aipc import open_session
 from phi3_aipc.cache import MANIFEST, build_once, check_sealed, read_manifest
 from phi3_aipc.catalog import weight_count
 from phi3_aipc.errors import BadInput, InsufficientResources
+from phi3_aipc.processes import end_tree, own_group
 from phi3_aipc.standin import load_chats
 
 from .conftest import run_cli
+from .portable import cli
 
 CHATS = load_chats()
 ORT = ["--backend", "onnxruntime-genai", "--precision", "int4"]
@@ -119,11 +119,10 @@ def test_a_copied_folder_is_checked_in_full_once(tmp_path, capsys):
 
 
 def test_an_export_killed_halfway_recovers(stand_in, tmp_path):
-    cmd = [os.path.join(os.path.dirname(sys.executable), "phi3-aipc"), "prepare", "--backend",
-           "openvino", "--model", str(stand_in)]
+    cmd = [cli(), "prepare", "--backend", "openvino", "--model", str(stand_in)]
     env = {**os.environ, "PHI3_AIPC_CACHE": str(tmp_path)}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+                            **own_group())
     deadline = time.time() + 120
     while time.time() < deadline:  # wait until optimum-cli has started writing
         if any(p.is_dir() and any(p.iterdir()) for p in tmp_path.glob("openvino/*/.int4-*.tmp-*")):
@@ -131,8 +130,7 @@ def test_an_export_killed_halfway_recovers(stand_in, tmp_path):
         time.sleep(0.2)
     else:
         pytest.fail("the export never started writing")
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    end_tree(proc)  # at once, with optimum-cli, as a power cut would
     assert artifacts_under(tmp_path, "openvino") == []  # nothing that looks finished
     assert list(tmp_path.glob("openvino/*/.int4-*.tmp-*"))  # only the half-written folder
     folder, _ = prepare(stand_in, tmp_path, "--backend", "openvino")
@@ -142,8 +140,7 @@ def test_an_export_killed_halfway_recovers(stand_in, tmp_path):
 
 
 def test_two_concurrent_prepares_make_one_artifact(stand_in, tmp_path):
-    cmd = [os.path.join(os.path.dirname(sys.executable), "phi3-aipc"), "prepare", *ORT,
-           "--model", str(stand_in)]
+    cmd = [cli(), "prepare", *ORT, "--model", str(stand_in)]
     env = {**os.environ, "PHI3_AIPC_CACHE": str(tmp_path)}
     procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for _ in range(2)]

@@ -9,7 +9,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import pytest
 
 from phi3_aipc.backends import get_route, prepare
 from phi3_aipc.models import resolve_model
+from phi3_aipc.processes import end_tree, own_group
 from phi3_aipc.standin import load_chats
 
 pytestmark = pytest.mark.browser
@@ -75,7 +75,7 @@ def lab(tmp_path, stand_in):
         cmd.append("--allow-root")
     log = open(tmp_path / "jupyter.log", "wb")
     server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root,
-                              start_new_session=True)  # its own group: the kernel goes with it
+                              **own_group())  # its own group: the kernel goes with it
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -90,12 +90,7 @@ def lab(tmp_path, stand_in):
                 time.sleep(0.3)
         yield f"{url}/lab/tree/{NOTEBOOK.name}?token={token}"
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        end_tree(server, grace=15)  # asked to stop (it shuts its kernel down), then killed
         log.close()
 
 

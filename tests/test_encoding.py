@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import NPU_SKIPPED
+from .portable import link_files
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = "→ ✓ 日本 🙂"
@@ -49,9 +50,7 @@ def places(stand_in, tmp_path):
     the cache an artifact made from that model."""
     cache, model = tmp_path / NAME, tmp_path / "models" / NAME
     model.mkdir(parents=True)
-    for f in stand_in.iterdir():
-        if f.is_file():
-            (model / f.name).symlink_to(f)
+    link_files(stand_in, model)
     artifact = cache / "openvino" / "--Ren-e" / "int4-0123456789ab"
     artifact.mkdir(parents=True)
     (artifact / "phi3-aipc.json").write_text(json.dumps(

@@ -18,6 +18,7 @@ from phi3_aipc.cli import main
 from phi3_aipc.standin import load_chats
 
 from .conftest import run_cli
+from .portable import link_files
 
 CHAT = load_chats()[1]
 MODEL = catalog.DEFAULT_MODEL
@@ -31,9 +32,7 @@ def place_in_hub_cache(hub: Path, repo: str, subfolder: str, files: Path) -> Non
     (root / "refs" / "main").write_text("0123456789abcdef0123456789abcdef01234567")
     target = root / "snapshots" / "0123456789abcdef0123456789abcdef01234567" / subfolder
     target.mkdir(parents=True, exist_ok=True)
-    for f in files.iterdir():
-        if f.is_file():
-            (target / f.name).symlink_to(f)
+    link_files(files, target)
 
 
 def build_for(route: str, device: str) -> catalog.Prebuilt:

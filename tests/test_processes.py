@@ -44,3 +44,44 @@ def test_protocol_lines_and_stray_prints(capfd):
     relay.join()
     assert got == [{"event": "ready"}, {"result": 42}]
     assert "a library talking" in relay.tail
+
+
+FAMILY = ("import subprocess, sys, time\n"
+          "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+          "print(child.pid, flush=True)\n"
+          "time.sleep(60)\n")
+
+
+@pytest.mark.parametrize("grace", [0, 5])
+def test_end_tree_ends_a_child_and_what_it_started(grace):
+    """On every platform: a group of its own (own_group), then the child and its child ended,
+    at once or after being asked."""
+    import psutil
+
+    from phi3_aipc.processes import end_tree, own_group
+
+    proc = subprocess.Popen([sys.executable, "-c", FAMILY], stdout=subprocess.PIPE, text=True,
+                            **own_group())
+    grandchild = psutil.Process(int(proc.stdout.readline()))
+    code = end_tree(proc, grace=grace)
+    assert code != 0 and proc.poll() is not None
+    assert ended(grandchild)
+    assert end_tree(proc) == code  # again: nothing left, no error
+
+
+def ended(process, timeout: float = 10) -> bool:
+    """Whether a process (not our child) ends within `timeout`: gone, or a zombie that only
+    waits to be reaped by whoever adopted it (which can take seconds in a container)."""
+    import time
+
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False
