@@ -20,6 +20,22 @@ os.environ["JUPYTER_PATH"] = os.pathsep.join(
     filter(None, [str(Path(sys.prefix) / "share" / "jupyter"), os.environ.get("JUPYTER_PATH")]))
 
 
+def pytest_sessionstart(session):
+    """With two workers, the notebooks' shared exports (`<cache>/notebooks/...`: notebooks 01-03
+    and 05, the docs and browser tests) are made once, here, before the workers start: the
+    notebooks' own export cells check for the folder and rename a `.partial` into place, and two
+    workers doing that at once would trip over each other."""
+    config = session.config
+    controller = getattr(config.option, "numprocesses", None) and \
+        not hasattr(config, "workerinput")
+    if controller and any(Path(a).parts[:1] == ("notebooks",) for a in config.args):
+        import subprocess
+
+        print("Making the notebooks' shared exports before the workers start ...", flush=True)
+        subprocess.run([sys.executable, "-c", "from phi3_aipc.exports import onnx_int4, "
+                        "openvino_int4; openvino_int4(); onnx_int4()"], check=True)
+
+
 def pytest_collection_modifyitems(items):
     """The long ones first. `make test` runs two workers (pytest-xdist, a file or notebook per
     worker, handed out in this order as workers free up): starting the minutes-long files first

@@ -311,8 +311,15 @@ def artifact_dir(route: str, model_name: str, fingerprint: str, precision: str,
 
 
 def folder_size_mb(path: Path) -> float:
-    """Total size of the files under `path`, in MB."""
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 1e6
+    """Total size of the files under `path`, in MB. A leftover being removed by another process
+    (a `.discard-` folder) loses files while it is measured: those count as gone."""
+    total = 0
+    for f in Path(path).rglob("*"):
+        try:
+            total += f.stat().st_size if f.is_file() else 0
+        except FileNotFoundError:
+            pass
+    return total / 1e6
 
 
 def check_given(folder: Path) -> None:

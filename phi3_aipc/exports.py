@@ -17,6 +17,8 @@ import os
 import re
 from pathlib import Path
 
+from filelock import FileLock
+
 from .cache import cache_dir
 from .errors import BadInput, InsufficientResources
 from .hardware import preflight
@@ -105,12 +107,13 @@ def openvino_int4(source: ModelSource | None = None, device: str = "CPU") -> Pat
     source = source or resolve_model(weights=False)  # the weights only if it is exported
     mine = export_dir(source, "int4-ov")
     final = use_prebuilt("openvino", source, device, exported=mine) or mine
-    if not final.exists():
-        partial = Path(f"{final}.partial")
-        source = with_weights(source)
-        run_tool(export_command(source.path, partial, "int4", PRESETS["default"]),
-                 "The OpenVINO export", partial)
-        partial.rename(final)
+    with FileLock(f"{final}.lock"):  # two notebooks (or test workers) asking at once: one builds
+        if not final.exists():
+            partial = Path(f"{final}.partial")
+            source = with_weights(source)
+            run_tool(export_command(source.path, partial, "int4", PRESETS["default"]),
+                     "The OpenVINO export", partial)
+            partial.rename(final)
     return final
 
 
@@ -122,12 +125,13 @@ def onnx_int4(source: ModelSource | None = None, provider: str = "cpu") -> Path:
     source = source or resolve_model(weights=False)  # the weights only if it is built
     mine = export_dir(source, f"int4-{provider}")
     final = use_prebuilt("onnxruntime-genai", source, provider, exported=mine) or mine
-    if not final.exists():
-        partial = Path(f"{final}.partial")
-        source = with_weights(source)
-        options = build_options("int4", provider, None, None)
-        run_tool(builder_command(source.path, partial, "int4", options,
-                                 final.parent / "builder-cache"),
-                 "The ONNX Runtime GenAI model builder", partial)
-        partial.rename(final)
+    with FileLock(f"{final}.lock"):
+        if not final.exists():
+            partial = Path(f"{final}.partial")
+            source = with_weights(source)
+            options = build_options("int4", provider, None, None)
+            run_tool(builder_command(source.path, partial, "int4", options,
+                                     final.parent / "builder-cache"),
+                     "The ONNX Runtime GenAI model builder", partial)
+            partial.rename(final)
     return final

@@ -168,8 +168,14 @@ def cache_paths(cache: str) -> list[tuple[str, str]]:
                ntpath.join(worker, f".compiled-int4{tmp}", MANIFEST_TMP)),
               ("npu-library compiled model, while it is removed",
                ntpath.join(worker, f".compiled-int4{discard}", EXPORT_LONGEST["npu-library"])),
-              ("an OpenVINO compiled-model blob",
-               ntpath.join(cache, "openvino-compiled", "9" * 20 + ".blob"))]
+              ("the npu-library worker's OpenVINO blob", ntpath.join(
+                  cache, "npu-library", "work", "0" * 40 + "-" + "0" * 16, "cache",
+                  "9" * 20 + ".blob")),
+              # one folder per OpenVINO version and NPU driver (openvino.compile_cache_name)
+              ("an OpenVINO compiled-model blob", ntpath.join(
+                  cache, "openvino-compiled",
+                  "openvino-2026.4.1-22982-e213a147257-releases-2026-4-npu-32.0.100.4512",
+                  "9" * 20 + ".blob"))]
     return found
 
 
@@ -231,8 +237,8 @@ def windows_path_advice(os_name: str, long_paths: bool | None, folders: dict[str
             where = f", from your user folder {home}" if home and folder.lower().startswith(
                 home.lower()) else ""
             problems.append(f"The {name} is {folder}, with non-ASCII characters ({odd}{where}): "
-                            "ONNX Runtime GenAI cannot load a tokenizer from such a folder; move "
-                            "it (below).")
+                            "ONNX Runtime GenAI is reported to fail loading a tokenizer from such "
+                            "a folder; move it (below).")
             moves.append(move)
     report["fixes"] = enable + list(dict.fromkeys(moves))
     return report

@@ -377,6 +377,8 @@ def undescribed(config: dict, shapes: dict[str, tuple[int, ...]]) -> str | None:
     here, before transformers fails on it with a traceback or an export runs for minutes."""
     for key in ("num_key_value_heads", "head_dim"):  # optional: derived when absent
         value = config.get(key, 1)
+        if key == "num_key_value_heads" and value is None:  # transformers: the attention heads
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             return f"config.json's {key} is {value!r}, not a positive whole number"
     layers = {name.split(".")[2] for name in shapes if name.startswith("model.layers.")}
@@ -385,7 +387,7 @@ def undescribed(config: dict, shapes: dict[str, tuple[int, ...]]) -> str | None:
                 f"{len(layers)}")
     hidden, heads = config["hidden_size"], config["num_attention_heads"]
     vocab, inner = config["vocab_size"], config["intermediate_size"]
-    kv_heads = config.get("num_key_value_heads", heads)
+    kv_heads = config.get("num_key_value_heads") or heads
     head_dim = config.get("head_dim", hidden // heads)
     layer = {"input_layernorm.weight": (hidden,), "post_attention_layernorm.weight": (hidden,),
              "self_attn.qkv_proj.weight": ((heads + 2 * kv_heads) * head_dim, hidden),

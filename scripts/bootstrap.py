@@ -207,7 +207,9 @@ def ensure_chromium() -> None:
 # Two workers, a test file or notebook each at a time (a notebook's cells share one kernel, a
 # file's tests their module fixtures): on two cores the runs that wait (pip, kernels, the
 # browser) overlap with the ones that compute. `-n 0` in ARGS runs everything in one process.
-PARALLEL = ["-n", "2", "--dist", "loadfile"]
+# --no-loadscope-reorder: xdist would otherwise hand out files by their number of tests, not
+# in the longest-first order of conftest.py.
+PARALLEL = ["-n", "2", "--dist", "loadfile", "--no-loadscope-reorder"]
 # The inner loop: no notebooks, no second environments, no browser, no minutes-long runs.
 QUICK = ["tests", "-m", "not (binder or browser or windows_pins or slow)"]
 

@@ -95,7 +95,8 @@ def test_an_unfinished_build_is_removed_when_it_fails(tmp_path):
 
     with pytest.raises(RuntimeError):
         build_once(tmp_path / "artifact", half)
-    assert list(tmp_path.iterdir()) == [tmp_path / "artifact.lock"]
+    # nothing but the lock file, which filelock removes on release on Windows
+    assert [p for p in tmp_path.iterdir() if p.name != "artifact.lock"] == []
 
 
 def fake_artifact(cache_root: Path, route: str, model: str) -> Path:

@@ -150,41 +150,25 @@ def tensor_shapes(folder: Path) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def positive(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-
 def not_described(config: dict, shapes: dict[str, tuple[int, ...]]) -> str | None:
-    """None if a Phi-3 `config` describes exactly the tensors `shapes` (names and shapes, as
-    transformers' Phi3ForCausalLM builds them from the config), else the first difference."""
-    for key in ("hidden_size", "intermediate_size", "num_hidden_layers",
-                "num_attention_heads", "vocab_size"):
-        if not positive(config.get(key)):
-            return f"{key} is {config.get(key)!r}"
-    for key in ("num_key_value_heads", "head_dim"):  # absent: derived (as transformers does)
-        if key in config and not positive(config[key]):
-            return f"{key} is {config[key]!r}"
-    layers = {int(name.split(".")[2]) for name in shapes if name.startswith("model.layers.")}
-    if config["num_hidden_layers"] != len(layers):
-        return f"num_hidden_layers is {config['num_hidden_layers']}, the weights have " \
-               f"{len(layers)} layers"
-    hidden, heads = config["hidden_size"], config["num_attention_heads"]
-    kv_heads = config.get("num_key_value_heads", heads)
-    head_dim = config.get("head_dim", hidden // heads)
-    vocab, inner = config["vocab_size"], config["intermediate_size"]
-    layer = {"input_layernorm.weight": (hidden,), "post_attention_layernorm.weight": (hidden,),
-             "self_attn.qkv_proj.weight": ((heads + 2 * kv_heads) * head_dim, hidden),
-             "self_attn.o_proj.weight": (hidden, heads * head_dim),
-             "mlp.gate_up_proj.weight": (2 * inner, hidden),
-             "mlp.down_proj.weight": (hidden, inner)}
-    expected = {"model.embed_tokens.weight": (vocab, hidden), "model.norm.weight": (hidden,),
-                **{f"model.layers.{n}.{name}": shape for n in sorted(layers)
-                   for name, shape in layer.items()}}
-    if not config.get("tie_word_embeddings", False):  # tied: the embedding is the output layer
-        expected["lm_head.weight"] = (vocab, hidden)
-    for name in sorted(expected.keys() | shapes.keys()):
-        if expected.get(name) != shapes.get(name):
-            return f"{name}: the config implies {expected.get(name)}, the weights hold " \
+    """None if a Phi-3 `config` describes exactly the tensors `shapes` (names and shapes), else
+    the first difference. The oracle is transformers itself, not a second copy of the package's
+    formulas: Phi3ForCausalLM built from the config on the meta device (no memory), its
+    state_dict's names and shapes; a config transformers cannot build describes nothing."""
+    import torch
+    from transformers import Phi3Config, Phi3ForCausalLM
+
+    try:
+        with torch.device("meta"):
+            model = Phi3ForCausalLM(Phi3Config(**config))
+    except Exception as err:  # noqa: BLE001 (any refusal of transformers' is the answer)
+        return f"transformers cannot build it: {type(err).__name__}: {err}"
+    built = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    if config.get("tie_word_embeddings"):  # saved once, as the embedding
+        built.pop("lm_head.weight", None)
+    for name in sorted(built.keys() | shapes.keys()):
+        if built.get(name) != shapes.get(name):
+            return f"{name}: transformers builds {built.get(name)}, the weights hold " \
                    f"{shapes.get(name)}"
     return None
 

@@ -25,7 +25,7 @@ WINDOWS_LANGUAGES = {"powershell", "pwsh", "ps1", "ps", "cmd", "bat", "batch"}
 LOOKS_WINDOWS = re.compile(r"\\Scripts\\|\$env:|\b[A-Za-z]:\\|%\w+%")
 NOTE = re.compile(r"#\s*(?:Windows|PowerShell|cmd)\b[^:\n]{0,30}:(.*)", re.IGNORECASE)
 SAID_WINDOWS = re.compile(r"\b(?:Windows|PowerShell|cmd)\b[^`.;\n]{0,30}:\s*$", re.IGNORECASE)
-SWITCH = r"[\"']?(?:HF_HUB_OFFLINE|PHI3_AIPC_\w*)\b"
+SWITCH = r"[\"']?(?:HF_HUB_OFFLINE|TRANSFORMERS_OFFLINE|PHI3_AIPC_(?:MODEL|PREBUILT))\b"
 ANYWHERE = [  # Windows-only commands: wrong wherever they are
     (re.compile(rf"\bsetx\s+(?:/\w+\s+)*{SWITCH}", re.IGNORECASE),
      "`setx` makes an offline switch permanent; use $env:NAME = \"value\""),
@@ -130,7 +130,7 @@ PLANTED = OLD_LINES + (
     "```pwsh\n.venv\\Scripts\\Activate.ps1\n```\n",
     "   ```powershell\n   source .venv/Scripts/activate\n   ```\n",  # indented, in a list
     "```cmd\nsetx HF_HUB_OFFLINE 1\n```\n",
-    "```powershell\nsetx /M PHI3_AIPC_CACHE D:\\cache\n```\n",
+    "```powershell\nsetx /M PHI3_AIPC_PREBUILT yes\n```\n",
     "```powershell\n[Environment]::SetEnvironmentVariable(\"HF_HUB_OFFLINE\", \"1\", "
     "\"User\")\n```\n",
     "```bash\nsource .venv/bin/activate   # PowerShell: .venv\\Scripts\\activate\n```\n",
