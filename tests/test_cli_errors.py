@@ -197,6 +197,7 @@ def test_one_routes_build_given_to_another_is_one_line(made_by, given_to, stand_
 
     folder = prepare(made_by, "int4", "cpu" if made_by == "onnxruntime-genai" else None,
                      "stand-in")
+    capsys.readouterr()  # what building it printed, where this test is the first to need it
     assert main(["generate", "--route", given_to, "--model", str(folder), "--prompt", "hi"]) == 2
     err = capsys.readouterr().err
     assert f"which the {given_to} route cannot read. Use --route {made_by} with it" in err
