@@ -8,6 +8,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .cache import MANIFEST
 from .catalog import DEFAULT_MODEL, FAMILY
 from .errors import ModelNotFound
 from .standin import (
@@ -47,10 +48,12 @@ class ModelSource:
 
 
 def folder_fingerprint(folder: Path) -> str:
-    """A digest of a folder's path and its files' names, sizes and modification times."""
+    """A digest of a folder's path and its files' names, sizes and modification times. Our own
+    manifest is left out: it is rewritten when its files' status times change (a copy, a hard
+    link), which is no change of the model."""
     h = hashlib.sha256(str(folder.resolve()).encode())
     for f in sorted(folder.iterdir()):
-        if f.is_file():
+        if f.is_file() and f.name != MANIFEST:
             st = f.stat()
             h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]

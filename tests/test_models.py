@@ -74,3 +74,19 @@ def test_default_falls_back_to_the_stand_in_with_a_banner(tmp_path, stand_in):
     result = json.loads(out.stdout)
     assert result["model"] == "stand-in"
     assert result["text"] == "Stand-in reply: the NPU runs neural networks at low power."
+
+
+def test_a_rewritten_manifest_is_the_same_local_model(tmp_path):
+    """A local folder's exports are keyed by its files; our manifest is rewritten when its files'
+    status times change (a copy, a hard link made by another test or tool), which must not make
+    the same weights a new model to export again. A changed weight file does."""
+    from phi3_aipc.cache import MANIFEST
+    from phi3_aipc.models import folder_fingerprint
+
+    (tmp_path / "model.safetensors").write_bytes(b"\0" * 64)
+    (tmp_path / MANIFEST).write_text("{}")
+    before = folder_fingerprint(tmp_path)
+    (tmp_path / MANIFEST).write_text('{"made_in": "elsewhere"}')
+    assert folder_fingerprint(tmp_path) == before
+    (tmp_path / "model.safetensors").write_bytes(b"\1" * 65)
+    assert folder_fingerprint(tmp_path) != before
