@@ -47,6 +47,7 @@ from phi3_aipc.cache import (  # noqa: E402
 from phi3_aipc.chat import check_messages  # noqa: E402
 from phi3_aipc.cli import main  # noqa: E402
 from phi3_aipc.errors import BadInput, Phi3AipcError  # noqa: E402
+from phi3_aipc.files import link_or_copy  # noqa: E402
 from phi3_aipc.models import check_phi3_folder  # noqa: E402
 
 from .strategies import json_values, numbers  # noqa: E402
@@ -230,16 +231,15 @@ class Built(BaseException):
 
 def seeded_cache(root: Path, stand_in: Path) -> Path:
     """`root` as a cache that already holds the session's stand-in where the package looks for
-    it (<cache>/stand-in/<recipe>): hard links to its files (copies across file systems), and
-    its manifest as made here, so that it is neither trained nor checked again."""
+    it (<cache>/stand-in/<recipe>): links to its files (`link_or_copy`: a symbolic link leaves
+    the shared files' status times alone, where a hard link changed them and made every later
+    check of the shared stand-in checksum it again), and its manifest as made here, so that it
+    is neither trained nor checked again."""
     folder = root / "stand-in" / stand_in.name
     folder.mkdir(parents=True)  # a new one: never the shared files themselves
     for f in stand_in.iterdir():
         if f.is_file() and f.name != MANIFEST:
-            try:
-                os.link(f, folder / f.name)
-            except OSError:
-                shutil.copy2(f, folder / f.name)
+            link_or_copy(f, folder / f.name)
     made = {**read_manifest(stand_in), "made_in": made_in(folder)}
     (folder / MANIFEST).write_text(json.dumps(made, indent=2), encoding="utf-8")
     assert check_sealed(folder) is None
