@@ -1,0 +1,104 @@
+"""scripts/profile_decode.py and scripts/kernel_check.py give breakdowns that hold together.
+
+Cheap runs (the stand-in, a few tokens; one small kernel model): what is checked is consistency,
+never speed. A decode step's operators must fit inside the step they were timed in, every part
+must be there, and every bandwidth must be positive and below anything memory can deliver.
+"""
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+# No memory, cache or register file of a two-core PC reads a terabyte a second: a figure above
+# this is a unit or byte-count error, not a fast kernel.
+PHYSICAL_GB_S = 1000.0
+PARTS = {"layer matmuls", "output layer", "attention + KV cache", "other graph ops",
+         "runtime between ops", "sampling + library per token", "phi3_aipc per token"}
+
+
+def run(script: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPTS / script), *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def profiled(stand_in, tmp_path_factory):
+    out = tmp_path_factory.mktemp("profile") / "profile.json"
+    done = run("profile_decode.py", "--model", "stand-in", "--prompt-tokens", "16",
+               "--new-tokens", "14", "--warmup", "2", "--json", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(out.read_text(encoding="utf-8")), done.stdout
+
+
+@pytest.mark.parametrize("route", ["openvino", "onnxruntime-genai"])
+def test_decode_breakdown_holds_together(profiled, route):
+    report, printed = profiled
+    result = next(r for r in report["results"] if r["route"].startswith(route))
+    parts = result["parts"]
+    assert set(parts) == PARTS and all(math.isfinite(v) for v in parts.values())
+    model = {k: v for k, v in parts.items()
+             if k not in ("sampling + library per token", "phi3_aipc per token")}
+    # The operators' times sum to the timed model step (the runtime's share is the rest) ...
+    assert sum(model.values()) == pytest.approx(result["model_step_ms"], rel=1e-6)
+    # ... and fit inside it: a node counted twice, or in the wrong step, would overflow it.
+    # Allowed: the profilers' whole-microsecond rounding over a step of a couple of hundred ops.
+    assert parts["runtime between ops"] >= -(0.05 + 0.1 * result["model_step_ms"])
+    ops = [parts[k] for k in ("layer matmuls", "output layer", "attention + KV cache")]
+    assert all(v > 0 for v in ops), parts
+    assert parts["phi3_aipc per token"] > 0
+    assert result["step_ms"] == pytest.approx(sum(parts.values()))
+    # Bytes over time: positive and physically possible.
+    for part, gb_s in result["bandwidth_gb_s"].items():
+        assert 0 < gb_s < PHYSICAL_GB_S, (part, gb_s)
+    assert 0 < result["output_layer_mb"] < result["weights_read_mb"]
+    # The prompt is split the same way, and the kernels that ran are named.
+    assert set(result["prefill_parts"]) == PARTS - {"sampling + library per token",
+                                                     "phi3_aipc per token"}
+    assert sum(result["prefill_parts"].values()) == pytest.approx(result["prefill_ms"])
+    assert result["kernels"] and all(k.strip() for k in result["kernels"])
+    assert result["pipeline"]["tpot_ms"] > 0 and result["pipeline"]["ttft_ms"] > 0
+    assert route in printed and "phi3_aipc per token" in printed
+    assert all(0 < p < PHYSICAL_GB_S for p in report["probe_gb_s"])
+
+
+def test_openvino_pipeline_is_timed_on_both_attention_backends(profiled):
+    result = next(r for r in profiled[0]["results"] if r["route"].startswith("openvino"))
+    assert set(result["pipelines"]) == {"SDPA", "PA"}
+    for figures in result["pipelines"].values():
+        assert len(figures["tpot_runs"]) == 3 and figures["infer_ms"] > 0
+
+
+def test_kernel_check_times_one_product_per_library(tmp_path):
+    out = tmp_path / "kernels.json"
+    done = run("kernel_check.py", "--shape", "3072x8192", "--layout", "our default",
+               "--reps", "2", "--rounds", "2", "--total-mb", "20", "--json", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(out.read_text(encoding="utf-8"))
+    assert {r["library"] for r in rows} == {"openvino", "onnxruntime"}
+    for r in rows:
+        assert "error" not in r, r
+        assert r["copies"] >= 2 and r["kernel"].strip()
+        # The weights' bytes: 4-bit codes plus scales (and zero points), not more, not less.
+        assert 3072 * 8192 / 2 / 1e6 < r["weight_mb"] < 3072 * 8192 / 2 / 1e6 * 1.2
+        assert r["ms"]["n"] == r["copies"] * (2 if r["library"] == "openvino" else 4) and \
+            len(r["round_ms"]) == 2
+        assert 0 < r["gb_s"] < PHYSICAL_GB_S and all(0 < g < PHYSICAL_GB_S
+                                                     for g in r["round_gb_s"])
+        # The profiler's time for one product is within what the whole run took per product
+        # (a unit slip, µs for ms, would be a factor of a thousand).
+        assert r["ms"]["median"] < 3 * r["wall_ms"], r
+        assert 0 < r["probe_gb_s"]["min"] <= r["probe_gb_s"]["max"] < PHYSICAL_GB_S
+
+
+@pytest.mark.parametrize("script,args", [
+    ("profile_decode.py", ["--new-tokens", "3"]),
+    ("kernel_check.py", ["--layout", "no such layout"]),
+    ("kernel_check.py", ["--rounds", "0"]),
+])
+def test_scripts_refuse_bad_arguments(script, args):
+    done = run(script, *args, timeout=120)
+    assert done.returncode == 2 and "error:" in done.stderr and "Traceback" not in done.stderr
