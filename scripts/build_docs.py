@@ -70,6 +70,15 @@ def check(name: str, nb, routes: list[str]) -> list[str]:
             elif what == "stopped":
                 want = "stopped after, before the full reply"
                 ok = "stopped after" in out and CHATS[1]["reply"] not in out
+            elif what == "valid-json":  # notebook 06: a constrained reply, validated
+                want = "Valid: "
+                ok = want in out
+            elif what == "invalid-json":  # notebook 06: the same prompt unconstrained
+                want = "Not valid:"
+                ok = want in out and "Valid (this time)" not in out
+            elif what == "tool-call":
+                want = "Called get_weather("
+                ok = want in out
             elif what == "bench-table":
                 want = f"a row for each of {routes} and no skipped row"
                 ok = all(f"| {r} " in out for r in routes) and "skipped" not in out

@@ -11,7 +11,7 @@ import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 TEACHING = ["00_check_your_ai_pc", "01_npu_acceleration_library",
-            "02_directml_onnxruntime_genai", "03_openvino"]
+            "02_directml_onnxruntime_genai", "03_openvino", "06_build_with_it"]
 TARGET = 0.6  # share of code cells that use only the libraries
 # What makes a cell an install, quantize or generate step.
 STEPS = re.compile(r"%pip install|optimum-cli export|onnxruntime_genai\.models\.builder|"
