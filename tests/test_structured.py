@@ -253,27 +253,31 @@ class City(BaseModel):
 def test_openvino_json_allows_whitespace_that_a_random_model_never_stops_writing(stand_in):
     """xgrammar's JSON grammar (OpenVINO GenAI 2026.4 compiles schemas with its defaults) allows
     any run of whitespace between JSON tokens. Phi-4-mini's random stand-in often prefers it:
-    here its object never closes and the reply is cut at max_new_tokens (on other prompts it
-    pads for a while and closes, so the Hypothesis test above leaves this pair out). LLGuidance
-    allows the same by default (that reply is mostly whitespace too), and closes the object
-    when asked for compact JSON."""
-    messages = [{"role": "system", "content": "You are a helpful assistant with some tools."},
-                {"role": "user", "content": "What is the weather in Paris?"}]
+    on some prompts its object never closes and the reply is cut at max_new_tokens (on others
+    it pads for a while and closes, so the Hypothesis test above leaves this pair out; the
+    three prompts here keep the check from hanging on one greedy path, which a CPU with other
+    instructions may take differently). LLGuidance allows the same by default, and always
+    closes the object when asked for compact JSON."""
     schema = City.model_json_schema()
-    text, ended = OpenVINO("stand-in:phi-4-mini").reply(messages, schema, 256)
-    assert not ended and text.startswith("{") and whitespace_share(text) > 0.9, text[:200]
-    with pytest.raises(ValidationError):
-        City.model_validate_json(text)
+    questions = ["What is the weather in Paris?", "Where is it sunny today?",
+                 "Tell me a story about a lighthouse."]
+    chats = [[{"role": "system", "content": "You are a helpful assistant with some tools."},
+              {"role": "user", "content": q}] for q in questions]
+    openvino = [loaded(OpenVINO, "stand-in:phi-4-mini").reply(m, schema, 256) for m in chats]
+    cut = [text for text, ended in openvino if not ended]
+    assert cut, [text[:80] for text, _ in openvino]
+    for text in cut:
+        assert text.startswith("{") and whitespace_share(text) > 0.5, text[:200]
+        with pytest.raises(ValidationError):
+            City.model_validate_json(text)
     ort = loaded(OrtGenAI, "stand-in:phi-4-mini")
-    prompt = list(ort.tokenizer.encode(ort.tokenizer.apply_chat_template(
-        json.dumps(messages), add_generation_prompt=True)))
-    flexible, ended = ort.generate(prompt, ("json_schema", json.dumps(schema)), 256)
-    text = ort.tokenizer.decode(flexible)
-    assert whitespace_share(text) > 0.5, text[:200]  # the default lets it pad too
-    compact, ended = ort.generate(prompt, ("json_schema", json.dumps(
-        {**schema, "x-guidance": COMPACT})), 256)
-    assert ended
-    City.model_validate_json(ort.tokenizer.decode(compact))
+    for messages in chats:
+        prompt = list(ort.tokenizer.encode(ort.tokenizer.apply_chat_template(
+            json.dumps(messages), add_generation_prompt=True)))
+        compact, ended = ort.generate(prompt, ("json_schema", json.dumps(
+            {**schema, "x-guidance": COMPACT})), 256)
+        assert ended
+        City.model_validate_json(ort.tokenizer.decode(compact))
 
 
 def whitespace_share(text: str) -> float:
