@@ -70,29 +70,26 @@ class Layout:
         return codes + scales + n * math.ceil(groups * self.bits / 8)
 
 
+# What the exports use: our OpenVINO default is symmetric channel-wise int4 (i4 codes, fp16
+# scales; the embedding and output layers int8 asymmetric per channel); our ORT GenAI CPU default
+# symmetric int4 in blocks of 128 with int8 activations (no zero points: builder 0.18's default).
 OPENVINO_LAYOUTS = [
     Layout("openvino", "int4 sym channel-wise (our default)", group=-1),
     Layout("openvino", "int4 sym group 128", group=128),
     Layout("openvino", "int4 asym group 128", group=128, sym=False),
-    Layout("openvino", "int4 asym group 64 (optimum's Phi-3 default)", group=64, sym=False),
-    Layout("openvino", "int8 sym channel-wise", bits=8, group=-1),
-    Layout("openvino", "int8 asym channel-wise (optimum's int8)", bits=8, group=-1, sym=False),
-    Layout("openvino", "int4 sym channel-wise, no dynamic quantization", group=-1,
-           properties={"DYNAMIC_QUANTIZATION_GROUP_SIZE": 0}),
+    Layout("openvino", "int8 asym channel-wise (our output layer)", bits=8, group=-1, sym=False),
     Layout("openvino", "int4 sym channel-wise, f32 inference", group=-1,
+           properties={"INFERENCE_PRECISION_HINT": "f32"}),
+    Layout("openvino", "int4 asym group 128, f32 inference", group=128, sym=False,
            properties={"INFERENCE_PRECISION_HINT": "f32"}),
 ]
 ONNXRUNTIME_LAYOUTS = [
-    Layout("onnxruntime", "int4 block 128 asym acc 4 (our default)", group=128, sym=False,
+    Layout("onnxruntime", "int4 block 128 sym acc 4 (our default)", group=128, accuracy=4),
+    Layout("onnxruntime", "int4 block 32 sym acc 4 (the prebuilt CPU build's block)", group=32,
            accuracy=4),
-    Layout("onnxruntime", "int4 block 32 asym acc 4 (prebuilt CPU: RTN block 32)", group=32,
-           sym=False, accuracy=4),
-    Layout("onnxruntime", "int4 block 64 asym acc 4", group=64, sym=False, accuracy=4),
-    Layout("onnxruntime", "int4 block 256 asym acc 4", group=256, sym=False, accuracy=4),
-    Layout("onnxruntime", "int4 block 128 sym acc 4", group=128, accuracy=4),
-    Layout("onnxruntime", "int4 block 32 sym acc 4", group=32, accuracy=4),
-    Layout("onnxruntime", "int4 block 128 asym acc 1 (fp32 activations)", group=128,
-           sym=False, accuracy=1),
+    Layout("onnxruntime", "int4 block 128 asym acc 4", group=128, sym=False, accuracy=4),
+    Layout("onnxruntime", "int4 block 128 sym acc 1 (fp32 activations)", group=128,
+           accuracy=1),
     Layout("onnxruntime", "int8 block 128 sym acc 4", bits=8, group=128, accuracy=4),
 ]
 LAYOUTS = {"openvino": OPENVINO_LAYOUTS, "onnxruntime": ONNXRUNTIME_LAYOUTS}
@@ -314,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=5, help="timed runs over all copies, per round")
     p.add_argument("--rounds", type=int, default=3,
                    help="rounds through every layout in turn (A B C A B C ...)")
-    p.add_argument("--total-mb", type=int, default=256,
+    p.add_argument("--total-mb", type=int, default=128,
                    help="weights per model: copies of the matrix up to this size")
     p.add_argument("--json", help="also write the rows here")
     args = p.parse_args(argv)

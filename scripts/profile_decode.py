@@ -33,6 +33,7 @@ many tokens at once. Figures depend on the machine and its load; compare within 
     python scripts/profile_decode.py                     # both routes, bench stand-in
     python scripts/profile_decode.py --route onnxruntime-genai --new-tokens 16
     python scripts/profile_decode.py --route openvino --ov-property ENABLE_CPU_PINNING=NO
+    python scripts/profile_decode.py --route onnxruntime-genai --artifact BUILD_FOLDER
 """
 from __future__ import annotations
 
@@ -423,9 +424,13 @@ ROUTES = {"openvino": openvino_route, "onnxruntime-genai": onnxruntime_route}
 def profile(route_name: str, args) -> dict:
     route = get_route(route_name)
     plan = route.plan()
-    source, folder = prepare_artifact(plan, args.model, progress=True)
+    if args.artifact:  # a build of one's own (another layout, a publisher's build)
+        folder, name = Path(args.artifact), Path(args.artifact).name
+    else:
+        source, folder = prepare_artifact(plan, args.model, progress=True)
+        name = source.name
     read = route.weights_read(folder, plan.precision)
-    result = {"route": f"{route_name} {plan.precision} {plan.device}", "model": source.name,
+    result = {"route": f"{route_name} {plan.precision} {plan.device}", "model": name,
               "artifact": str(folder), "weights_read_mb": read.total_mb,
               "output_layer_mb": read.output_layer_mb, **ROUTES[route_name](folder, args)}
     if "parts" in result:
@@ -481,6 +486,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--route", action="append", choices=list(ROUTES))
     p.add_argument("--model", default="bench-stand-in")
+    p.add_argument("--artifact", help="profile this int4 model folder (an export or build of "
+                                      "the one --route) instead of the route's default export")
     p.add_argument("--prompt-tokens", type=int, default=128)
     p.add_argument("--new-tokens", type=int, default=32)
     p.add_argument("--warmup", type=int, default=4, help="decode steps left out of the figures")
@@ -498,6 +505,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.prompt_tokens < 1 or args.new_tokens < args.warmup + 2 * BLOCK:
         p.error(f"--prompt-tokens must be positive and --new-tokens at least --warmup + "
                 f"{2 * BLOCK}")
+    if args.artifact and len(args.route or []) != 1:
+        p.error("--artifact needs exactly one --route (the library that reads the folder)")
+    if args.artifact and not Path(args.artifact).is_dir():
+        p.error(f"--artifact {args.artifact}: no such folder")
     args.stage = args.stage or ["profile", "pipeline"]
     probe = [measure_bandwidth()["bandwidth_gb_s"]]
     results = [profile(name, args) for name in args.route or list(ROUTES)]

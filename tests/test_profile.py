@@ -96,6 +96,8 @@ def test_kernel_check_times_one_product_per_library(tmp_path):
 
 @pytest.mark.parametrize("script,args", [
     ("profile_decode.py", ["--new-tokens", "3"]),
+    ("profile_decode.py", ["--artifact", "nowhere"]),
+    ("profile_decode.py", ["--route", "openvino", "--artifact", "nowhere"]),
     ("kernel_check.py", ["--layout", "no such layout"]),
     ("kernel_check.py", ["--rounds", "0"]),
 ])
