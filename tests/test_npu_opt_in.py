@@ -65,7 +65,7 @@ def test_notebook_03_emulates_the_npu_at_full_size_only_when_asked(tmp_path, cap
     later = [c for c in cells("03_openvino") if "if run_npu:" in c]
     assert len(later) == 2, "the rt_info check and the prompt-limit demo are guarded too"
     int4_dir, fp16_dir = tmp_path / "int4-g128-ov", tmp_path / "fp16-ov"
-    namespace = {"get_ipython": ipython, "pipe": object(), "work_dir": tmp_path,
+    namespace = {"get_ipython": ipython, "pipe": object(), "work_dir": tmp_path, "prebuilt": None,
                  "int4_dir": int4_dir, "fp16_dir": fp16_dir, "Path": Path,
                  "core": SimpleNamespace(available_devices=["CPU"], read_model=reach),
                  "size_gb": lambda folder: FULL_SIZE_INT4_GB if folder == int4_dir else 0,
