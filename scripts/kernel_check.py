@@ -78,6 +78,7 @@ OPENVINO_LAYOUTS = [
     Layout("openvino", "int4 sym group 128", group=128),
     Layout("openvino", "int4 asym group 128", group=128, sym=False),
     Layout("openvino", "int8 asym channel-wise (our output layer)", bits=8, group=-1, sym=False),
+    Layout("openvino", "int8 sym channel-wise (--backup-precision int8_sym)", bits=8, group=-1),
     Layout("openvino", "int4 sym channel-wise, f32 inference", group=-1,
            properties={"INFERENCE_PRECISION_HINT": "f32"}),
     Layout("openvino", "int4 asym group 128, f32 inference", group=128, sym=False,
