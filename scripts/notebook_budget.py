@@ -7,10 +7,17 @@ it adds and the time it takes, on the default path a user of the real Phi-3-mini
                                        # (7.6 GB), as on a 16 GB PC; writes the README table
     make budget / make budget-full     # the same two
 
-The default path: the checkpoint in a Hugging Face cache under microsoft/Phi-3-mini-4k-instruct
-and the int4 builds under the publishers' prebuilt repository ids (made here once, from the
-stand-in, with the routes' own exports), the hub offline, PHI3_AIPC_PREBUILT=yes (what `auto`
-picks where an export does not fit). Each notebook runs to the end with nbclient, then one
+The default path: the checkpoint in a Hugging Face cache under microsoft/Phi-3-mini-4k-instruct,
+the int4 builds under the publishers' prebuilt repository ids, and the fp16 builds notebooks 02
+and 03 quantize under theirs (OpenVINO's IR as OpenVINO/Phi-3-mini-4k-instruct-fp16-ov,
+Microsoft's ONNX as microsoft/Phi-3-mini-4k-instruct-onnx's cuda/cuda-fp16), all made here once
+from the stand-in with the routes' own converters; the hub offline; PHI3_AIPC_PREBUILT=yes (what
+`auto` picks where an export does not fit), except for notebooks 02 and 03, which run as `auto`:
+they quantize the fp16 builds, as a 16 GB PC does by default. Offline, `hf download --local-dir`
+finds nothing in the cache (it returns only a folder that is already there), so the fp16 builds
+are also laid out in the notebooks' download folders, as if downloaded: the download lines run,
+the transfer is not measured.
+Each notebook runs to the end with nbclient, then one
 message goes through each chat widget it made (a second turn where the notebook chatted
 already; replies of at most CHAT_TOKENS tokens). The resident memory of the kernel's process
 tree is sampled every 0.2 s; mapped weight files count, as they do in Task Manager.
@@ -26,6 +33,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -38,9 +46,15 @@ NOTEBOOKS = ROOT / "notebooks"
 sys.path.insert(0, str(ROOT))
 
 from phi3_aipc import catalog  # noqa: E402
+from phi3_aipc.cache import MANIFEST  # noqa: E402
 from phi3_aipc.files import disk_bytes, link_or_copy  # noqa: E402
+from phi3_aipc.standin import PHI3_MINI_LAYERS  # noqa: E402
 
 MODEL = catalog.DEFAULT_MODEL
+# What notebooks 02 and 03 download to quantize: (repository, its subfolder, the notebook's folder)
+FP16 = {"03": ("OpenVINO/Phi-3-mini-4k-instruct-fp16-ov", "", "fp16-ov"),
+        "02": ("microsoft/Phi-3-mini-4k-instruct-onnx", "cuda/cuda-fp16", "fp16-onnx")}
+QUANTIZED_HERE = tuple(FP16)  # the notebooks that run as `auto`
 COMMIT = "0123456789abcdef0123456789abcdef01234567"  # the placed snapshots' revision
 # Peak memory of the kernel and its children, in copies of the model's bf16 weights. With the
 # real model the promise is 10 GB on a 16 GB PC. On the 4-layer bench stand-in about 0.5 GB of
@@ -48,15 +62,19 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"  # the placed snapshots' rev
 # a moment (its mapped file and the tensors copied out of it): 1.5-2.0 copies were measured for
 # notebooks 00, 02 and 05 across runs. A chat that loads a second copy (fp32) beside the
 # notebook's adds 2 copies, which every limit below but 01's and 04's catches.
-# Notebook 03 makes an fp16 export to compare sizes where it fits (always at the bench stand-in's
-# size; skipped on a 16 GB PC with the real model): 2.25 copies measured while it ran.
+# Notebook 03 quantizes OpenVINO's fp16 IR with NNCF (the IR stays mapped: at full size 2.4 GB of
+# its own beside up to 7.6 GB of mapped file, scripts/quantize_full_size.py) and compares fp16,
+# int8 and two int4 builds, loading one at a time. Running the fp16 one holds its mapped file and
+# the CPU's converted copy, 2 copies: 3.02 were measured on the bench stand-in with the kernel's;
+# where that does not fit (a 16 GB PC with the real model) the notebook leaves the fp16 run out.
 # Notebooks 01 and 04 run the NPU library, which loads the whole checkpoint in fp32 before it
 # quantizes (its worker peaked at 3.8 copies); in notebook 01 the kernel also kept about 1.5
 # copies after deleting its model while the precision tour's and the chat's workers loaded
 # theirs (4.9 copies); notebook 04's benchmark peaked at 6.7 copies while the NPU library's
-# worker ran beside its parent. Both run those steps only where they fit (on a 16 GB PC with
-# the real model they skip them and say why), and the CI-sized test leaves them out for time.
-LIMITS = {"00": 2.5, "01": 5.5, "02": 2.5, "03": 3.0, "04": 7.5, "05": 2.5}
+# worker ran beside its parent. Where the fp32 load does not fit (a 16 GB PC with the real
+# model), notebook 01 runs the library on the offline stand-in and notebook 04 skips it; neither
+# emulates the NPU at full size unless asked. The CI-sized test leaves them out for time.
+LIMITS = {"00": 2.5, "01": 5.5, "02": 2.5, "03": 3.5, "04": 7.5, "05": 2.5}
 CHAT_MESSAGE = "What can an AI PC do with a language model?"
 # The reply's length hardly moves the peak (the KV cache of 32 more tokens is small), and the NPU
 # library's route makes about a token a second on this CPU: the budget's replies stop at 32.
@@ -145,22 +163,29 @@ def run_notebook(path: Path, timeout: int) -> dict:
             "chats": chats, "error": error}
 
 
-def place(hub: Path, repo: str, subfolder: str, files: Path) -> None:
+def place(hub: Path, repo: str, subfolder: str, files: Path, skip: str = "") -> None:
     """Lay out `files` as huggingface_hub caches `repo` (at `subfolder`), as links (hard links
     or copies where Windows allows no symbolic links)."""
     root = hub / f"models--{repo.replace('/', '--')}"
     (root / "refs").mkdir(parents=True, exist_ok=True)
     (root / "refs" / "main").write_text(COMMIT)
-    target = root / "snapshots" / COMMIT / subfolder
+    place_files(files, root / "snapshots" / COMMIT / subfolder, skip)
+
+
+def place_files(files: Path, target: Path, skip: str = "") -> None:
     target.mkdir(parents=True, exist_ok=True)
     for f in files.iterdir():
-        if f.is_file() and not (target / f.name).exists():
+        if f.is_file() and f.name != skip and not (target / f.name).exists():
             link_or_copy(f.resolve(), target / f.name)
 
 
-def set_up(layers: int, work: Path) -> tuple[Path, float, float]:
-    """The stand-in, its int4 builds, and a Hugging Face home that holds them under the real
-    ids. Returns (HF home, one model copy in GB, the prebuilt download in GB)."""
+def set_up(layers: int, work: Path, names: list[str]) -> tuple[Path, float, float | None,
+                                                                dict[str, Path]]:
+    """The stand-in, what the notebooks `names` (prefixes such as "03") download, made from it,
+    and a Hugging Face home that holds them under the real ids: the prebuilt int4 builds (not
+    needed when only notebooks 01 and 03 run at full size: 01 then emulates no NPU, 03 quantizes),
+    and the fp16 builds notebooks 02 and 03 quantize. Returns (HF home, one model copy in GB, the
+    prebuilt download in GB or None, the fp16 builds by notebook)."""
     from phi3_aipc.backends import prepare
     from phi3_aipc.standin import bench_name, ensure_bench_stand_in
 
@@ -168,6 +193,18 @@ def set_up(layers: int, work: Path) -> tuple[Path, float, float]:
     model = bench_name(layers)
     copy_gb = sum(f.stat().st_size for f in stand_in.glob("*.safetensors")) / 1e9
     home = work / "hf-home"
+    place(home / "hub", MODEL, "", stand_in)
+    fp16 = {}
+    if "03" in names:
+        fp16["03"] = made_by_quantize_script("fp16-ir", layers) or \
+            prepare("openvino", "fp16", "CPU", model)
+    if "02" in names:
+        fp16["02"] = made_by_quantize_script("fp16-onnx", layers) or fp16_onnx(stand_in)
+    for name, folder in fp16.items():
+        repo, subfolder, _ = FP16[name]
+        place(home / "hub", repo, subfolder, folder, skip=MANIFEST)
+    if layers == PHI3_MINI_LAYERS and not set(names) - {"01", "03"}:
+        return home, copy_gb, None, fp16
     builds = {("openvino", "CPU"): prepare("openvino", "int4", "CPU", model),
               ("openvino", "NPU"): prepare("openvino", "int4", "CPU", model, preset="npu"),
               ("onnxruntime-genai", "cpu"): prepare("onnxruntime-genai", "int4", "cpu", model)}
@@ -175,9 +212,51 @@ def set_up(layers: int, work: Path) -> tuple[Path, float, float]:
     for (route, device), folder in builds.items():
         build = next(b for b in entry.prebuilt_for(route) if device in b.devices)
         place(home / "hub", build.repo, build.subfolder, folder)
-    place(home / "hub", MODEL, "", stand_in)
     download_gb = disk_bytes(builds[("openvino", "CPU")].resolve()) / 1e9
-    return home, copy_gb, download_gb
+    return home, copy_gb, download_gb, fp16
+
+
+def made_by_quantize_script(name: str, layers: int) -> Path | None:
+    """scripts/quantize_full_size.py's fp16 build of the full-size stand-in, if it made one:
+    the same files, so the disk holds them once."""
+    from phi3_aipc.cache import cache_dir
+
+    folder = cache_dir() / "quantize-full-size" / name
+    made = any((folder / f).is_file() for f in ("openvino_model.xml", "genai_config.json"))
+    return folder if layers == PHI3_MINI_LAYERS and made else None
+
+
+def fp16_onnx(stand_in: Path) -> Path:
+    """Microsoft's fp16 ONNX layout (the builder's `-p fp16 -e cuda`) of the stand-in, once."""
+    from phi3_aipc.cache import build_once, cache_dir
+
+    def build(tmp: Path) -> None:
+        subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i",
+                        str(stand_in), "-o", str(tmp), "-p", "fp16", "-e", "cuda", "-c",
+                        str(tmp / ".builder-cache")], check=True, stdout=subprocess.DEVNULL)
+        shutil.rmtree(tmp / ".builder-cache", ignore_errors=True)
+
+    return build_once(cache_dir() / "budget" / f"fp16-onnx-{stand_in.name}", build)
+
+
+def as_downloaded(name: str, fp16: Path) -> None:
+    """Notebook `name`'s `hf download ... --local-dir` folder, filled as a download would fill it
+    (offline, hf download returns an existing folder and finds nothing in the cache)."""
+    from phi3_aipc.exports import export_dir
+    from phi3_aipc.models import resolve_model
+
+    _, subfolder, local = FP16[name]
+    folder = export_dir(resolve_model(MODEL, progress=False, weights=False), local)
+    target = Path(f"{folder}.partial") / subfolder
+    if folder.exists() or target.exists():
+        return
+    target.mkdir(parents=True)
+    for f in fp16.iterdir():  # onnx refuses external data behind a symbolic or hard link
+        if f.is_file() and f.name != MANIFEST:  # a download has no manifest of ours
+            if ".onnx" in f.name:
+                shutil.copy2(f, target / f.name)
+            else:
+                link_or_copy(f.resolve(), target / f.name)
 
 
 def hold_memory(as_if_gb: float) -> subprocess.Popen | None:
@@ -232,9 +311,10 @@ def table(results: dict, kept: dict[str, str] | None = None) -> str:
                       f"{note} |")
     lines += [rows[name] for name in sorted(rows)]
     lines.append("")
-    lines.append(f"Downloads: the prebuilt int4 build is about {results['download_gb']:.1f} GB "
-                 "(the OpenVINO one; the ONNX one is similar); the checkpoint, for the "
-                 f"notebooks that use it, {results['model_copy_gb']:.1f} GB.")
+    lines.append(f"Downloads: the prebuilt int4 build is about {results['download_gb'] or 2.0:.1f} "
+                 "GB (the OpenVINO one; the ONNX one is similar); the fp16 builds notebooks 02 "
+                 f"and 03 quantize, {results['model_copy_gb']:.1f} GB each; the checkpoint, for "
+                 f"the notebooks that use it, {results['model_copy_gb']:.1f} GB.")
     return "\n".join(lines)
 
 
@@ -272,24 +352,31 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     out = Path(opts.json) if opts.json else work.parent / f"layers-{opts.layers}.json"
     print(f"setting up the {opts.layers}-layer stand-in and its prebuilt builds ...", flush=True)
-    home, copy_gb, download_gb = set_up(opts.layers, work)
+    paths = sorted(NOTEBOOKS.glob("*.ipynb"))
+    if opts.names:  # names or prefixes of the notebooks, or notebook files (run in notebooks/)
+        paths = [Path(n) for n in opts.names if n.endswith(".ipynb") and Path(n).is_file()] + \
+            [p for p in paths if any(p.stem.startswith(n) for n in opts.names)]
+    home, copy_gb, download_gb, fp16 = set_up(opts.layers, work, [p.stem[:2] for p in paths])
     env_bin = str(Path(sys.executable).parent)  # optimum-cli, as in an activated environment
     os.environ.update({"PATH": os.pathsep.join([env_bin, os.environ.get("PATH", "")]),
                        "PHI3_AIPC_MODEL": MODEL, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1",
                        "PHI3_AIPC_PREBUILT": "yes",
                        "PHI3_AIPC_CACHE": str(work / "cache")})
-    paths = sorted(NOTEBOOKS.glob("*.ipynb"))
-    if opts.names:  # names or prefixes of the notebooks, or notebook files (run in notebooks/)
-        paths = [Path(n) for n in opts.names if n.endswith(".ipynb") and Path(n).is_file()] + \
-            [p for p in paths if any(p.stem.startswith(n) for n in opts.names)]
     results = {"date": date.today().isoformat(), "machine": f"{cpu_model()}, "
                f"{memory_gb()['total']} GB", "layers": opts.layers, "as_if_gb": opts.as_if_gb,
-               "model_copy_gb": round(copy_gb, 2), "download_gb": round(download_gb, 2),
+               "model_copy_gb": round(copy_gb, 2),
+               "download_gb": None if download_gb is None else round(download_gb, 2),
                "limits": LIMITS, "notebooks": {}}
     held = hold_memory(opts.as_if_gb) if opts.as_if_gb else None
     try:
         for path in paths:
             print(f"running {path.name} ...", flush=True)
+            # notebooks 02 and 03 quantize by default on a 16 GB PC: their `auto`, not the
+            # prebuilt build
+            auto = path.stem[:2] in QUANTIZED_HERE
+            os.environ["PHI3_AIPC_PREBUILT"] = "auto" if auto else "yes"
+            if auto:
+                as_downloaded(path.stem[:2], fp16[path.stem[:2]])
             r = run_notebook(path, opts.timeout)
             if held is not None and held.poll() is not None:
                 r["error"] = (r["error"] or "") + " (the memory holder was killed: the machine " \
