@@ -59,10 +59,10 @@ def ov_optimum(src: Path, out: Path) -> None:
 
 
 def ort_quantizer(src: Path, out: Path) -> None:
-    """onnxruntime's MatMulNBitsQuantizer over the fp16 ONNX (block 32, as Microsoft's CPU int4)."""
+    """onnxruntime's MatMulNBitsQuantizer over the fp16 ONNX, as notebook 02 runs it."""
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    quantizer = MatMulNBitsQuantizer(str(src / "model.onnx"), block_size=32, is_symmetric=True,
+    quantizer = MatMulNBitsQuantizer(str(src / "model.onnx"), block_size=128, is_symmetric=True,
                                      accuracy_level=4)
     quantizer.process()
     shutil.copytree(src, out, ignore=shutil.ignore_patterns("model.onnx*"))
