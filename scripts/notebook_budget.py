@@ -301,7 +301,8 @@ def table(results: dict, kept: dict[str, str] | None = None) -> str:
     lines = ["Measured with the full-size stand-in "
              f"(Phi-3-mini-4k's shapes, random weights; one model copy = "
              f"{results['model_copy_gb']:.1f} GB in bf16) as a {results['as_if_gb'] or '?'} GB "
-             "PC, on the default (prebuilt) path, with one chat message per widget: ",
+             "PC, on the default path (the prebuilt int4 builds; notebooks 02 and 03 quantize the "
+             "published fp16 builds), with one chat message per widget: ",
              "", *TABLE_HEAD]
     rows = dict(kept or {})
     for name, r in results["notebooks"].items():
