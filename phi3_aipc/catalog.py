@@ -15,6 +15,12 @@ from types import MappingProxyType
 FAMILY = ("phi3",)  # the config.json model_type every route here is written for
 # The export OpenVINO GenAI's NPU guide asks for (symmetric int4, channel-wise, every layer).
 NPU_EXPORT = "--weight-format int4 --sym --group-size -1 --ratio 1.0"
+PREBUILT_PRECISION = "int4"  # what every publisher's ready-made build here is
+
+
+def base_device(device: str) -> str:
+    """A device without its number: "GPU" for OpenVINO's "GPU.1" (builds are made per kind)."""
+    return device.split(".")[0]
 
 
 @dataclass(frozen=True)
@@ -24,9 +30,12 @@ class Prebuilt:
     route: str
     repo: str
     subfolder: str = ""
-    precision: str = "int4"
+    precision: str = PREBUILT_PRECISION
     devices: tuple[str, ...] = ()  # what it is made for, in the route's device names
     settings: str = ""  # how it was quantized, as its model card says
+
+    def made_for(self, device: str) -> bool:
+        return base_device(device) in self.devices
 
 
 @dataclass(frozen=True)

@@ -302,27 +302,6 @@ def download(repo_id: str, progress: bool = True, folder: str = "",
                             "models).") from None
 
 
-def prebuilt_source(route: str, model: str | None, device: str) -> ModelSource:
-    """The catalog's ready-made build of `model` (None: the default model) for `route`, the
-    one made for `device` where there are several; downloaded, or found in the cache."""
-    from .catalog import MODELS, known
-    from .errors import BadInput
-
-    name = catalog_id(model or default_model())
-    entry = known(name)
-    builds = [b for b in entry.prebuilt_for(route) if device in b.devices] if entry else []
-    if not builds:
-        offered = [m.id for m in MODELS.values()
-                   if any(device in b.devices for b in m.prebuilt_for(route))]
-        raise BadInput(f"No prebuilt {route} build for {device} is known for {name!r} (there "
-                       f"is for {', '.join(offered) or 'no model'}). Leave out --prebuilt to "
-                       "make your own.")
-    chosen = builds[0]
-    path = download(chosen.repo, folder=chosen.subfolder,
-                    patterns=None if chosen.subfolder else ["*"])
-    return ModelSource("/".join(filter(None, [chosen.repo, chosen.subfolder])), path, "prebuilt")
-
-
 def hub_unreachable(timeout: float = 3.0) -> str | None:
     """None if the hub answers within `timeout` seconds, else a short reason."""
     import requests

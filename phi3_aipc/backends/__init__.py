@@ -11,8 +11,9 @@ from pathlib import Path
 
 from ..errors import BadInput
 from ..models import ModelSource, check_route_can_read, resolve_model, with_weights
+from ..prebuilt import CHOICE_ENV, decide
 from .base import Route
-from .plan import Plan
+from .plan import PREBUILT, Plan
 from .session import GenerationRequest, GenerationResult, Metrics, Session
 
 # name -> "module:class".
@@ -43,40 +44,32 @@ def installed_routes() -> list[Route]:
 
 def prepare_artifact(plan: Plan, model: str | ModelSource | None = None,
                      progress: bool = True) -> tuple[ModelSource, Path]:
-    """Find the model (or the route's own ready-made one) and prepare it as `plan` says."""
+    """Find the model (or the publisher's ready-made build) and prepare it as `plan` says."""
     route = get_route(plan.route)
-    name = model.name if isinstance(model, ModelSource) else model
-    source = route.own_source(plan, name)
-    if source is None:
-        source = model if isinstance(model, ModelSource) else \
-            resolve_model(model, progress, weights=False)  # enough to choose
+    source = model if isinstance(model, ModelSource) else None
+    if not plan.prebuilt:
+        source = source or resolve_model(model, progress, weights=False)  # enough to choose
         check_route_can_read(source.path, route.name)
-        instead = prebuilt_instead(route, plan, source)
-        if instead is not None:
-            plan, source = instead, route.own_source(instead, source.name)
-        else:
-            source = with_weights(source, progress)  # exported or loaded: now it needs them
+        plan = prebuilt_instead(route, plan, source)
+    own = route.own_source(plan, source.name if source else model)
+    source = own or with_weights(source, progress)  # exported or loaded: now it needs them
     return source, route.prepare(plan, source)
 
 
-def prebuilt_instead(route: Route, plan: Plan, source: ModelSource) -> Plan | None:
-    """The plan that takes the publisher's ready-made build, where the request is the route's
-    default one and PHI3_AIPC_PREBUILT says so (by default: when the export would not fit this
-    PC), as the notebooks do; else None. Says why on stderr."""
-    from ..exports import CHOICE_ENV, prebuilt_choice
-
-    if "prebuilt" not in {o.name for o in route.options} or plan.prepare_options.get("prebuilt"):
-        return None
-    asked = {k: v for k, v in plan.prepare_options.items() if k != "skip_preflight"}
-    if asked != route.plan(plan.precision, plan.device, None, plan.load_options).prepare_options:
-        return None  # settings of one's own: an export of one's own
-    use, why = prebuilt_choice(route.name, source, plan.device, plan.precision,
-                               exported=route.export_folder(plan, source))
-    if not use:
-        return None
-    print(f"Using the publisher's prebuilt {route.name} build of {source.name} ({why}); "
+def prebuilt_instead(route: Route, plan: Plan, source: ModelSource) -> Plan:
+    """`plan`, or the plan that takes the publisher's ready-made build where the request is the
+    route's default one and PHI3_AIPC_PREBUILT says so (by default: when the export would not
+    fit this PC), as the notebooks do. Says why on stderr. Where the memory check has run, the
+    export does not run it again."""
+    if PREBUILT.name not in {o.name for o in route.options} or not plan.is_default:
+        return plan  # settings of one's own: an export of one's own
+    chosen = decide(route.name, source, plan.device, plan.precision,
+                    exported=route.export_folder(plan, source))
+    if not chosen.use:
+        return plan.but(skip_preflight=True) if chosen.fits_checked else plan
+    print(f"Using the publisher's prebuilt {route.name} build of {source.name} ({chosen.why}); "
           f"{CHOICE_ENV}=no exports instead.", file=sys.stderr, flush=True)
-    return route.plan(plan.precision, plan.device, {"prebuilt": True}, plan.load_options)
+    return plan.as_prebuilt()
 
 
 def prepare(route: str, precision: str | None = None, device: str | None = None,

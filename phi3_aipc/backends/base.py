@@ -17,9 +17,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..cache import artifact_dir
+from ..catalog import PREBUILT_PRECISION
 from ..errors import BadInput, DeviceUnavailable
 from ..models import ModelSource
-from .plan import Option, Plan
+from ..prebuilt import prebuilt_source
+from .plan import CONTROLS, Option, Plan
 from .session import Session
 
 
@@ -129,12 +132,19 @@ class Route(ABC):
                                    + (f" (its options: {', '.join(accepted)})." if accepted
                                       else "."))
                 check_option_type(accepted[key], value)
+        controls = {k: prepare_options.pop(k) for k in CONTROLS if k in prepare_options}
         precision = self.check_precision(precision)
         device, notes = self.choose_device(device)
         if not self.is_installed():
             raise DeviceUnavailable(f"The {self.name} route is not installed in this Python "
                                     f"environment. Install it with: {self.install_hint}")
-        plan = Plan(self.name, precision, device, prepare_options, load_options, tuple(notes))
+        plan = Plan(self.name, precision, device, prepare_options, load_options, tuple(notes),
+                    is_default=not prepare_options, prebuilt=bool(controls.get("prebuilt")),
+                    skip_preflight=bool(controls.get("skip_preflight")))
+        if plan.prebuilt and (prepare_options or precision != PREBUILT_PRECISION):
+            raise BadInput(f"A prebuilt model comes as it is ({PREBUILT_PRECISION}, made for one "
+                           "device): leave out the other settings, or make your own without "
+                           "--prebuilt.")
         return self.refine(plan)
 
     def check_precision(self, precision: str | None) -> str:
@@ -162,35 +172,16 @@ class Route(ABC):
         return plan
 
     # --- doing it ---------------------------------------------------------------------------
-    def prebuilt_plan(self, plan: Plan) -> Plan | None:
-        """For a request with the `prebuilt` option (routes that offer one): the plan that
-        downloads the catalog's ready-made build instead of exporting. None otherwise."""
-        options = {k: v for k, v in plan.prepare_options.items() if k != "skip_preflight"}
-        if not options.pop("prebuilt", False):
-            return None
-        if options or plan.precision != "int4":
-            raise BadInput("A prebuilt model comes as it is (int4, made for one device): leave "
-                           "out the other settings, or make your own without --prebuilt.")
-        return plan.but(prepare_options={"prebuilt": True})
-
     def export_folder(self, plan: Plan, source: ModelSource) -> Path:
         """Where the cache keeps `plan`'s export of `source`: keyed by the settings it is made
         with, not by how it was asked for."""
-        from ..cache import artifact_dir
-
-        settings = {k: v for k, v in plan.prepare_options.items()
-                    if k not in ("skip_preflight", "prebuilt")}
         return artifact_dir(self.name, source.name, source.fingerprint(), plan.precision,
-                            settings)
+                            dict(plan.prepare_options))
 
     def own_source(self, plan: Plan, model: str | None) -> ModelSource | None:
         """A ready-made model the route fetches itself (with `prebuilt`: the catalog's build of
         `model` for the plan's device, downloaded or found in the cache), or None."""
-        if not plan.prepare_options.get("prebuilt"):
-            return None
-        from ..models import prebuilt_source
-
-        return prebuilt_source(self.name, model, plan.device.split(".")[0])
+        return prebuilt_source(self.name, model, plan.device) if plan.prebuilt else None
 
     @abstractmethod
     def prepare(self, plan: Plan, source: ModelSource) -> Path:

@@ -211,17 +211,15 @@ class OnnxRuntimeGenAIRoute(Route):
         return device, notes
 
     def refine(self, plan: Plan) -> Plan:
-        prebuilt = self.prebuilt_plan(plan)
-        if prebuilt:
-            return prebuilt
+        if plan.prebuilt:
+            return plan
         options = dict(plan.prepare_options)
-        skip = options.pop("skip_preflight", False)
         # fp16 is a DirectML build, fp32 a CPU build; int4 is built for the device it runs on.
         target = options.pop("target", None) or {"fp16": "dml", "fp32": "cpu"}.get(
             plan.precision, plan.device)
         built = build_options(plan.precision, target, options.get("block_size"),
                               options.get("accuracy_level"))
-        return plan.but(prepare_options={**built, **({"skip_preflight": True} if skip else {})})
+        return plan.but(prepare_options=built)
 
     def devices_here(self) -> list[str]:
         """DirectML first where it is installed and works; the CPU provider always."""
@@ -257,11 +255,11 @@ class OnnxRuntimeGenAIRoute(Route):
             check_given(source.path)
             return source.path
         precision = plan.precision
-        options = {k: v for k, v in plan.prepare_options.items() if k != "skip_preflight"}
+        options = dict(plan.prepare_options)
         final = self.export_folder(plan, source)
 
         def build(tmp: Path) -> None:
-            if not plan.prepare_options.get("skip_preflight"):
+            if not plan.skip_preflight:
                 preflight(source.path, precision, f"Building {source.name} for ONNX Runtime "
                           f"GenAI {precision}")
             with tempfile.TemporaryDirectory() as scratch:  # the builder's temporary files

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from ..cache import build_once, cache_dir, check_given, read_manifest, write_manifest
-from ..catalog import MODELS, NPU_EXPORT, known
+from ..catalog import MODELS, NPU_EXPORT, base_device, known
 from ..chat import stop_token_ids
 from ..errors import BadInput, DeviceUnavailable, ModelNotFound
 from ..hardware import preflight
@@ -175,12 +175,9 @@ class OpenVINORoute(Route):
         return super().choose_device(device)
 
     def refine(self, plan: Plan) -> Plan:
-        prebuilt = self.prebuilt_plan(plan)
-        if prebuilt:
-            prepared = dict(prebuilt.prepare_options)
-        else:
+        prepared: dict = {}
+        if not plan.prebuilt:
             options = dict(plan.prepare_options)
-            skip = options.pop("skip_preflight", False)
             if plan.precision == "int4" and plan.device == "NPU" and "preset" not in options:
                 options["preset"] = "npu"  # the NPU's export, unless asked otherwise
             prepared = weight_options(plan.precision, **options)
@@ -191,8 +188,6 @@ class OpenVINORoute(Route):
                 problem = npu_problem(asked, None)
                 if problem:
                     raise BadInput(not_ready_message("This int4 export", asked, problem))
-            if skip:
-                prepared["skip_preflight"] = True
         load = dict(plan.load_options)
         check_device(plan.device, **load)
         notes = list(plan.notes)
@@ -206,7 +201,7 @@ class OpenVINORoute(Route):
 
     def devices_here(self) -> list[str]:
         """What OpenVINO lists (CPU first), e.g. ['CPU', 'GPU', 'NPU'] on an AI PC."""
-        found = [d for d in available_devices() if d.split(".")[0] in ("CPU", "GPU", "NPU")]
+        found = [d for d in available_devices() if base_device(d) in ("CPU", "GPU", "NPU")]
         return sorted(found, key=lambda d: d != "CPU")
 
     def picker_devices(self) -> list[str]:
@@ -216,7 +211,7 @@ class OpenVINORoute(Route):
         return device_report()
 
     def verdict(self, facts: dict, versions: dict) -> Verdict:
-        names = {d["name"].split(".")[0] for d in facts.get("devices", [])}
+        names = {base_device(d["name"]) for d in facts.get("devices", [])}
         if not (versions.get("openvino-genai") and versions.get("optimum-intel")):
             return Verdict("missing", "openvino-genai or optimum-intel is missing.",
                            self.install_hint)
@@ -242,8 +237,7 @@ class OpenVINORoute(Route):
         return [(compiled_cache_root(), "compiled-model blobs, per OpenVINO and NPU driver")]
 
     def prepare(self, plan: Plan, source: ModelSource) -> Path:
-        settings = {k: v for k, v in plan.prepare_options.items()
-                    if k not in ("skip_preflight", "prebuilt")}
+        settings = dict(plan.prepare_options)
         precision = plan.precision
         if (source.path / "openvino_model.xml").is_file():  # already an export: use it
             made = check_export(source.path)
@@ -254,7 +248,7 @@ class OpenVINORoute(Route):
         final = self.export_folder(plan, source)
 
         def build(tmp: Path) -> None:
-            if not plan.prepare_options.get("skip_preflight"):
+            if not plan.skip_preflight:
                 preflight(source.path, precision, f"Exporting {source.name} to OpenVINO "
                           f"{precision}")
             cmd = export_command(source.path, tmp, precision, settings)
@@ -519,7 +513,7 @@ def check_device(device: str, emulate_npu: bool = False, max_prompt_len: int | N
             raise BadInput(f"{name} must be at least 1; got {value}.")
     found = available_devices()
     if device.startswith(("GPU", "NPU")) and device not in found \
-            and device not in {d.split(".")[0] for d in found} and not emulate_npu:
+            and device not in {base_device(d) for d in found} and not emulate_npu:
         hint = (" For a PC without an NPU, emulate_npu (--emulate-npu) runs OpenVINO's NPU "
                 "pipeline on the CPU, for learning (its timings are CPU timings)."
                 if device == "NPU" else " Install Intel's GPU driver if this PC has an Intel GPU.")
