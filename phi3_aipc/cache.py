@@ -89,7 +89,8 @@ def quality_dir() -> Path:
     return cache_dir() / "quality"
 
 
-def build_once(final: Path, build: Callable[[Path], None]) -> Path:
+def build_once(final: Path, build: Callable[[Path], None],
+               adopt: Callable[[Path], None] | None = None) -> Path:
     """Return `final`, building it first with `build(tmp_folder)` unless a sound one exists.
 
     The folder is built under a temporary name beside `final`, sealed (every file's size and
@@ -99,6 +100,10 @@ def build_once(final: Path, build: Callable[[Path], None]) -> Path:
     no longer match its manifest is reported and built again. A finished build is never
     deleted: where the rename fails (Windows: a file in it is still open), it is kept, and the
     next call renames it into place instead of building again.
+
+    `adopt`: for a folder where someone builds by hand too (a notebook's export): a finished
+    folder there without a seal is checked by `adopt(final)` (which raises if it is not
+    finished) and sealed as it is, never discarded and built again.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(final) + ".lock"):
@@ -107,6 +112,11 @@ def build_once(final: Path, build: Callable[[Path], None]) -> Path:
                 move_into_place(stale, final)  # and checked below, as any finished folder
             else:  # a build that was killed halfway
                 shutil.rmtree(stale, ignore_errors=True)
+        if final.is_dir() and adopt is not None and not {"files", "damaged"} & set(
+                read_manifest(final)):
+            adopt(final)
+            seal(final)
+            return final
         if final.is_dir():
             problem = check_sealed(final)
             if problem is None:
@@ -356,7 +366,7 @@ def list_artifacts(library_folders: list[tuple[str, Path, str]] = ()) -> list[di
                       "size_mb": round(folder_size_mb(folder), 1),
                       "path": str(folder)})
     for folder in sorted(cache_dir().glob("notebooks/*/*")):  # the notebooks' own exports
-        if folder.is_dir():
+        if folder.is_dir() and not folder.name.startswith("."):  # not a build under way
             unfinished = " (unfinished: a later run makes it again)" \
                 if folder.name.endswith(".partial") else ""
             found.append({"route": "notebooks", "model": folder.parent.name, "precision": "-",

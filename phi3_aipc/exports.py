@@ -3,8 +3,9 @@ whether it fits on this PC, and when the publisher's ready-made build is the bet
 
 A notebook types the command itself (`!optimum-cli export openvino ...`, the ORT GenAI model
 builder), into `<folder>.partial`, and renames the folder when the command has succeeded, so an
-interrupted export is never taken for a finished one. This module only finds the folder and
-takes the choice `prebuilt.decide` makes (PHI3_AIPC_PREBUILT).
+interrupted export is never taken for a finished one. This module finds the folder, takes the
+choice `prebuilt.decide` makes (PHI3_AIPC_PREBUILT), and, for a notebook that needs another
+notebook's export, asks the route for the same command and builds through `cache.build_once`.
 """
 from __future__ import annotations
 
@@ -12,13 +13,12 @@ import hashlib
 import re
 from pathlib import Path
 
-from filelock import FileLock
-
+from .backends import get_route
 from .cache import cache_dir
 from .catalog import PREBUILT_PRECISION
-from .models import ModelSource, resolve_model, with_weights
+from .errors import BadInput, ModelNotFound
+from .models import ModelSource, resolve_model
 from .prebuilt import decide, prebuilt_source
-from .processes import run_tool
 
 
 def export_dir(source: ModelSource, name: str = "") -> Path:
@@ -53,36 +53,31 @@ def openvino_int4(source: ModelSource | None = None, device: str = "CPU") -> Pat
     need it: the publisher's build for `device` where that is the choice, the folder notebook
     03 made (channel-wise: it suits the NPU too), or made now with the same `optimum-cli`
     command."""
-    from .backends.openvino import PRESETS, export_command
-
-    source = source or resolve_model(weights=False)  # the weights only if it is exported
-    mine = export_dir(source, "int4-ov")
-    final = use_prebuilt("openvino", source, device, exported=mine) or mine
-    with FileLock(f"{final}.lock"):  # two notebooks (or test workers) asking at once: one builds
-        if not final.exists():
-            partial = Path(f"{final}.partial")
-            source = with_weights(source)
-            run_tool(export_command(source.path, partial, "int4", PRESETS["default"]),
-                     "The OpenVINO export", partial)
-            partial.rename(final)
-    return final
+    return notebook_export("openvino", source, device, "int4-ov")
 
 
 def onnx_int4(source: ModelSource | None = None, provider: str = "cpu") -> Path:
     """Notebook 02's int4 build of `source` for `provider` ("cpu" or "dml"), found or made the
     same way as `openvino_int4`."""
-    from .backends.onnxruntime_genai import build_options, builder_command
+    return notebook_export("onnxruntime-genai", source, provider, f"int4-{provider}",
+                           {"target": provider})
 
-    source = source or resolve_model(weights=False)  # the weights only if it is built
-    mine = export_dir(source, f"int4-{provider}")
-    final = use_prebuilt("onnxruntime-genai", source, provider, exported=mine) or mine
-    with FileLock(f"{final}.lock"):
-        if not final.exists():
-            partial = Path(f"{final}.partial")
-            source = with_weights(source)
-            options = build_options("int4", provider, None, None)
-            run_tool(builder_command(source.path, partial, "int4", options,
-                                     final.parent / "builder-cache"),
-                     "The ONNX Runtime GenAI model builder", partial)
-            partial.rename(final)
-    return final
+
+def notebook_export(route_name: str, source: ModelSource | None, device: str, name: str,
+                    options: dict | None = None) -> Path:
+    """The publisher's build for `device` where that is the choice; else the notebook's export
+    `name` of `source` with the route's default int4 settings (and `options`): the one a
+    notebook made by hand is checked and sealed on first use, never made again; a missing one
+    is made with the route's own command, through the cache's locked, sealed build."""
+    source = source or resolve_model(weights=False)  # the weights only if it is exported
+    mine = export_dir(source, name)
+    built = use_prebuilt(route_name, source, device, exported=mine)
+    if built:
+        return built
+    route = get_route(route_name)
+    plan = route.plan(PREBUILT_PRECISION, route.default_device, options)
+    try:
+        return route.build_export(plan, source, mine, adopt=True)
+    except ModelNotFound as err:  # a folder of the learner's that is not a finished export
+        raise BadInput(f"{mine} is not a finished export ({err}). Delete it, and this makes "
+                       "it again (or run the notebook's export cell again).") from None

@@ -12,16 +12,20 @@ know its name.
 from __future__ import annotations
 
 import importlib.util
+import sys
+import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..cache import artifact_dir
+from ..cache import artifact_dir, build_once, check_given, write_manifest
 from ..catalog import PREBUILT_PRECISION
 from ..errors import BadInput, DeviceUnavailable
-from ..models import ModelSource
+from ..hardware import preflight
+from ..models import ModelSource, with_weights
 from ..prebuilt import prebuilt_source
+from ..processes import run_tool
 from .plan import CONTROLS, Option, Plan
 from .session import Session
 
@@ -61,6 +65,9 @@ class Route(ABC):
     install_hint: str = ""  # the command that installs them
     options: tuple[Option, ...] = ()  # its own settings (prepare and load keywords, CLI flags)
     doctor_key: str | None = None  # the doctor report's key for `facts()`
+    artifact_marker: str | None = None  # a file only this route's artifacts hold
+    artifact_kind: str = ""  # what such a folder is, e.g. "an OpenVINO export"
+    export_tool: str = ""  # what makes one, e.g. "The OpenVINO export"
 
     # --- what it is -------------------------------------------------------------------------
     def is_installed(self) -> bool:
@@ -183,9 +190,16 @@ class Route(ABC):
         `model` for the plan's device, downloaded or found in the cache), or None."""
         return prebuilt_source(self.name, model, plan.device) if plan.prebuilt else None
 
-    @abstractmethod
     def prepare(self, plan: Plan, source: ModelSource) -> Path:
-        """Return a folder holding the model in this route's format, as the plan says."""
+        """Return a folder holding the model in this route's format, as the plan says: by
+        default, `source` itself where it already is one (`artifact_marker`), else the export
+        the route's `export_command` makes, once, in the cache. Routes that read the checkpoint
+        as it is override it."""
+        if self.artifact_marker and (source.path / self.artifact_marker).is_file():
+            self.check_artifact(source.path, plan.precision)
+            check_given(source.path)
+            return source.path
+        return self.build_export(plan, source, self.export_folder(plan, source))
 
     @abstractmethod
     def load(self, plan: Plan, artifact: Path, model: str) -> Session:
@@ -196,6 +210,52 @@ class Route(ABC):
         (a notebook's pipeline), from `artifact`: used as it is, never loaded a second time."""
         raise BadInput(f"The {self.name} route cannot take a model loaded elsewhere; let the "
                        "chat load it (and free yours first).")
+
+
+    # --- exporting: the hooks `prepare` and the notebooks' helpers (exports.py) use ---------
+    def export_command(self, source: Path, out: Path | str, plan: Plan,
+                       scratch: Path | None = None) -> list[str]:
+        """The library's own command that exports the checkpoint in `source` to `out` as
+        `plan` says (`scratch`: a folder for its temporary files)."""
+        raise BadInput(f"The {self.name} route makes no export; it reads the checkpoint.")
+
+    def check_artifact(self, folder: Path, precision: str | None = None) -> None:
+        """Refuse a folder that is not a finished artifact of this route (at `precision`)."""
+
+    def smoke_test(self, folder: Path) -> None:
+        """Load a fresh artifact and generate a token: only then does it count as finished."""
+
+    def build_export(self, plan: Plan, source: ModelSource, final: Path,
+                     adopt: bool = False) -> Path:
+        """`final`, exported once through `cache.build_once` (locked, sealed, never half-made)
+        with the route's command, checked, smoke-tested and recorded. `adopt`: an export
+        already there that was made without phi3-aipc (a learner's own, from a notebook) is
+        checked and sealed as it is, never made again."""
+        precision = plan.precision
+
+        def build(tmp: Path) -> None:
+            nonlocal source
+            source = with_weights(source)  # a hub model resolved without them: now it needs them
+            if not plan.skip_preflight:
+                preflight(source.path, precision, f"{self.export_tool} of {source.name} "
+                          f"({precision})")
+            with tempfile.TemporaryDirectory() as scratch:  # the tool's temporary files
+                cmd = self.export_command(source.path, tmp, plan, Path(scratch))
+                shown = self.export_command(source.path, "<output>", plan)
+                print(f"Building {source.name} ({precision}) for the {self.name} route:\n  "
+                      f"{' '.join(shown)}", file=sys.stderr, flush=True)
+                run_tool(cmd, self.export_tool, tmp)
+            self.check_artifact(tmp, precision)
+            self.smoke_test(tmp)
+            write_manifest(tmp, route=self.name, source=source, precision=precision,
+                           options=dict(plan.prepare_options), command=shown,
+                           packages=self.packages)
+
+        def check(folder: Path) -> None:
+            self.check_artifact(folder, precision)
+            self.smoke_test(folder)
+
+        return build_once(final, build, adopt=check if adopt else None)
 
 
 def check_option_type(option, value) -> None:

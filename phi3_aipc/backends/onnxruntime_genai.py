@@ -14,17 +14,12 @@ from __future__ import annotations
 
 import json
 import re
-import sys
-import tempfile
 import time
 from pathlib import Path
 
-from ..cache import build_once, check_given, read_manifest, write_manifest
+from ..cache import read_manifest
 from ..envs import IS_WINDOWS
 from ..errors import BadInput, DeviceUnavailable, ModelNotFound
-from ..hardware import preflight
-from ..models import ModelSource
-from ..processes import run_tool
 from .base import Route, Verdict, WeightsRead
 from .plan import PREBUILT, SKIP_PREFLIGHT, Option, Plan
 from .session import GenerationRequest, GenerationResult, Session, Streamer, TokenStream
@@ -155,20 +150,6 @@ def built_for(genai_config: dict) -> str:
     return "dml" if "dml" in names else "cpu"
 
 
-def smoke_test(folder: Path) -> None:
-    """A build counts as finished only once it loads (on the CPU provider) and generates."""
-    import onnxruntime_genai as og
-
-    config = og.Config(str(folder))
-    config.clear_providers()
-    model = og.Model(config)
-    params = og.GeneratorParams(model)
-    params.set_search_options(max_length=8)
-    generator = og.Generator(model, params)
-    generator.append_tokens([1])
-    generator.generate_next_token()
-
-
 class OnnxRuntimeGenAIRoute(Route):
     name = "onnxruntime-genai"
     precisions = ("int4", "fp16", "fp32")
@@ -181,6 +162,8 @@ class OnnxRuntimeGenAIRoute(Route):
                 "onnxruntime")
     install_hint = 'python -m pip install -e ".[onnx]"'
     doctor_key = "directml"
+    artifact_marker, artifact_kind = "genai_config.json", "an ONNX Runtime GenAI build"
+    export_tool = "The ONNX Runtime GenAI model builder"
     options = (
         Option("target", "prepare", "the provider to build for (default: int4 for the device, "
                "fp16 dml, fp32 cpu)", choices=("cpu", "dml")),
@@ -250,30 +233,25 @@ class OnnxRuntimeGenAIRoute(Route):
         total, embedding, head = onnx_weights(artifact)
         return WeightsRead((total - embedding) / 1e6, head / 1e6, "ONNX initializers")
 
-    def prepare(self, plan: Plan, source: ModelSource) -> Path:
-        if (source.path / "genai_config.json").is_file():  # already built: use it
-            check_given(source.path)
-            return source.path
-        precision = plan.precision
-        options = dict(plan.prepare_options)
-        final = self.export_folder(plan, source)
+    def export_command(self, source: Path, out: Path | str, plan: Plan,
+                       scratch: Path | None = None) -> list[str]:
+        return builder_command(source, out, plan.precision, dict(plan.prepare_options), scratch)
 
-        def build(tmp: Path) -> None:
-            if not plan.skip_preflight:
-                preflight(source.path, precision, f"Building {source.name} for ONNX Runtime "
-                          f"GenAI {precision}")
-            with tempfile.TemporaryDirectory() as scratch:  # the builder's temporary files
-                cmd = builder_command(source.path, tmp, precision, options, Path(scratch))
-                print(f"Building {source.name} for ONNX Runtime GenAI ({precision}, "
-                      f"{options['target']}):\n  {' '.join(cmd)}", file=sys.stderr, flush=True)
-                run_tool(cmd, "The ONNX Runtime GenAI model builder", tmp)
-            check_model_folder(tmp)
-            smoke_test(tmp)
-            shown = builder_command(source.path, "<output>", precision, options)
-            write_manifest(tmp, route=self.name, source=source, precision=precision,
-                           options=options, command=shown, packages=self.packages[:3])
+    def check_artifact(self, folder: Path, precision: str | None = None) -> None:
+        check_model_folder(folder)  # the session checks the precision against the manifest
 
-        return build_once(final, build)
+    def smoke_test(self, folder: Path) -> None:
+        """A build counts as finished only once it loads (on the CPU provider) and generates."""
+        import onnxruntime_genai as og
+
+        config = og.Config(str(folder))
+        config.clear_providers()
+        model = og.Model(config)
+        params = og.GeneratorParams(model)
+        params.set_search_options(max_length=8)
+        generator = og.Generator(model, params)
+        generator.append_tokens([1])
+        generator.generate_next_token()
 
     def load(self, plan: Plan, artifact: Path, model: str) -> Session:
         return OnnxRuntimeGenAISession(plan, artifact, model)

@@ -16,13 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-from ..cache import build_once, cache_dir, check_given, read_manifest, write_manifest
+from ..cache import cache_dir, read_manifest
 from ..catalog import MODELS, NPU_EXPORT, base_device, known
 from ..chat import stop_token_ids
 from ..errors import BadInput, DeviceUnavailable, ModelNotFound
-from ..hardware import preflight
-from ..models import ModelSource
-from ..processes import run_tool
 from .base import Route, Verdict, WeightsRead
 from .plan import PREBUILT, SKIP_PREFLIGHT, Option, Plan
 from .session import GenerationRequest, GenerationResult, Session, Streamer, TokenStream
@@ -99,7 +96,7 @@ def weight_options(precision: str, preset: str | None = None, sym: bool | None =
     return options
 
 
-def export_command(source: Path, out: Path, precision: str, options: dict) -> list[str]:
+def export_command(source: Path, out: Path | str, precision: str, options: dict) -> list[str]:
     """The `optimum-cli export openvino` command for these settings."""
     cmd = ["optimum-cli", "export", "openvino", "--model", str(source),
            "--task", "text-generation-with-past", "--weight-format", precision]
@@ -144,6 +141,8 @@ class OpenVINORoute(Route):
     packages = ("openvino", "openvino-genai", "openvino-tokenizers", "optimum-intel", "nncf")
     install_hint = 'python -m pip install -e ".[openvino]"'
     doctor_key = "openvino"
+    artifact_marker, artifact_kind = "openvino_model.xml", "an OpenVINO export"
+    export_tool = "The OpenVINO export"
     options = (
         Option("preset", "prepare", f"int4 settings: {PRESET_HELP}; default: default",
                choices=tuple(PRESETS)),
@@ -236,32 +235,20 @@ class OpenVINORoute(Route):
     def library_caches(self) -> list[tuple[Path, str]]:
         return [(compiled_cache_root(), "compiled-model blobs, per OpenVINO and NPU driver")]
 
-    def prepare(self, plan: Plan, source: ModelSource) -> Path:
-        settings = dict(plan.prepare_options)
-        precision = plan.precision
-        if (source.path / "openvino_model.xml").is_file():  # already an export: use it
-            made = check_export(source.path)
-            check_given(source.path)
-            if made.get("precision", precision) != precision:
-                raise BadInput(f"{source.path} is a {made['precision']} export, not {precision}.")
-            return source.path
-        final = self.export_folder(plan, source)
+    def export_command(self, source: Path, out: Path | str, plan: Plan,
+                       scratch: Path | None = None) -> list[str]:
+        return export_command(source, out, plan.precision, dict(plan.prepare_options))
 
-        def build(tmp: Path) -> None:
-            if not plan.skip_preflight:
-                preflight(source.path, precision, f"Exporting {source.name} to OpenVINO "
-                          f"{precision}")
-            cmd = export_command(source.path, tmp, precision, settings)
-            print(f"Exporting {source.name} to OpenVINO {precision} {settings or ''}:\n  "
-                  f"{' '.join(cmd[:-1])} {final}", file=sys.stderr, flush=True)
-            run_tool(cmd, "The OpenVINO export", tmp)
-            check_export(tmp)
-            smoke_test(tmp)
-            write_manifest(tmp, route=self.name, source=source, precision=precision,
-                           options=settings, command=cmd[:-1] + ["<output>"],
-                           packages=self.packages)
+    def check_artifact(self, folder: Path, precision: str | None = None) -> None:
+        made = check_export(folder)
+        if precision and made.get("precision", precision) != precision:
+            raise BadInput(f"{folder} is a {made['precision']} export, not {precision}.")
 
-        return build_once(final, build)
+    def smoke_test(self, folder: Path) -> None:
+        """An export counts as finished only once it loads and generates a token."""
+        import openvino_genai as ov_genai
+
+        ov_genai.LLMPipeline(str(folder), "CPU").generate("Hi", max_new_tokens=1)
 
     def load(self, plan: Plan, artifact: Path, model: str) -> Session:
         return OpenVINOSession(plan, artifact, model)
@@ -269,14 +256,6 @@ class OpenVINORoute(Route):
     def adopt(self, plan: Plan, loaded, artifact: Path, model: str) -> Session:
         """A session around an `openvino_genai.LLMPipeline` loaded from `artifact`."""
         return OpenVINOSession(plan, artifact, model, pipe=loaded)
-
-
-def smoke_test(folder: Path) -> None:
-    """An export counts as finished only once it loads and generates a token."""
-    import openvino_genai as ov_genai
-
-    pipe = ov_genai.LLMPipeline(str(folder), "CPU")
-    pipe.generate("Hi", max_new_tokens=1)
 
 
 @functools.cache
