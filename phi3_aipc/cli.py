@@ -18,6 +18,7 @@ from pathlib import Path
 
 from . import catalog
 from .backends import (
+    DEFAULT_ROUTE,
     REGISTRY,
     all_routes,
     get_route,
@@ -139,9 +140,9 @@ def route_args(cmd: argparse.ArgumentParser, stages: tuple[str, ...],
         cmd.add_argument("--route", "--backend", dest="route", required=True, metavar="R",
                          help=f"route: {', '.join(REGISTRY)} (--backend is the same)")
     else:
-        cmd.add_argument("--route", "--backend", dest="route", default="transformers",
+        cmd.add_argument("--route", "--backend", dest="route", default=DEFAULT_ROUTE,
                          metavar="R", help=f"route: {', '.join(REGISTRY)} (default: "
-                         "transformers; --backend is the same)")
+                         f"{DEFAULT_ROUTE}; --backend is the same)")
     cmd.add_argument("--precision", metavar="P",
                      help=f"{', '.join(PRECISIONS)} (default: the route's own)")
     cmd.add_argument("--model", metavar="M", help=f"hub id (known: {catalog.describe()}), "
@@ -299,12 +300,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     route = get_route(args.route)
-    load = {}
-    if (args.device or "").upper() == "NPU" and "emulate_npu" in {o.name for o in route.options}:
-        # The NPU's build is made without an NPU too (to copy to a PC that has one): preparing
-        # only writes files, so the NPU's absence is not an obstacle here.
-        load = {"emulate_npu": "NPU" not in route.devices_here()}
-    plan = route.plan(args.precision, args.device, given(args, "prepare"), load)
+    plan = route.plan(args.precision, args.device, given(args, "prepare"),
+                      route.load_options_to_prepare(args.device))
     _, artifact = prepare_artifact(plan, args.model)
     print(artifact)
     return 0

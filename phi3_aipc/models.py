@@ -252,19 +252,6 @@ def check_checkpoint(folder: Path, config: dict) -> None:
                             "together; download the model again.")
 
 
-BUILT_FOR = {"openvino_model.xml": ("openvino", "an OpenVINO export"),
-             "genai_config.json": ("onnxruntime-genai", "an ONNX Runtime GenAI build")}
-
-
-def check_route_can_read(folder: Path, route: str) -> None:
-    """Refuse a folder one route made, given to another: it is no checkpoint to convert."""
-    for marker, (maker, what) in BUILT_FOR.items():
-        if (folder / marker).is_file() and route != maker:
-            raise ModelNotFound(f"{folder} is {what}, which the {route} route cannot read. Use "
-                                f"--route {maker} with it, or give the Hugging Face checkpoint "
-                                "(config.json and *.safetensors) for the other routes.")
-
-
 def download(repo_id: str, progress: bool = True, folder: str = "",
              patterns: list[str] | None = None) -> Path:
     """Fetch files of a hub repository into the Hugging Face cache, or find them there, and

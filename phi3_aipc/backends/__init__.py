@@ -9,14 +9,15 @@ import importlib
 import sys
 from pathlib import Path
 
-from ..errors import BadInput
-from ..models import ModelSource, check_route_can_read, resolve_model, with_weights
+from ..errors import BadInput, ModelNotFound
+from ..models import ModelSource, resolve_model, with_weights
 from ..prebuilt import CHOICE_ENV, decide
 from .base import Route
 from .plan import PREBUILT, Plan
 from .session import GenerationRequest, GenerationResult, Metrics, Session
 
 # name -> "module:class".
+DEFAULT_ROUTE = "transformers"  # the reference every other route is checked against
 REGISTRY = {
     "transformers": "phi3_aipc.backends.transformers:TransformersRoute",
     "openvino": "phi3_aipc.backends.openvino:OpenVINORoute",
@@ -49,11 +50,23 @@ def prepare_artifact(plan: Plan, model: str | ModelSource | None = None,
     source = model if isinstance(model, ModelSource) else None
     if not plan.prebuilt:
         source = source or resolve_model(model, progress, weights=False)  # enough to choose
-        check_route_can_read(source.path, route.name)
+        check_can_read(route, source.path)
         plan = prebuilt_instead(route, plan, source)
     own = route.own_source(plan, source.name if source else model)
     source = own or with_weights(source, progress)  # exported or loaded: now it needs them
     return source, route.prepare(plan, source)
+
+
+def check_can_read(route: Route, folder: Path) -> None:
+    """Refuse a folder another route made, given to `route`: it is no checkpoint to convert.
+    Each route names the file that marks its artifacts (`artifact_marker`)."""
+    for maker in all_routes():
+        marker = maker.artifact_marker
+        if maker.name != route.name and marker and (folder / marker).is_file():
+            raise ModelNotFound(f"{folder} is {maker.artifact_kind}, which the {route.name} route "
+                                f"cannot read. Use --route {maker.name} with it, or give the "
+                                "Hugging Face checkpoint (config.json and *.safetensors) for the "
+                                "other routes.")
 
 
 def prebuilt_instead(route: Route, plan: Plan, source: ModelSource) -> Plan:
@@ -80,7 +93,7 @@ def prepare(route: str, precision: str | None = None, device: str | None = None,
     return prepare_artifact(plan, model, progress)[1]
 
 
-def open_session(route: str = "transformers", precision: str | None = None,
+def open_session(route: str = DEFAULT_ROUTE, precision: str | None = None,
                  device: str | None = None, model: str | ModelSource | None = None,
                  progress: bool = True, prepare_options: dict | None = None,
                  load_options: dict | None = None) -> Session:
@@ -101,5 +114,5 @@ def library_caches() -> list[tuple[str, Path, str]]:
 
 
 __all__ = ["GenerationRequest", "GenerationResult", "Metrics", "Plan", "Route", "Session",
-           "REGISTRY", "get_route", "all_routes", "installed_routes", "prepare",
+           "DEFAULT_ROUTE", "REGISTRY", "get_route", "all_routes", "installed_routes", "prepare",
            "prepare_artifact", "open_session", "library_caches"]

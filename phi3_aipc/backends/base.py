@@ -53,7 +53,14 @@ class WeightsRead:
 
 
 class Route(ABC):
-    """A way to run Phi-3: what it offers, how to check a request, prepare and load."""
+    """A way to run Phi-3: what it offers, how to check a request, prepare and load.
+
+    The core is `plan`, `prepare` and `load` (a route must give `load`, and `prepare` where it
+    does not export through the hooks at the end). The extras below them tell the rest of the
+    package what only the route knows, so that nothing outside its file names it: its
+    facts and verdict for doctor, its benchmark configurations, its cache folders, its
+    artifacts' format and its export command.
+    """
 
     name: str
     precisions: tuple[str, ...]
@@ -64,60 +71,16 @@ class Route(ABC):
     packages: tuple[str, ...] = ()  # pip names of the packages it needs (doctor, manifests)
     install_hint: str = ""  # the command that installs them
     options: tuple[Option, ...] = ()  # its own settings (prepare and load keywords, CLI flags)
+    # extras
     doctor_key: str | None = None  # the doctor report's key for `facts()`
     artifact_marker: str | None = None  # a file only this route's artifacts hold
     artifact_kind: str = ""  # what such a folder is, e.g. "an OpenVINO export"
     export_tool: str = ""  # what makes one, e.g. "The OpenVINO export"
 
-    # --- what it is -------------------------------------------------------------------------
+    # --- the core: is it here, check a request, prepare, load -------------------------------
     def is_installed(self) -> bool:
         return all(importlib.util.find_spec(m) is not None for m in self.modules)
 
-    def devices_here(self) -> list[str]:
-        """The devices this route can use on this PC, the default first. Routes that can ask
-        their runtime override it; the others list what they offer."""
-        return [self.default_device, *(d for d in self.devices if d != self.default_device)]
-
-    def picker_devices(self) -> list[str]:
-        """What a device picker offers: the devices here, and any the runtime chooses itself."""
-        return self.devices_here() if self.is_installed() else [self.default_device]
-
-    def facts(self) -> dict:
-        """What this route's runtime reports on this PC (doctor's `doctor_key` entry)."""
-        return {}
-
-    def verdict(self, facts: dict, versions: dict) -> Verdict | None:
-        """The doctor's verdict from `facts()` and package versions (None: not judged)."""
-        return None
-
-    def bench_configs(self, max_prompt_len: int) -> list[dict]:
-        """What `phi3-aipc bench` measures: {precision, device, prepare_options,
-        load_options} for each configuration this PC can run."""
-        here = self.devices_here()
-        return [{"precision": p, "device": d} for d in here for p in self.precisions]
-
-    def memory_gb(self, weights: int, precision: str) -> float:
-        """About how much memory the route holds for a model of `weights` weights at
-        `precision` while it runs (routes that load more first override it)."""
-        per_weight = {"fp32": 4, "fp16": 2, "int8": 1.1, "int4": 0.75}[precision]
-        return weights * per_weight * 1.2 / 1e9
-
-    def weights_read(self, artifact: Path, precision: str) -> WeightsRead:
-        """Weights read per generated token, counted from the artifact where its format
-        allows (the benchmark's roofline)."""
-        from ..models import safetensors_params
-
-        total, embedding, head = safetensors_params(artifact)
-        per_weight = {"fp32": 4, "fp16": 2, "int8": 1, "int4": 0.5}[precision]
-        return WeightsRead((total - embedding) * per_weight / 1e6, head * per_weight / 1e6,
-                           f"parameter count x {per_weight} bytes (estimate: the library "
-                           "quantizes in memory)")
-
-    def library_caches(self) -> list[tuple[Path, str]]:
-        """Folders the route's libraries fill themselves (no manifest), with what they hold."""
-        return []
-
-    # --- checking a request -----------------------------------------------------------------
     def plan(self, precision: str | None = None, device: str | None = None,
              prepare_options: Mapping | None = None,
              load_options: Mapping | None = None) -> Plan:
@@ -178,7 +141,6 @@ class Route(ABC):
         here). Refuses what cannot work, before any export."""
         return plan
 
-    # --- doing it ---------------------------------------------------------------------------
     def export_folder(self, plan: Plan, source: ModelSource) -> Path:
         """Where the cache keeps `plan`'s export of `source`: keyed by the settings it is made
         with, not by how it was asked for."""
@@ -211,6 +173,60 @@ class Route(ABC):
         raise BadInput(f"The {self.name} route cannot take a model loaded elsewhere; let the "
                        "chat load it (and free yours first).")
 
+    # --- extras: where it runs here (doctor, the device picker, the CLI's prepare) -----------
+    def devices_here(self) -> list[str]:
+        """The devices this route can use on this PC, the default first. Routes that can ask
+        their runtime override it; the others list what they offer."""
+        return [self.default_device, *(d for d in self.devices if d != self.default_device)]
+
+    def picker_devices(self) -> list[str]:
+        """What a device picker offers: the devices here, and any the runtime chooses itself."""
+        return self.devices_here() if self.is_installed() else [self.default_device]
+
+    def load_options_to_prepare(self, device: str | None) -> dict:
+        """Load options that let a plan for `device` be made only to prepare an artifact (to
+        copy to a PC that has the device), where this PC lacks it. None by default."""
+        return {}
+
+    def facts(self) -> dict:
+        """What this route's runtime reports on this PC (doctor's `doctor_key` entry)."""
+        return {}
+
+    def facts_lines(self, facts: dict) -> list[str]:
+        """`facts()` as lines of the doctor's text report (none by default)."""
+        return []
+
+    def verdict(self, facts: dict, versions: dict) -> Verdict | None:
+        """The doctor's verdict from `facts()` and package versions (None: not judged)."""
+        return None
+
+    # --- extras: the benchmark and the cache ------------------------------------------------
+    def bench_configs(self, max_prompt_len: int) -> list[dict]:
+        """What `phi3-aipc bench` measures: {precision, device, prepare_options,
+        load_options} for each configuration this PC can run."""
+        here = self.devices_here()
+        return [{"precision": p, "device": d} for d in here for p in self.precisions]
+
+    def memory_gb(self, weights: int, precision: str) -> float:
+        """About how much memory the route holds for a model of `weights` weights at
+        `precision` while it runs (routes that load more first override it)."""
+        per_weight = {"fp32": 4, "fp16": 2, "int8": 1.1, "int4": 0.75}[precision]
+        return weights * per_weight * 1.2 / 1e9
+
+    def weights_read(self, artifact: Path, precision: str) -> WeightsRead:
+        """Weights read per generated token, counted from the artifact where its format
+        allows (the benchmark's roofline)."""
+        from ..models import safetensors_params
+
+        total, embedding, head = safetensors_params(artifact)
+        per_weight = {"fp32": 4, "fp16": 2, "int8": 1, "int4": 0.5}[precision]
+        return WeightsRead((total - embedding) * per_weight / 1e6, head * per_weight / 1e6,
+                           f"parameter count x {per_weight} bytes (estimate: the library "
+                           "quantizes in memory)")
+
+    def library_caches(self) -> list[tuple[Path, str]]:
+        """Folders the route's libraries fill themselves (no manifest), with what they hold."""
+        return []
 
     # --- exporting: the hooks `prepare` and the notebooks' helpers (exports.py) use ---------
     def export_command(self, source: Path, out: Path | str, plan: Plan,

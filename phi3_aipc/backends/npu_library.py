@@ -55,6 +55,13 @@ class NPULibraryRoute(Route):
     def facts(self) -> dict:
         return library_status()
 
+    def facts_lines(self, facts: dict) -> list[str]:
+        return ["NPU library: " + (
+            "not installed" if not facts["installed"] else
+            f"in {facts['python']}; sees an NPU: {facts['npu_available']}"
+            + (f", driver {facts['driver_version']} (needs {facts['min_driver_version']}+)"
+               if facts["driver_version"] else ""))]
+
     def verdict(self, facts: dict, versions: dict) -> Verdict:
         if not facts.get("installed"):
             fix = None if sys.platform == "darwin" else INSTALL_HINT

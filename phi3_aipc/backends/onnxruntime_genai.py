@@ -212,6 +212,9 @@ class OnnxRuntimeGenAIRoute(Route):
         available, why = directml_status()
         return {"available": available, "reason": f"{why}." if why else ""}
 
+    def facts_lines(self, facts: dict) -> list[str]:
+        return [f"DirectML: {'available' if facts['available'] else 'no'} {facts['reason']}"]
+
     def verdict(self, facts: dict, versions: dict) -> Verdict:
         if not any(versions.get(p) for p in self.packages[:3]):
             return Verdict("missing", "onnxruntime-genai is not installed.", self.install_hint)

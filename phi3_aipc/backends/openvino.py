@@ -51,6 +51,7 @@ NPU_GROUP_SIZES = (-1, 128)
 NF4_NPU_ARCHITECTURE = 4000
 # How the NPU plugin runs its pipeline on the CPU (as OpenVINO GenAI's own NPU tests do).
 NPU_EMULATION = {"NPU_USE_NPUW": "YES", "NPUW_DEVICES": "CPU", "NPUW_ONLINE_PIPELINE": "NONE"}
+EMULATED_NPU = "NPU (emulated on CPU)"  # the device, as results and the benchmark name it
 
 
 def weight_options(precision: str, preset: str | None = None, sym: bool | None = None,
@@ -206,8 +207,22 @@ class OpenVINORoute(Route):
     def picker_devices(self) -> list[str]:
         return [*super().picker_devices(), "AUTO"]  # AUTO: OpenVINO picks the device itself
 
+    def load_options_to_prepare(self, device: str | None) -> dict:
+        """The NPU's export is made without an NPU too (to copy to a PC that has one):
+        preparing only writes files, so the NPU's absence is no obstacle."""
+        if (device or "").upper() != "NPU":
+            return {}
+        return {"emulate_npu": "NPU" not in self.devices_here()}
+
     def facts(self) -> dict:
         return device_report()
+
+    def facts_lines(self, facts: dict) -> list[str]:
+        lines = ["", "OpenVINO devices"]
+        for d in facts["devices"]:
+            driver = f"  driver {d['driver_version']}" if d["driver_version"] else ""
+            lines.append(f"  {d['name']:8} {d['full_name']}{driver}")
+        return lines + ([f"  ({facts['error']})"] if facts["error"] else [])
 
     def verdict(self, facts: dict, versions: dict) -> Verdict:
         names = {base_device(d["name"]) for d in facts.get("devices", [])}
@@ -224,8 +239,9 @@ class OpenVINORoute(Route):
         the CPU (labelled, never ranked)."""
         configs = super().bench_configs(max_prompt_len)
         if "NPU" not in self.devices_here():
-            configs.append({"precision": "int4", "device": "NPU", "load_options": {
-                "emulate_npu": True, "max_prompt_len": max_prompt_len}})
+            configs.append({"precision": "int4", "device": "NPU", "emulated_as": EMULATED_NPU,
+                            "load_options": {"emulate_npu": True,
+                                             "max_prompt_len": max_prompt_len}})
         return configs
 
     def weights_read(self, artifact: Path, precision: str) -> WeightsRead:
@@ -545,8 +561,7 @@ class OpenVINOSession(Session):
         self.prompt_limit = config.get("MAX_PROMPT_LEN")
         self.stops = set(stop_token_ids(artifact))
         emulated = plan.load_options.get("emulate_npu")
-        super().__init__(plan, model, load_s,
-                         f"{plan.device} (emulated on CPU)" if emulated else plan.device)
+        super().__init__(plan, model, load_s, EMULATED_NPU if emulated else plan.device)
 
     def prompt_ids(self, messages: list[dict]) -> list[int]:
         """The chat template and tokenizer of OpenVINO GenAI itself: what the pipeline feeds

@@ -171,8 +171,8 @@ def summary(report: dict) -> str:
                      f"{best['why']}")
     for r in report["results"]:
         if r.get("emulated"):
-            lines.append(f"{r['config']}: OpenVINO's NPU pipeline with the CPU doing the work; "
-                         "not NPU timings, so not ranked.")
+            lines.append(f"{r['config']}: emulated, with the CPU doing the work: not the "
+                         "device's timings, so not ranked.")
         elif r.get("device_note"):
             lines.append(f"{r['config']}: {r['device_note']}")
         if "estimate_32_layers" in r:
