@@ -114,7 +114,7 @@ def ensure_bench_stand_in(layers: int = BENCH_LAYERS, progress: bool = True) -> 
 def build_bench(out: Path, layers: int, progress: bool = True) -> None:
     """Save a randomly initialized Phi-3-mini-shaped model with `layers` layers into `out`."""
     import torch
-    from transformers import GenerationConfig, Phi3Config, Phi3ForCausalLM
+    from transformers import Phi3Config, Phi3ForCausalLM
 
     if progress:
         print(f"Building the bench stand-in: Phi-3-mini's layer shapes, {layers} of its "
@@ -122,14 +122,8 @@ def build_bench(out: Path, layers: int, progress: bool = True) -> None:
     torch.manual_seed(TRAINING["seed"])
     config = Phi3Config(**{**BENCH_CONFIG, "num_hidden_layers": layers})
     model = Phi3ForCausalLM(config).to(torch.bfloat16).eval()
-    model.generation_config = GenerationConfig(
-        bos_token_id=1, eos_token_id=EOS_TOKEN_IDS, pad_token_id=32000, do_sample=False)
-    model.save_pretrained(out, safe_serialization=True)
-    for f in TOKENIZER_DIR.iterdir():
-        shutil.copy(f, out / f.name)
-    (out / "README.md").write_text(
-        f"# phi3-aipc bench stand-in ({layers} layers)\n\nPhi-3-mini's layer shapes with random "
-        "weights, for timing only: its replies are noise.\n", encoding="utf-8")
+    save(model, out, 32000, f"# phi3-aipc bench stand-in ({layers} layers)\n\nPhi-3-mini's "
+         "layer shapes with random weights, for timing only: its replies are noise.\n")
     made = {"route": "stand-in", "model": bench_name(layers), "precision": "bf16",
             "options": {"layers": layers, "seed": TRAINING["seed"]}}
     (out / MANIFEST).write_text(json.dumps(made, indent=2), encoding="utf-8")
@@ -277,7 +271,7 @@ def build(out: Path, progress: bool = True) -> None:
     """Build, train and save the stand-in into the (empty) folder `out`."""
     import torch
     from tqdm.auto import tqdm
-    from transformers import GenerationConfig, Phi3Config, Phi3ForCausalLM
+    from transformers import Phi3Config, Phi3ForCausalLM
 
     tokenizer = load_tokenizer()
     full, prompts = training_batch(tokenizer)
@@ -307,18 +301,22 @@ def build(out: Path, progress: bool = True) -> None:
     finally:
         torch.set_num_threads(threads)
 
-    model.generation_config = GenerationConfig(
-        bos_token_id=1, eos_token_id=EOS_TOKEN_IDS, pad_token_id=pad, do_sample=False
-    )
-    model.save_pretrained(out, safe_serialization=True)
-    for f in TOKENIZER_DIR.iterdir():
-        shutil.copy(f, out / f.name)
-    (out / "README.md").write_text(
-        f"# phi3-aipc stand-in ({recipe_key()})\n\n{BANNER_NOTE}\n", encoding="utf-8"
-    )
+    save(model, out, pad, f"# phi3-aipc stand-in ({recipe_key()})\n\n{BANNER_NOTE}\n")
     made = {"route": "stand-in", "model": "stand-in", "precision": "fp32",
             "options": {"recipe": recipe_key(), **TRAINING}}
     (out / MANIFEST).write_text(json.dumps(made, indent=2), encoding="utf-8")
+
+
+def save(model, out: Path, pad: int, readme: str) -> None:
+    """A stand-in as a checkpoint folder: weights, generation config, tokenizer and README."""
+    from transformers import GenerationConfig
+
+    model.generation_config = GenerationConfig(
+        bos_token_id=1, eos_token_id=EOS_TOKEN_IDS, pad_token_id=pad, do_sample=False)
+    model.save_pretrained(out, safe_serialization=True)
+    for f in TOKENIZER_DIR.iterdir():
+        shutil.copy(f, out / f.name)
+    (out / "README.md").write_text(readme, encoding="utf-8")
 
 
 def check_memorized(model, full: list[list[int]], prompts: list[list[int]]) -> None:
