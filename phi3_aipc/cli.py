@@ -32,7 +32,7 @@ from .backends.plan import PRECISIONS, Option
 from .backends.session import GenerationRequest
 from .bench.configs import LENGTHS as BENCH_LENGTHS
 from .cache import cache_dir, clear_artifacts, folder_size_mb, leftovers, list_artifacts
-from .chat import build_messages
+from .chat import Conversation, build_messages
 from .doctor import doctor, format_report
 from .errors import BadInput, Phi3AipcError
 from .models import resolve_model
@@ -281,11 +281,13 @@ def generate_flags(cmd: argparse.ArgumentParser) -> None:
 
 @command("generate", "reply to one prompt", generate_flags)
 def cmd_generate(args: argparse.Namespace) -> int:
-    messages = build_messages(args.prompt, args.system)
+    build_messages(args.prompt)  # an empty prompt is refused before anything loads
     request = request_of(args)
+    conversation = Conversation(args.system, args.max_new_tokens)
     with open_session(args.route, args.precision, args.device, args.model,
                       prepare_options=given(args, "prepare"),
                       load_options=given(args, "load")) as session:
+        messages, _ = conversation.ask(session, args.prompt)  # it fits, or a clear refusal
         stream = None if args.json else lambda text: print(text, end="", flush=True)
         if not args.json:
             print(f"[{session.backend} | {session.device} | {session.precision} | "

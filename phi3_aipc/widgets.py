@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 from .backends import GenerationRequest, GenerationResult, Session, get_route, open_session
-from .chat import check_fits, fit_history
+from .chat import Conversation
 from .errors import BadInput
 from .models import ModelSource, resolve_model
 
@@ -101,14 +101,13 @@ class ChatWidget:
         if route not in names:
             raise BadInput(f"The chat starts on route {route!r}, which is not among its routes "
                            f"{', '.join(names)}.")
-        self.model, self.max_new_tokens, self.greedy = model, max_new_tokens, greedy
-        self.context = context
+        self.model, self.greedy = model, greedy
+        self.conversation = Conversation(system, max_new_tokens, context)
         self.loaded, self.artifact = loaded, artifact
         if loaded is not None and artifact is None:
             raise BadInput("Give the folder the loaded model came from too (artifact=...).")
         self.source: ModelSource | None = None
         self.session: Session | None = None
-        self.history: list[dict] = []
         self.result: GenerationResult | None = None
         self.error: Exception | None = None  # why the last reply failed, if it did
         self._thread: threading.Thread | None = None
@@ -162,6 +161,24 @@ class ChatWidget:
         return self.box._repr_mimebundle_(**kwargs)
 
     @property
+    def history(self) -> list[dict]:
+        """The turns so far (the conversation's)."""
+        return self.conversation.history
+
+    @property
+    def context(self) -> int | None:
+        """The context window the chat keeps to (None: the model's)."""
+        return self.conversation.context
+
+    @context.setter
+    def context(self, tokens: int | None) -> None:
+        self.conversation.context = tokens
+
+    @property
+    def max_new_tokens(self) -> int:
+        return self.conversation.max_new_tokens
+
+    @property
     def busy(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
@@ -199,7 +216,8 @@ class ChatWidget:
     def clear(self) -> None:
         """Start a new chat: forget the history and empty the transcript."""
         if not self.busy:
-            self.history, self.result = [], None
+            self.conversation.clear()
+            self.result = None
             self.transcript.children = ()
             self.status.value = "New chat."
 
@@ -260,24 +278,13 @@ class ChatWidget:
                 self._add("chat-note", html.escape(self.session.device_note))
         return self.session
 
-    def _budget(self, session: Session) -> tuple[int, int]:
-        """The context window, and how many prompt tokens fit: the window minus room for the
-        reply, and the device's own prompt limit where there is one."""
-        context = self.context or session.context_window
-        budget = context - self.max_new_tokens
-        limit = session.prompt_limit
-        return context, min(budget, limit) if limit else budget
-
     def _reply(self, text: str) -> None:
         try:
             session = self._load()
-            context, budget = self._budget(session)
-            messages, dropped = fit_history(session.count_prompt_tokens, text,
-                                            self.system.value.strip(), self.history, budget)
-            check_fits(session.count_prompt_tokens(messages), self.max_new_tokens,
-                       context)  # even the new message alone may be too long
+            self.conversation.system = self.system.value
+            messages, dropped = self.conversation.ask(session, text)
             if dropped:
-                del self.history[:2 * dropped]
+                context = self.conversation.window(session)[0]
                 self._add("chat-note", f"(The oldest {dropped} turn{'s' * (dropped > 1)} "
                           f"of this chat no longer fit the model's {context}-token context "
                           "window with room for the reply, so the model no longer sees them.)")
@@ -295,7 +302,7 @@ class ChatWidget:
             result = session.generate(messages, request, streamer=streamer)
             reply.value = html.escape(result.text)
             self._add("chat-stats", html.escape(stats_line(result)))
-            self.history += [messages[-1], {"role": "assistant", "content": result.text}]
+            self.conversation.answered(messages, result.text)
             self.result = result
             self.status.value = ("Stopped: the reply so far stays in the chat."
                                  if result.finish_reason == "stopped" else "Ready.")
