@@ -24,52 +24,6 @@ from .base import Route, Verdict, WeightsRead
 from .plan import PREBUILT, SKIP_PREFLIGHT, Option, Plan
 from .session import GenerationRequest, GenerationResult, Session, Streamer, TokenStream
 
-# Which builds each precision gets: fp16 is a GPU format, fp32 the CPU reference.
-TARGETS = {"int4": ("dml", "cpu"), "fp16": ("dml",), "fp32": ("cpu",)}
-# int4 block size per provider. CPU: chosen by scripts/sweep_defaults.py (128 decoded ~15%
-# faster than the builder's 32 and kept every stand-in reply); DirectML: the builder's own.
-DEFAULT_BLOCK_SIZE = {"cpu": 128, "dml": 32}
-GENAI_PACKAGE = "onnxruntime-genai-directml" if IS_WINDOWS else "onnxruntime-genai"
-
-
-def directml_status() -> tuple[bool, str]:
-    """Whether this onnxruntime-genai can use DirectML, and if not, why."""
-    if not IS_WINDOWS:
-        return False, "DirectML exists only on Windows"
-    try:
-        import onnxruntime_genai as og
-
-        if og.is_dml_available():
-            return True, ""
-    except Exception as err:  # a broken install: say what it said
-        return False, f"onnxruntime_genai did not load ({type(err).__name__}: {err})"
-    return False, ("this onnxruntime-genai has no DirectML: install onnxruntime-genai-directml "
-                   "(and uninstall onnxruntime-genai)")
-
-
-def build_options(precision: str, target: str, block_size: int | None,
-                  accuracy_level: int | None) -> dict:
-    """The builder's settings, spelled out (they are part of the artifact's cache key)."""
-    if precision not in TARGETS:
-        raise BadInput(f"The onnxruntime-genai route builds {', '.join(TARGETS)}; got {precision}.")
-    if target not in TARGETS[precision]:
-        raise BadInput(f"{precision} is built for {' or '.join(TARGETS[precision])}, not "
-                       f"{target}: fp16 targets DirectML, fp32 the CPU, int4 either.")
-    options = {"target": target}
-    if precision == "int4":
-        block = block_size or DEFAULT_BLOCK_SIZE[target]
-        if block not in (16, 32, 64, 128, 256):
-            raise BadInput(f"block_size must be 16, 32, 64, 128 or 256; got {block}.")
-        options["block_size"] = block
-        if accuracy_level is None:  # the builder's own defaults: int8 activations on the CPU
-            accuracy_level = 4 if target == "cpu" else 0
-        if accuracy_level not in (0, 1, 2, 3, 4):
-            raise BadInput(f"accuracy_level must be 0-4; got {accuracy_level}.")
-        options["accuracy_level"] = accuracy_level
-    elif block_size or accuracy_level is not None:
-        raise BadInput("block_size and accuracy_level apply to int4 builds only.")
-    return options
-
 
 def release(version: str) -> tuple[int, int]:
     """(major, minor) of an onnxruntime-genai version string ("0.13.1", "0.16.0-dev")."""
@@ -105,6 +59,160 @@ def continuous_decoding(device: str, version: str | None = None) -> bool:
         version = og.__version__
     since = CONTINUOUS_DECODING.get(device.lower())
     return since is not None and release(version) >= since
+
+
+class OnnxRuntimeGenAISession(Session):
+    def __init__(self, plan: Plan, artifact: Path, model: str, og_model=None) -> None:
+        import onnxruntime_genai as og
+        from transformers import AutoTokenizer
+
+        genai_config = check_model_folder(artifact)
+        made = read_manifest(artifact)
+        if made and made["precision"] != plan.precision:
+            raise BadInput(f"{artifact} is a {made['precision']} build, not {plan.precision}.")
+        target = built_for(genai_config)
+        if target == "cpu" and plan.device == "dml":
+            raise BadInput("This model was built for the CPU (-e cpu); DirectML needs a model "
+                           "built for it: phi3-aipc prepare --backend onnxruntime-genai "
+                           f"--precision {plan.precision} --device dml")
+        note = ("This model was built for DirectML (-e dml); it runs here on the CPU provider "
+                "instead." if target == "dml" and plan.device == "cpu" else "")
+        start = time.perf_counter()
+        if og_model is None:
+            config = og.Config(str(artifact))
+            config.clear_providers()  # the CPU provider is always there
+            if plan.device == "dml":
+                config.append_provider("dml")
+            og_model = og.Model(config)
+        self.og_model = og_model
+        self.og_tokenizer = og.Tokenizer(self.og_model)
+        load_s = time.perf_counter() - start
+        # ORT GenAI's decoder keeps a leading space that Hugging Face strips, so text comes
+        # from the Hugging Face tokenizer saved beside the model (ids are the same).
+        self.hf_tokenizer = AutoTokenizer.from_pretrained(artifact)
+        self.context_window = genai_config["model"]["context_length"]
+        self.vocab_size = genai_config["model"]["vocab_size"]
+        eos = genai_config["model"]["eos_token_id"]
+        self.stops = {eos} if isinstance(eos, int) else set(eos)
+        super().__init__(plan, model, load_s, note=note)
+
+    def prompt_ids(self, messages: list[dict]) -> list[int]:
+        """The chat template and tokenizer of ORT GenAI itself."""
+        text = self.og_tokenizer.apply_chat_template(json.dumps(messages),
+                                                     add_generation_prompt=True)
+        return [int(i) for i in self.og_tokenizer.encode(text)]
+
+    def _generate(self, messages: list[dict], prompt: list[int], request: GenerationRequest,
+                  streamer: Streamer | None) -> GenerationResult:
+        import onnxruntime_genai as og
+
+        params = og.GeneratorParams(self.og_model)
+        search = dict(max_length=len(prompt) + request.max_new_tokens,
+                      do_sample=not request.greedy)
+        # Ignoring the end of sequence: where the generator takes more tokens, a stop token it
+        # picked is fed back and it goes on (every route's ids, stop tokens included). Where it
+        # does not (DirectML), it must never stop: the search option min_length (0.13.1 and
+        # 0.18 alike; Search_Cpu::ApplyMinLength, which DirectML's search is too, masks the
+        # stop tokens until the sequence is that long) makes it take the likeliest other token.
+        feed_back = request.ignore_eos and continuous_decoding(self.plan.device)
+        if request.ignore_eos and not feed_back:
+            search["min_length"] = search["max_length"]
+        if not request.greedy:
+            # top_k = the vocabulary, not 0: with top_k 0 the library takes its top-p-only path
+            # (Generator::InitializeSamplingMethod, src/generators.cpp), which in 0.18.0 drew
+            # tokens outside the nucleus (top_p 0.5: 13 of 51 tokens, tests/test_sampling.py);
+            # top_k > 1 with top_p < 1 takes its top-k-then-top-p path, which keeps to it.
+            search.update(temperature=request.temperature, top_p=request.top_p,
+                          top_k=self.vocab_size)
+            if request.seed is not None:
+                search["random_seed"] = request.seed
+        params.set_search_options(**search)
+        decode = lambda ids: self.hf_tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
+        stream = TokenStream(decode, self.stops, request.ignore_eos, streamer)
+        generator = og.Generator(self.og_model, params)
+        generator.append_tokens(prompt)
+        token = None
+        for _ in range(request.max_new_tokens):
+            if generator.is_done():
+                if not (feed_back and token in self.stops):
+                    break
+                # It stopped at a stop token that is to be ignored: feed it back, go on.
+                generator.append_tokens([token])
+            generator.generate_next_token()
+            token = int(generator.get_next_tokens()[0])
+            if stream.push(token):
+                break
+        return self.result(stream, len(prompt))
+
+    def logits(self, ids: list[int]):
+        """The model's own logits output after the whole window goes in at once."""
+        import numpy as np
+        import onnxruntime_genai as og
+
+        params = og.GeneratorParams(self.og_model)
+        params.set_search_options(max_length=len(ids) + 1)
+        generator = og.Generator(self.og_model, params)
+        generator.append_tokens(ids)
+        return np.asarray(generator.get_output("logits"))[0]
+
+    def close(self) -> None:
+        self.og_model = self.og_tokenizer = None
+
+
+GENAI_PACKAGE = "onnxruntime-genai-directml" if IS_WINDOWS else "onnxruntime-genai"
+
+
+def directml_status() -> tuple[bool, str]:
+    """Whether this onnxruntime-genai can use DirectML, and if not, why."""
+    if not IS_WINDOWS:
+        return False, "DirectML exists only on Windows"
+    try:
+        import onnxruntime_genai as og
+
+        if og.is_dml_available():
+            return True, ""
+    except Exception as err:  # a broken install: say what it said
+        return False, f"onnxruntime_genai did not load ({type(err).__name__}: {err})"
+    return False, ("this onnxruntime-genai has no DirectML: install onnxruntime-genai-directml "
+                   "(and uninstall onnxruntime-genai)")
+
+
+def built_for(genai_config: dict) -> str:
+    """The provider a model was built for, from the provider options in its genai_config."""
+    options = genai_config["model"]["decoder"].get("session_options", {})
+    names = [name for entry in options.get("provider_options", []) for name in entry]
+    return "dml" if "dml" in names else "cpu"
+
+
+# Which builds each precision gets: fp16 is a GPU format, fp32 the CPU reference.
+TARGETS = {"int4": ("dml", "cpu"), "fp16": ("dml",), "fp32": ("cpu",)}
+# int4 block size per provider. CPU: chosen by scripts/sweep_defaults.py (128 decoded ~15%
+# faster than the builder's 32 and kept every stand-in reply); DirectML: the builder's own.
+DEFAULT_BLOCK_SIZE = {"cpu": 128, "dml": 32}
+
+
+def build_options(precision: str, target: str, block_size: int | None,
+                  accuracy_level: int | None) -> dict:
+    """The builder's settings, spelled out (they are part of the artifact's cache key)."""
+    if precision not in TARGETS:
+        raise BadInput(f"The onnxruntime-genai route builds {', '.join(TARGETS)}; got {precision}.")
+    if target not in TARGETS[precision]:
+        raise BadInput(f"{precision} is built for {' or '.join(TARGETS[precision])}, not "
+                       f"{target}: fp16 targets DirectML, fp32 the CPU, int4 either.")
+    options = {"target": target}
+    if precision == "int4":
+        block = block_size or DEFAULT_BLOCK_SIZE[target]
+        if block not in (16, 32, 64, 128, 256):
+            raise BadInput(f"block_size must be 16, 32, 64, 128 or 256; got {block}.")
+        options["block_size"] = block
+        if accuracy_level is None:  # the builder's own defaults: int8 activations on the CPU
+            accuracy_level = 4 if target == "cpu" else 0
+        if accuracy_level not in (0, 1, 2, 3, 4):
+            raise BadInput(f"accuracy_level must be 0-4; got {accuracy_level}.")
+        options["accuracy_level"] = accuracy_level
+    elif block_size or accuracy_level is not None:
+        raise BadInput("block_size and accuracy_level apply to int4 builds only.")
+    return options
 
 
 def builder_option_names() -> tuple[str, str]:
@@ -143,11 +251,20 @@ def check_model_folder(folder: Path) -> dict:
     return json.loads(config.read_text(encoding="utf-8"))
 
 
-def built_for(genai_config: dict) -> str:
-    """The provider a model was built for, from the provider options in its genai_config."""
-    options = genai_config["model"]["decoder"].get("session_options", {})
-    names = [name for entry in options.get("provider_options", []) for name in entry]
-    return "dml" if "dml" in names else "cpu"
+def onnx_weights(folder: Path) -> tuple[int, int, int]:
+    """Bytes of all initializers of the ONNX model, of the embedding lookup's, and of the
+    output layer's (the builder names them lm_head.*)."""
+    import numpy as np
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(folder / "model.onnx"), load_external_data=False)
+    sizes = {t.name: int(np.prod(t.dims)) * helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+             for t in model.graph.initializer}
+    embedding = max((sum(sizes.get(i, 0) for i in node.input) for node in model.graph.node
+                     if node.op_type in ("Gather", "GatherBlockQuantized")), default=0)
+    head = sum(size for name, size in sizes.items() if name.startswith("lm_head"))
+    return sum(sizes.values()), embedding, head
 
 
 class OnnxRuntimeGenAIRoute(Route):
@@ -263,117 +380,3 @@ class OnnxRuntimeGenAIRoute(Route):
         """A session around an `og.Model` loaded from `artifact` (with the provider the plan
         names)."""
         return OnnxRuntimeGenAISession(plan, artifact, model, og_model=loaded)
-
-
-class OnnxRuntimeGenAISession(Session):
-    def __init__(self, plan: Plan, artifact: Path, model: str, og_model=None) -> None:
-        import onnxruntime_genai as og
-        from transformers import AutoTokenizer
-
-        genai_config = check_model_folder(artifact)
-        made = read_manifest(artifact)
-        if made and made["precision"] != plan.precision:
-            raise BadInput(f"{artifact} is a {made['precision']} build, not {plan.precision}.")
-        target = built_for(genai_config)
-        if target == "cpu" and plan.device == "dml":
-            raise BadInput("This model was built for the CPU (-e cpu); DirectML needs a model "
-                           "built for it: phi3-aipc prepare --backend onnxruntime-genai "
-                           f"--precision {plan.precision} --device dml")
-        note = ("This model was built for DirectML (-e dml); it runs here on the CPU provider "
-                "instead." if target == "dml" and plan.device == "cpu" else "")
-        start = time.perf_counter()
-        if og_model is None:
-            config = og.Config(str(artifact))
-            config.clear_providers()  # the CPU provider is always there
-            if plan.device == "dml":
-                config.append_provider("dml")
-            og_model = og.Model(config)
-        self.og_model = og_model
-        self.og_tokenizer = og.Tokenizer(self.og_model)
-        load_s = time.perf_counter() - start
-        # ORT GenAI's decoder keeps a leading space that Hugging Face strips, so text comes
-        # from the Hugging Face tokenizer saved beside the model (ids are the same).
-        self.hf_tokenizer = AutoTokenizer.from_pretrained(artifact)
-        self.context_window = genai_config["model"]["context_length"]
-        self.vocab_size = genai_config["model"]["vocab_size"]
-        eos = genai_config["model"]["eos_token_id"]
-        self.stops = {eos} if isinstance(eos, int) else set(eos)
-        super().__init__(plan, model, load_s, note=note)
-
-    def prompt_ids(self, messages: list[dict]) -> list[int]:
-        """The chat template and tokenizer of ORT GenAI itself."""
-        text = self.og_tokenizer.apply_chat_template(json.dumps(messages),
-                                                     add_generation_prompt=True)
-        return [int(i) for i in self.og_tokenizer.encode(text)]
-
-    def _generate(self, messages: list[dict], prompt: list[int], request: GenerationRequest,
-                  streamer: Streamer | None) -> GenerationResult:
-        import onnxruntime_genai as og
-
-        params = og.GeneratorParams(self.og_model)
-        search = dict(max_length=len(prompt) + request.max_new_tokens,
-                      do_sample=not request.greedy)
-        # Ignoring the end of sequence: where the generator takes more tokens, a stop token it
-        # picked is fed back and it goes on (every route's ids, stop tokens included). Where it
-        # does not (DirectML), it must never stop: the search option min_length (0.13.1 and
-        # 0.18 alike; Search_Cpu::ApplyMinLength, which DirectML's search is too, masks the
-        # stop tokens until the sequence is that long) makes it take the likeliest other token.
-        feed_back = request.ignore_eos and continuous_decoding(self.plan.device)
-        if request.ignore_eos and not feed_back:
-            search["min_length"] = search["max_length"]
-        if not request.greedy:
-            # top_k = the vocabulary, not 0: with top_k 0 the library takes its top-p-only path
-            # (Generator::InitializeSamplingMethod, src/generators.cpp), which in 0.18.0 drew
-            # tokens outside the nucleus (top_p 0.5: 13 of 51 tokens, tests/test_sampling.py);
-            # top_k > 1 with top_p < 1 takes its top-k-then-top-p path, which keeps to it.
-            search.update(temperature=request.temperature, top_p=request.top_p,
-                          top_k=self.vocab_size)
-            if request.seed is not None:
-                search["random_seed"] = request.seed
-        params.set_search_options(**search)
-        decode = lambda ids: self.hf_tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
-        stream = TokenStream(decode, self.stops, request.ignore_eos, streamer)
-        generator = og.Generator(self.og_model, params)
-        generator.append_tokens(prompt)
-        token = None
-        for _ in range(request.max_new_tokens):
-            if generator.is_done():
-                if not (feed_back and token in self.stops):
-                    break
-                # It stopped at a stop token that is to be ignored: feed it back, go on.
-                generator.append_tokens([token])
-            generator.generate_next_token()
-            token = int(generator.get_next_tokens()[0])
-            if stream.push(token):
-                break
-        return self.result(stream, len(prompt))
-
-    def logits(self, ids: list[int]):
-        """The model's own logits output after the whole window goes in at once."""
-        import numpy as np
-        import onnxruntime_genai as og
-
-        params = og.GeneratorParams(self.og_model)
-        params.set_search_options(max_length=len(ids) + 1)
-        generator = og.Generator(self.og_model, params)
-        generator.append_tokens(ids)
-        return np.asarray(generator.get_output("logits"))[0]
-
-    def close(self) -> None:
-        self.og_model = self.og_tokenizer = None
-
-
-def onnx_weights(folder: Path) -> tuple[int, int, int]:
-    """Bytes of all initializers of the ONNX model, of the embedding lookup's, and of the
-    output layer's (the builder names them lm_head.*)."""
-    import numpy as np
-    import onnx
-    from onnx import helper
-
-    model = onnx.load(str(folder / "model.onnx"), load_external_data=False)
-    sizes = {t.name: int(np.prod(t.dims)) * helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
-             for t in model.graph.initializer}
-    embedding = max((sum(sizes.get(i, 0) for i in node.input) for node in model.graph.node
-                     if node.op_type in ("Gather", "GatherBlockQuantized")), default=0)
-    head = sum(size for name, size in sizes.items() if name.startswith("lm_head"))
-    return sum(sizes.values()), embedding, head
