@@ -18,7 +18,7 @@ from filelock import FileLock, Timeout
 from platformdirs import user_cache_dir
 
 from .envs import installed_version
-from .errors import Phi3AipcError
+from .errors import BadInput, Phi3AipcError
 
 # Windows refuses to rename or remove a folder while a file in it is open or memory-mapped, or
 # while a process has its current folder in it: WinError 5 (access denied), 32 (sharing
@@ -64,8 +64,6 @@ def why(err: OSError) -> str:
 
 def cache_dir() -> Path:
     """The cache root: `PHI3_AIPC_CACHE` if set, else the user's cache directory."""
-    from .errors import BadInput
-
     root = os.environ.get("PHI3_AIPC_CACHE") or user_cache_dir("phi3-aipc", appauthor=False)
     try:
         path = Path(root).expanduser().resolve()
@@ -334,8 +332,6 @@ def folder_size_mb(path: Path) -> float:
 
 def check_given(folder: Path) -> None:
     """Refuse a prepared model given by folder whose files no longer match its manifest."""
-    from .errors import BadInput
-
     made = read_manifest(folder)
     if "files" in made or "damaged" in made:
         problem = check_sealed(folder)

@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from . import bench, catalog, quality
+from . import bench, catalog, doctor, quality
 from .backends import (
     DEFAULT_ROUTE,
     REGISTRY,
@@ -33,7 +33,6 @@ from .backends.session import GenerationRequest
 from .bench.configs import LENGTHS as BENCH_LENGTHS
 from .cache import cache_dir, clear_artifacts, folder_size_mb, leftovers, list_artifacts
 from .chat import Conversation, build_messages
-from .doctor import doctor, format_report
 from .errors import BadInput, Phi3AipcError
 from .models import resolve_model
 from .processes import tool_log
@@ -216,8 +215,8 @@ def json_flag(cmd: argparse.ArgumentParser, help: str = "print the report as JSO
 
 @command("doctor", "what this PC has, and a verdict per route", json_flag)
 def cmd_doctor(args: argparse.Namespace) -> int:
-    report = doctor()
-    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    report = doctor.doctor()
+    print(json.dumps(report, indent=2) if args.json else doctor.format_report(report))
     return 0
 
 

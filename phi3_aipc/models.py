@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cache import MANIFEST
-from .catalog import DEFAULT_MODEL, FAMILY
+from .catalog import DEFAULT_MODEL, FAMILY, MODELS, weight_count
 from .errors import ModelNotFound
 from .standin import (
     BANNER_NOTE,
@@ -126,8 +126,6 @@ def has_weights(folder: Path) -> bool:
 
 def catalog_id(name: str) -> str:
     """The hub id of a catalog model given by its short name; other names as they are."""
-    from .catalog import MODELS
-
     if not isinstance(name, str) or not name.strip():
         raise ModelNotFound(f"Give a model: a hub id such as {DEFAULT_MODEL}, a local folder, "
                             f"or '{STAND_IN}'; got {name!r}.")
@@ -218,8 +216,6 @@ def check_checkpoint(folder: Path, config: dict) -> None:
     """Refuse a config.json whose shapes are not whole numbers, or that promises more weights
     than the files hold (a config claiming 200000 layers would be built before anything
     failed), and weight files whose headers are damaged."""
-    from .catalog import weight_count
-
     for key in SHAPES:
         value = config.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

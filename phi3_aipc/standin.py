@@ -13,9 +13,11 @@ import json
 import shutil
 from pathlib import Path
 
+from . import phi4_tokenizer
 from .cache import MANIFEST, build_once, cache_dir
 from .catalog import MODELS, Model, default
 from .chat import template_ids
+from .errors import ModelNotFound
 
 DEFAULT = default()  # the catalog's default model: the bench stand-in has its shapes
 
@@ -142,8 +144,6 @@ COPIED = ("vocab_size", "max_position_embeddings", "original_max_position_embedd
 
 def variant(short: str) -> Model:
     """The catalog model a "stand-in:<short>" stands in for."""
-    from .errors import ModelNotFound
-
     found = {m.short: m for m in MODELS.values()}
     if short not in found:
         raise ModelNotFound(f"'stand-in:{short}' is not a stand-in; give one of "
@@ -168,10 +168,9 @@ def variant_config(model: Model) -> dict:
                   num_key_value_heads=kv_heads, torch_dtype="bfloat16", initializer_range=0.1,
                   **{k: real[k] for k in COPIED if k in real})
     if has_phi4_vocabulary(config):
-        from . import phi4_tokenizer as phi4
-
-        config.update(bos_token_id=phi4.BOS_ID, eos_token_id=phi4.EOS_TOKEN_IDS[-1],
-                      pad_token_id=phi4.PAD_ID)
+        config.update(bos_token_id=phi4_tokenizer.BOS_ID,
+                      eos_token_id=phi4_tokenizer.EOS_TOKEN_IDS[-1],
+                      pad_token_id=phi4_tokenizer.PAD_ID)
     return config
 
 
@@ -207,8 +206,6 @@ def build_variant(out: Path, short: str, progress: bool = True) -> None:
     torch.manual_seed(TRAINING["seed"])
     net = Phi3ForCausalLM(Phi3Config(**config)).to(torch.bfloat16).eval()
     if phi4:
-        from . import phi4_tokenizer
-
         phi4_tokenizer.build(out)
         eos, bos, pad = phi4_tokenizer.EOS_TOKEN_IDS, phi4_tokenizer.BOS_ID, phi4_tokenizer.PAD_ID
     else:

@@ -11,9 +11,10 @@ import threading
 from pathlib import Path
 
 from .backends import GenerationRequest, GenerationResult, Session, get_route, open_session
+from .catalog import DEFAULT_MODEL, MODELS
 from .chat import Conversation
 from .errors import BadInput
-from .models import ModelSource, resolve_model
+from .models import ModelSource, default_model, resolve_model
 
 DEFAULT_SYSTEM = "You are a helpful AI assistant."
 STYLE = """<style>
@@ -39,8 +40,6 @@ def device_picker(devices: list[str], value: str | None = None, description: str
 def model_choices(current: str | None = None) -> list[tuple[str, str]]:
     """(label, name) for a model dropdown: the catalog's models, their stand-ins and the offline
     stand-in, and `current` (the default: PHI3_AIPC_MODEL, a folder) if it is none of those."""
-    from .catalog import DEFAULT_MODEL, MODELS
-
     choices = [(f"{m.id} ({m.context_window // 1024}k)", m.id) for m in MODELS.values()]
     choices += [("stand-in (offline, memorized replies)", "stand-in")]
     choices += [(f"stand-in:{m.short} (offline, random weights)", f"stand-in:{m.short}")
@@ -55,8 +54,6 @@ def model_picker(value: str | None = None, description: str = "Model"):
     """A dropdown of the models the suite knows (`model_choices`); `picker.value` is the name to
     give `resolve_model`, starting at `value` or the default model (PHI3_AIPC_MODEL)."""
     import ipywidgets as widgets
-
-    from .models import default_model
 
     value = value or default_model()
     return widgets.Dropdown(options=model_choices(value), value=value, description=description,

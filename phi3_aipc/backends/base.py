@@ -23,7 +23,7 @@ from ..cache import artifact_dir, build_once, check_given, write_manifest
 from ..catalog import PREBUILT_PRECISION
 from ..errors import BadInput, DeviceUnavailable
 from ..hardware import preflight
-from ..models import ModelSource, with_weights
+from ..models import ModelSource, safetensors_params, with_weights
 from ..prebuilt import prebuilt_source
 from ..processes import run_tool
 from .plan import CONTROLS, Option, Plan
@@ -216,8 +216,6 @@ class Route(ABC):
     def weights_read(self, artifact: Path, precision: str) -> WeightsRead:
         """Weights read per generated token, counted from the artifact where its format
         allows (the benchmark's roofline)."""
-        from ..models import safetensors_params
-
         total, embedding, head = safetensors_params(artifact)
         per_weight = {"fp32": 4, "fp16": 2, "int8": 1, "int4": 0.5}[precision]
         return WeightsRead((total - embedding) * per_weight / 1e6, head * per_weight / 1e6,

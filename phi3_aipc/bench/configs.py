@@ -8,6 +8,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..backends import REGISTRY, get_route
+from ..catalog import weight_count
 from ..standin import DATA
 
 PROMPTS_FILE = DATA / "bench_prompts.json"
@@ -66,9 +68,6 @@ def too_big(config: BenchConfig, model_dir: Path) -> str | None:
     None when it is fine (or the model's size cannot be told)."""
     import psutil
 
-    from ..backends import get_route
-    from ..catalog import weight_count
-
     path = Path(model_dir) / "config.json"
     if not path.is_file():
         return None
@@ -93,8 +92,6 @@ def available_configs(routes: list[str] | None = None, precisions: list[str] | N
     """Every (route, precision, device) this PC can run, narrowed by the filters. Each route
     says what it offers here (`Route.bench_configs`). The precision "default" stands for each
     route's own default precision; the device "emulated" for an emulated device."""
-    from ..backends import REGISTRY, get_route
-
     chosen = [get_route(name) for name in (routes or REGISTRY)]  # refuses unknown names
     limit = max_prompt_len or longest_prompt(LENGTHS)
     configs = [BenchConfig(route.name, **c) for route in chosen if route.is_installed()

@@ -6,13 +6,12 @@ import time
 from pathlib import Path
 
 from ..backends import all_routes
+from ..doctor import doctor
 
 
 def machine(bandwidth: bool = True) -> dict:
     """The machine's description: CPU, cores, memory, instruction sets, package versions, and
     its measured memory read bandwidth."""
-    from ..doctor import doctor
-
     report = doctor()
     info = {k: report[k] for k in ("os", "python", "cpu", "memory_gb", "packages")}
     info["cpu"]["instruction_sets"] = instruction_sets()

@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..errors import BadInput
+from ..models import resolve_model
 from ..processes import Relay, child_env, end, messages, start, wait
 from .configs import LENGTHS, BenchConfig, decode_length, load_prompts, longest_prompt, too_big
 from .machine import machine
@@ -23,8 +24,6 @@ def run(configs: list[BenchConfig], model: str | None = None, reps: int = 3,
     reasonable time (`too_big`), unless `emulate_any_size`."""
 
     from tqdm.auto import tqdm
-
-    from ..models import resolve_model
 
     prompts = load_prompts()
     lengths = tuple(dict.fromkeys(lengths))  # each length once: its prompts are used once
