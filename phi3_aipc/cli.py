@@ -289,7 +289,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         messages, _ = conversation.ask(session, args.prompt)  # it fits, or a clear refusal
         stream = None if args.json else lambda text: print(text, end="", flush=True)
         if not args.json:
-            print(f"[{session.backend} | {session.device} | {session.precision} | "
+            print(f"[{session.route} | {session.device} | {session.precision} | "
                   f"{session.model}]")
             if session.device_note:
                 print(f"[{session.device_note}]")
@@ -485,7 +485,7 @@ def demo_table(results: list) -> str:
     for r in results:
         m = r.metrics
         reply = " ".join(r.text.split()).replace("|", "/")
-        lines.append(f"| {r.backend} | {r.device} | {r.precision} | {reply} | "
+        lines.append(f"| {r.route} | {r.device} | {r.precision} | {reply} | "
                      f"{m.ttft_ms:.0f} | {m.tokens_per_s or 0:.1f} |")
     return "\n".join(lines)
 

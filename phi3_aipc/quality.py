@@ -96,7 +96,7 @@ def next_token_logp(session, window: list[int]) -> np.ndarray:
     """The session's log-probs of the next token at each position but the last of `window`."""
     logits = np.asarray(session.logits(window), dtype=np.float32)
     if logits.shape[0] != len(window):
-        raise RuntimeError(f"{session.backend} gave logits for {logits.shape[0]} positions of "
+        raise RuntimeError(f"{session.route} gave logits for {logits.shape[0]} positions of "
                            f"{len(window)}")
     return log_softmax(logits[:-1])
 
@@ -228,10 +228,10 @@ def measure(route: str, precision: str | None = None, device: str | None = None,
     ref = reference(source, chunks, tokens, window, progress)
     with open_session(route, precision, device, source, progress, prepare_options,
                       load_options) as session:
-        label = f"{session.backend} {session.precision} {session.device}"
+        label = f"{session.route} {session.precision} {session.device}"
         with bar(tokens, label, progress) as shown:
             figures = compare(session, chunks, ref, shown.update)
-    return {"model": source.name, "route": session.backend, "precision": session.precision,
+    return {"model": source.name, "route": session.route, "precision": session.precision,
             "device": session.device, "reference": f"{REFERENCE} {ref.precision}",
             "text": TEXT.name, "window": window, "top_k": TOP_K, "note": session.logits_note,
             **figures}

@@ -66,7 +66,7 @@ def stats_line(result: GenerationResult) -> str:
     ttft = "n/a" if m.ttft_ms is None else f"{m.ttft_ms:.0f} ms"
     speed = "n/a" if m.tokens_per_s is None else f"{m.tokens_per_s:.1f} tokens/s"
     return (f"TTFT {ttft} · {speed} · {len(result.token_ids)} tokens ({result.finish_reason}) · "
-            f"{result.backend} {result.precision} on {result.device}")
+            f"{result.route} {result.precision} on {result.device}")
 
 
 class ChatWidget:

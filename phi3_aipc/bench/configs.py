@@ -24,7 +24,7 @@ EMULATION_MAX_WEIGHTS = 1.5e9
 class BenchConfig:
     """One thing to measure: a route at a precision on a device, with its own options."""
 
-    backend: str
+    route: str
     precision: str
     device: str
     prepare_options: dict = field(default_factory=dict)
@@ -38,7 +38,7 @@ class BenchConfig:
     @property
     def label(self) -> str:
         device = self.emulated_as or self.device
-        return f"{self.backend} {self.precision} {device}"
+        return f"{self.route} {self.precision} {device}"
 
 
 @functools.cache
@@ -79,7 +79,7 @@ def too_big(config: BenchConfig, model_dir: Path) -> str | None:
                 f"{weights * 2.4 / 1e9:.0f} GB for a model of {weights / 1e9:.1f} B weights and "
                 "runs for tens of minutes, for CPU timings; emulate it on a stand-in, or ask for "
                 "it by name (phi3-aipc bench --device emulated)")
-    need = get_route(config.backend).memory_gb(weights, config.precision)
+    need = get_route(config.route).memory_gb(weights, config.precision)
     free = psutil.virtual_memory().available / 1e9
     if need <= free:
         return None
@@ -100,7 +100,7 @@ def available_configs(routes: list[str] | None = None, precisions: list[str] | N
         wanted = [p.lower() for p in precisions]
         defaults = {r.name: r.default_precision for r in chosen}
         configs = [c for c in configs if c.precision in wanted or (
-            "default" in wanted and c.precision == defaults[c.backend])]
+            "default" in wanted and c.precision == defaults[c.route])]
     if devices:
         wanted = [d.lower() for d in devices]
         configs = [c for c in configs if c.device.lower() in wanted
