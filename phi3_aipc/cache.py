@@ -18,7 +18,7 @@ from filelock import FileLock, Timeout
 from platformdirs import user_cache_dir
 
 from .envs import installed_version
-from .errors import Phi3AipcError
+from .errors import BadInput, Phi3AipcError
 
 # Windows refuses to rename or remove a folder while a file in it is open or memory-mapped, or
 # while a process has its current folder in it: WinError 5 (access denied), 32 (sharing
@@ -64,8 +64,6 @@ def why(err: OSError) -> str:
 
 def cache_dir() -> Path:
     """The cache root: `PHI3_AIPC_CACHE` if set, else the user's cache directory."""
-    from .errors import BadInput
-
     root = os.environ.get("PHI3_AIPC_CACHE") or user_cache_dir("phi3-aipc", appauthor=False)
     try:
         path = Path(root).expanduser().resolve()
@@ -89,7 +87,8 @@ def quality_dir() -> Path:
     return cache_dir() / "quality"
 
 
-def build_once(final: Path, build: Callable[[Path], None]) -> Path:
+def build_once(final: Path, build: Callable[[Path], None],
+               adopt: Callable[[Path], None] | None = None) -> Path:
     """Return `final`, building it first with `build(tmp_folder)` unless a sound one exists.
 
     The folder is built under a temporary name beside `final`, sealed (every file's size and
@@ -99,6 +98,10 @@ def build_once(final: Path, build: Callable[[Path], None]) -> Path:
     no longer match its manifest is reported and built again. A finished build is never
     deleted: where the rename fails (Windows: a file in it is still open), it is kept, and the
     next call renames it into place instead of building again.
+
+    `adopt`: for a folder where someone builds by hand too (a notebook's export): a finished
+    folder there without a seal is checked by `adopt(final)` (which raises if it is not
+    finished) and sealed as it is, never discarded and built again.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(final) + ".lock"):
@@ -107,6 +110,11 @@ def build_once(final: Path, build: Callable[[Path], None]) -> Path:
                 move_into_place(stale, final)  # and checked below, as any finished folder
             else:  # a build that was killed halfway
                 shutil.rmtree(stale, ignore_errors=True)
+        if final.is_dir() and adopt is not None and not {"files", "damaged"} & set(
+                read_manifest(final)):
+            adopt(final)
+            seal(final)
+            return final
         if final.is_dir():
             problem = check_sealed(final)
             if problem is None:
@@ -324,8 +332,6 @@ def folder_size_mb(path: Path) -> float:
 
 def check_given(folder: Path) -> None:
     """Refuse a prepared model given by folder whose files no longer match its manifest."""
-    from .errors import BadInput
-
     made = read_manifest(folder)
     if "files" in made or "damaged" in made:
         problem = check_sealed(folder)
@@ -356,7 +362,7 @@ def list_artifacts(library_folders: list[tuple[str, Path, str]] = ()) -> list[di
                       "size_mb": round(folder_size_mb(folder), 1),
                       "path": str(folder)})
     for folder in sorted(cache_dir().glob("notebooks/*/*")):  # the notebooks' own exports
-        if folder.is_dir():
+        if folder.is_dir() and not folder.name.startswith("."):  # not a build under way
             unfinished = " (unfinished: a later run makes it again)" \
                 if folder.name.endswith(".partial") else ""
             found.append({"route": "notebooks", "model": folder.parent.name, "precision": "-",

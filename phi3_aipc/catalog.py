@@ -15,6 +15,12 @@ from types import MappingProxyType
 FAMILY = ("phi3",)  # the config.json model_type every route here is written for
 # The export OpenVINO GenAI's NPU guide asks for (symmetric int4, channel-wise, every layer).
 NPU_EXPORT = "--weight-format int4 --sym --group-size -1 --ratio 1.0"
+PREBUILT_PRECISION = "int4"  # what every publisher's ready-made build here is
+
+
+def base_device(device: str) -> str:
+    """A device without its number: "GPU" for OpenVINO's "GPU.1" (builds are made per kind)."""
+    return device.split(".")[0]
 
 
 @dataclass(frozen=True)
@@ -24,9 +30,12 @@ class Prebuilt:
     route: str
     repo: str
     subfolder: str = ""
-    precision: str = "int4"
+    precision: str = PREBUILT_PRECISION
     devices: tuple[str, ...] = ()  # what it is made for, in the route's device names
     settings: str = ""  # how it was quantized, as its model card says
+
+    def made_for(self, device: str) -> bool:
+        return base_device(device) in self.devices
 
 
 @dataclass(frozen=True)
@@ -138,10 +147,25 @@ PHI4_LONGROPE = {"type": "longrope", "long_factor": [
     32.66, 32.7, 32.71, 32.93, 32.97, 33.28, 33.49, 33.5, 44.16, 47.77],
     "short_factor": [1.0] * 48}
 LONGROPE_128K = dict(max_position_embeddings=131072, original_max_position_embeddings=4096)
+PHI35_128K = dict(PHI3_MINI, **LONGROPE_128K, rope_scaling=PHI35_LONGROPE, sliding_window=262144)
 
 ROUTES_CHECKED = ("transformers", "openvino CPU (fp32 = transformers)",
                   "onnxruntime-genai cpu (fp32 = transformers)")
 ORT_CPU_INT4 = "cpu_and_mobile/cpu-int4-rtn-block-32-acc-level-4"
+
+
+def ort_cpu_build(name: str) -> Prebuilt:
+    """Microsoft's ONNX build of `name` for the CPU: RTN int4, blocks of 32, int8 activations."""
+    return Prebuilt("onnxruntime-genai", f"microsoft/{name}-onnx", ORT_CPU_INT4, devices=("cpu",),
+                    settings="RTN, block 32, int8 activations")
+
+
+def openvino_builds(name: str) -> tuple[Prebuilt, Prebuilt]:
+    """OpenVINO's two int4 builds of `name`: for the CPU and GPU, and the NPU's (-cw-)."""
+    return (Prebuilt("openvino", f"OpenVINO/{name}-int4-ov", devices=("CPU", "GPU")),
+            Prebuilt("openvino", f"OpenVINO/{name}-int4-cw-ov", devices=("NPU",),
+                     settings="symmetric, channel-wise: the NPU's"))
+
 
 MODELS: dict[str, Model] = {m.id: m for m in [
     Model("microsoft/Phi-3-mini-4k-instruct", "phi-3-mini-4k",
@@ -149,40 +173,32 @@ MODELS: dict[str, Model] = {m.id: m for m in [
                sliding_window=2047),
           3.82,
           prebuilt=(
-              Prebuilt("openvino", "OpenVINO/Phi-3-mini-4k-instruct-int4-ov",
-                       devices=("CPU", "GPU")),
-              Prebuilt("openvino", "OpenVINO/Phi-3-mini-4k-instruct-int4-cw-ov", devices=("NPU",),
-                       settings="symmetric, channel-wise: the NPU's"),
+              *openvino_builds("Phi-3-mini-4k-instruct"),
               Prebuilt("onnxruntime-genai", "microsoft/Phi-3-mini-4k-instruct-onnx",
                        "directml/directml-int4-awq-block-128", devices=("dml",),
                        settings="AWQ, block 128"),
-              Prebuilt("onnxruntime-genai", "microsoft/Phi-3-mini-4k-instruct-onnx",
-                       ORT_CPU_INT4, devices=("cpu",), settings="RTN, block 32, int8 activations"),
+              ort_cpu_build("Phi-3-mini-4k-instruct"),
           ),
           note="the reference material's model; a 4k-token window",
           checked=(*ROUTES_CHECKED, "openvino NPU (emulated)", "npu-library (CPU fallback)")),
     Model("microsoft/Phi-3-mini-128k-instruct", "phi-3-mini-128k",
           # Its own factors could not be read here (no model hub); its stand-in takes
           # Phi-3.5-mini's, which have the same length and the same switch at 4096 tokens.
-          dict(PHI3_MINI, **LONGROPE_128K, rope_scaling=PHI35_LONGROPE, sliding_window=262144),
+          PHI35_128K,
           3.82,
           prebuilt=(
               Prebuilt("openvino", "OpenVINO/Phi-3-mini-128k-instruct-int4-ov",
                        devices=("CPU", "GPU"), settings="asymmetric, group 128, ratio 0.8"),
-              Prebuilt("onnxruntime-genai", "microsoft/Phi-3-mini-128k-instruct-onnx",
-                       ORT_CPU_INT4, devices=("cpu",), settings="RTN, block 32, int8 activations"),
+              ort_cpu_build("Phi-3-mini-128k-instruct"),
           ),
           note="LongRoPE: a 128k window; long factors take over past 4096 tokens",
           checked=ROUTES_CHECKED,
           npu_note="OpenVINO's int4 build is asymmetric, group 128, ratio 0.8"),
     Model("microsoft/Phi-3.5-mini-instruct", "phi-3.5-mini",
-          dict(PHI3_MINI, **LONGROPE_128K, rope_scaling=PHI35_LONGROPE, sliding_window=262144),
+          PHI35_128K,
           3.82,
           prebuilt=(
-              Prebuilt("openvino", "OpenVINO/Phi-3.5-mini-instruct-int4-ov",
-                       devices=("CPU", "GPU")),
-              Prebuilt("openvino", "OpenVINO/Phi-3.5-mini-instruct-int4-cw-ov", devices=("NPU",),
-                       settings="symmetric, channel-wise: the NPU's"),
+              *openvino_builds("Phi-3.5-mini-instruct"),
               Prebuilt("onnxruntime-genai", "microsoft/Phi-3.5-mini-instruct-onnx",
                        "cpu_and_mobile/cpu-int4-awq-block-128-acc-level-4", devices=("cpu",),
                        settings="AWQ, block 128, int8 activations"),
@@ -196,8 +212,7 @@ MODELS: dict[str, Model] = {m.id: m for m in [
           prebuilt=(
               Prebuilt("openvino", "OpenVINO/Phi-4-mini-instruct-int4-ov", devices=("CPU", "GPU"),
                        settings="asymmetric, group 64, AWQ and scale estimation"),
-              Prebuilt("onnxruntime-genai", "microsoft/Phi-4-mini-instruct-onnx", ORT_CPU_INT4,
-                       devices=("cpu",), settings="RTN, block 32, int8 activations"),
+              ort_cpu_build("Phi-4-mini-instruct"),
           ),
           note="grouped-query attention (24 query, 8 key/value heads), partial rotary 0.75, "
                "tied embeddings, a 200k vocabulary, LongRoPE",

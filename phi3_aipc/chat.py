@@ -153,3 +153,45 @@ def fit_history(count: Callable[[list[dict]], int], prompt: str, system: str | N
         if count(messages) <= budget:
             break
     return messages, dropped
+
+
+class Conversation:
+    """A multi-turn chat with one loaded model: the system prompt and the turns so far, kept
+    within what the model takes. The chat widget, the CLI and the tests use it.
+
+    The next prompt must fit the model's context window with room for the reply
+    (`max_new_tokens`), and the device's own prompt limit where it has one (the NPU pipeline's
+    MAX_PROMPT_LEN): when it would not, the oldest turns are dropped, whole. `context`
+    overrides the model's window. `session` is anything with `count_prompt_tokens`,
+    `context_window` and `prompt_limit` (a loaded Session).
+    """
+
+    def __init__(self, system: str | None = None, max_new_tokens: int = 256,
+                 context: int | None = None) -> None:
+        self.system, self.max_new_tokens, self.context = system, max_new_tokens, context
+        self.history: list[dict] = []
+
+    def window(self, session) -> tuple[int, int]:
+        """The context window, and how many prompt tokens fit in it now."""
+        context = self.context or session.context_window
+        budget = context - self.max_new_tokens
+        limit = session.prompt_limit
+        return context, min(budget, limit) if limit else budget
+
+    def ask(self, session, prompt: str) -> tuple[list[dict], int]:
+        """The messages that ask `prompt` next, and how many old turns were dropped to fit them
+        (they are gone from the history too). Refuses a prompt too long even on its own."""
+        context, budget = self.window(session)
+        messages, dropped = fit_history(session.count_prompt_tokens, prompt,
+                                        (self.system or "").strip() or None, self.history,
+                                        budget)
+        check_fits(session.count_prompt_tokens(messages), self.max_new_tokens, context)
+        del self.history[:2 * dropped]
+        return messages, dropped
+
+    def answered(self, messages: list[dict], reply: str) -> None:
+        """Keep the turn `messages` asked, with its `reply`."""
+        self.history += [messages[-1], {"role": "assistant", "content": reply}]
+
+    def clear(self) -> None:
+        self.history = []

@@ -14,10 +14,12 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
-from . import catalog
+from . import bench, catalog, doctor, quality
 from .backends import (
+    DEFAULT_ROUTE,
     REGISTRY,
     all_routes,
     get_route,
@@ -30,12 +32,10 @@ from .backends.plan import PRECISIONS, Option
 from .backends.session import GenerationRequest
 from .bench.configs import LENGTHS as BENCH_LENGTHS
 from .cache import cache_dir, clear_artifacts, folder_size_mb, leftovers, list_artifacts
-from .chat import build_messages
+from .chat import Conversation, build_messages
 from .errors import BadInput, Phi3AipcError
 from .models import resolve_model
 from .processes import tool_log
-from .quality import TOKENS as QUALITY_TOKENS
-from .quality import WINDOW as QUALITY_WINDOW
 from .standin import load_chats
 
 # What `cache clear --route` takes: the routes' artifacts, and notebooks (the exports the
@@ -139,9 +139,9 @@ def route_args(cmd: argparse.ArgumentParser, stages: tuple[str, ...],
         cmd.add_argument("--route", "--backend", dest="route", required=True, metavar="R",
                          help=f"route: {', '.join(REGISTRY)} (--backend is the same)")
     else:
-        cmd.add_argument("--route", "--backend", dest="route", default="transformers",
+        cmd.add_argument("--route", "--backend", dest="route", default=DEFAULT_ROUTE,
                          metavar="R", help=f"route: {', '.join(REGISTRY)} (default: "
-                         "transformers; --backend is the same)")
+                         f"{DEFAULT_ROUTE}; --backend is the same)")
     cmd.add_argument("--precision", metavar="P",
                      help=f"{', '.join(PRECISIONS)} (default: the route's own)")
     cmd.add_argument("--model", metavar="M", help=f"hub id (known: {catalog.describe()}), "
@@ -179,99 +179,49 @@ def given(args: argparse.Namespace, stage: str) -> dict:
     return {n: v for n in sorted(names) if (v := getattr(args, n, None)) is not None}
 
 
+# Every command: its name ("cache list": an action of a command), its help, the function that
+# adds its flags (defined beside the command), and the command itself. Filled by `@command`.
+COMMANDS: dict[str, tuple[str, Callable, Callable]] = {}
+GROUPS = {"cache": "list or clear prepared models in the phi3-aipc cache"}
+
+
+def command(name: str, help: str, flags: Callable = lambda cmd: None) -> Callable:
+    """Register a `cmd_` function as `phi3-aipc NAME`, with the function that adds its flags."""
+    def register(func: Callable) -> Callable:
+        COMMANDS[name] = (help, flags, func)
+        return func
+    return register
+
+
 def parser() -> argparse.ArgumentParser:
     p = Parser(prog="phi3-aipc", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(required=True, metavar="COMMAND")
-
-    doctor = sub.add_parser("doctor", help="what this PC has, and a verdict per route")
-    doctor.add_argument("--json", action="store_true", help="print the report as JSON")
-    doctor.set_defaults(func=cmd_doctor)
-
-    models = sub.add_parser("models", help="the models the suite knows, and their prebuilt "
-                            "builds per route")
-    models.add_argument("--json", action="store_true", help="print the catalog as JSON")
-    models.set_defaults(func=cmd_models)
-
-    prepare = sub.add_parser("prepare", help="convert/quantize a model for a route; prints "
-                             "the artifact folder last")
-    route_args(prepare, ("prepare",))
-    prepare.set_defaults(func=cmd_prepare)
-
-    gen = sub.add_parser("generate", help="reply to one prompt")
-    route_args(gen, ("prepare", "load"))
-    gen.add_argument("--prompt", required=True, metavar="TEXT")
-    gen.add_argument("--system", metavar="TEXT", help="system prompt")
-    gen.add_argument("--max-new-tokens", type=int, default=256, metavar="N")
-    gen.add_argument("--greedy", action="store_true", help="always pick the likeliest token")
-    gen.add_argument("--ignore-eos", action="store_true",
-                     help="do not stop at stop tokens: generate exactly N tokens")
-    gen.add_argument("--temperature", type=float, default=0.7)
-    gen.add_argument("--top-p", type=float, default=0.9)
-    gen.add_argument("--seed", type=int, help="seed for sampling")
-    gen.add_argument("--json", action="store_true", help="print one JSON object")
-    gen.set_defaults(func=cmd_generate)
-
-    cache = sub.add_parser("cache", help="list or clear prepared models in the phi3-aipc cache")
-    cache_sub = cache.add_subparsers(required=True, metavar="ACTION")
-    cache_list = cache_sub.add_parser("list", help="what the cache holds, with sizes")
-    cache_list.add_argument("--json", action="store_true")
-    cache_list.set_defaults(func=cmd_cache_list)
-    cache_clear = cache_sub.add_parser("clear", help="remove prepared models (all, or one route's)")
-    cache_clear.add_argument("--route", "--backend", dest="route", metavar="R",
-                             help="only this route's "
-                             f"({', '.join(CACHE_GROUPS)})")
-    cache_clear.set_defaults(func=cmd_cache_clear)
-
-    bench = sub.add_parser("bench", help="measure every route this PC can run: load time, "
-                           "time to first token, tokens/s, memory")
-    bench.add_argument("--model", metavar="M", help="as for generate; 'bench-stand-in[:LAYERS]' "
-                       "has Phi-3-mini's layer shapes with random weights (default 4 layers)")
-    bench.add_argument("--route", "--backend", dest="route", action="append", metavar="R",
-                       help="only this route (repeat for more; default: every installed route)")
-    bench.add_argument("--precision", action="append", metavar="P",
-                       help="only this precision (repeatable; 'default': each route's own; "
-                       "default: every one)")
-    bench.add_argument("--device", action="append", metavar="D", help="only this device "
-                       "(repeatable; 'emulated' for the emulated NPU; default: every one)")
-    bench.add_argument("--reps", type=int, default=3, metavar="N",
-                       help="timed runs per prompt length, each on a different prompt, after "
-                       "one warm-up (default 3)")
-    bench.add_argument("--new-tokens", type=int, default=64, metavar="N",
-                       help="tokens generated per run, end-of-sequence ignored (default 64)")
-    bench.add_argument("--lengths", default=",".join(map(str, BENCH_LENGTHS)), metavar="L,L",
-                       help="prompt lengths in tokens (default %(default)s)")
-    bench.add_argument("--json", metavar="FILE", help="write the full report as JSON")
-    bench.add_argument("--csv", metavar="FILE", help="write one row per route and length")
-    bench.set_defaults(func=cmd_bench)
-
-    quality = sub.add_parser("quality", help="what a precision costs: next-token agreement "
-                             "with the fp32 reference on a bundled text (top-1, KL, perplexity)")
-    route_args(quality, ("prepare", "load"), route_required=True)  # not the reference itself
-    quality.add_argument("--tokens", type=int, default=QUALITY_TOKENS, metavar="N",
-                         help="positions of the text to read (default %(default)s)")
-    quality.add_argument("--window", type=int, default=QUALITY_WINDOW, metavar="N",
-                         help="tokens per window, each read from an empty context (default "
-                         "%(default)s)")
-    quality.add_argument("--json", action="store_true", help="print one JSON object")
-    quality.set_defaults(func=cmd_quality)
-
-    demo = sub.add_parser("demo", help="run every installed route once on the default model")
-    demo.add_argument("--model", metavar="M", help="as for generate")
-    demo.add_argument("--max-new-tokens", type=int, default=64, metavar="N")
-    demo.add_argument("--verbose", action="store_true", help="show the converters' and "
-                      "libraries' own output instead of keeping it in a log file")
-    demo.set_defaults(func=cmd_demo)
+    actions: dict[str, argparse._SubParsersAction] = {}
+    for name, (help, flags, func) in COMMANDS.items():
+        group, _, action = name.partition(" ")
+        if action and group not in actions:
+            actions[group] = sub.add_parser(group, help=GROUPS[group]).add_subparsers(
+                required=True, metavar="ACTION")
+        cmd = actions[group].add_parser(action, help=help) if action else \
+            sub.add_parser(name, help=help)
+        flags(cmd)
+        cmd.set_defaults(func=func)
     return p
 
 
-def cmd_doctor(args: argparse.Namespace) -> int:
-    from .doctor import doctor, format_report
+def json_flag(cmd: argparse.ArgumentParser, help: str = "print the report as JSON") -> None:
+    cmd.add_argument("--json", action="store_true", help=help)
 
-    report = doctor()
-    print(json.dumps(report, indent=2) if args.json else format_report(report))
+
+@command("doctor", "what this PC has, and a verdict per route", json_flag)
+def cmd_doctor(args: argparse.Namespace) -> int:
+    report = doctor.doctor()
+    print(json.dumps(report, indent=2) if args.json else doctor.format_report(report))
     return 0
 
 
+@command("models", "the models the suite knows, and their prebuilt builds per route",
+         lambda cmd: json_flag(cmd, "print the catalog as JSON"))
 def cmd_models(args: argparse.Namespace) -> int:
     rows = [{"id": m.id, "stand_in": f"stand-in:{m.short}", "context_window": m.context_window,
              "parameters_b": m.parameters_b, "layers": m.layers,
@@ -297,14 +247,12 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("prepare", "convert/quantize a model for a route; prints the artifact folder last",
+         lambda cmd: route_args(cmd, ("prepare",)))
 def cmd_prepare(args: argparse.Namespace) -> int:
     route = get_route(args.route)
-    load = {}
-    if (args.device or "").upper() == "NPU" and "emulate_npu" in {o.name for o in route.options}:
-        # The NPU's build is made without an NPU too (to copy to a PC that has one): preparing
-        # only writes files, so the NPU's absence is not an obstacle here.
-        load = {"emulate_npu": "NPU" not in route.devices_here()}
-    plan = route.plan(args.precision, args.device, given(args, "prepare"), load)
+    plan = route.plan(args.precision, args.device, given(args, "prepare"),
+                      route.load_options_to_prepare(args.device))
     _, artifact = prepare_artifact(plan, args.model)
     print(artifact)
     return 0
@@ -316,15 +264,32 @@ def request_of(args: argparse.Namespace) -> GenerationRequest:
                              top_p=args.top_p, seed=args.seed).check()
 
 
+def generate_flags(cmd: argparse.ArgumentParser) -> None:
+    route_args(cmd, ("prepare", "load"))
+    cmd.add_argument("--prompt", required=True, metavar="TEXT")
+    cmd.add_argument("--system", metavar="TEXT", help="system prompt")
+    cmd.add_argument("--max-new-tokens", type=int, default=256, metavar="N")
+    cmd.add_argument("--greedy", action="store_true", help="always pick the likeliest token")
+    cmd.add_argument("--ignore-eos", action="store_true",
+                     help="do not stop at stop tokens: generate exactly N tokens")
+    cmd.add_argument("--temperature", type=float, default=0.7)
+    cmd.add_argument("--top-p", type=float, default=0.9)
+    cmd.add_argument("--seed", type=int, help="seed for sampling")
+    json_flag(cmd, "print one JSON object")
+
+
+@command("generate", "reply to one prompt", generate_flags)
 def cmd_generate(args: argparse.Namespace) -> int:
-    messages = build_messages(args.prompt, args.system)
+    build_messages(args.prompt)  # an empty prompt is refused before anything loads
     request = request_of(args)
+    conversation = Conversation(args.system, args.max_new_tokens)
     with open_session(args.route, args.precision, args.device, args.model,
                       prepare_options=given(args, "prepare"),
                       load_options=given(args, "load")) as session:
+        messages, _ = conversation.ask(session, args.prompt)  # it fits, or a clear refusal
         stream = None if args.json else lambda text: print(text, end="", flush=True)
         if not args.json:
-            print(f"[{session.backend} | {session.device} | {session.precision} | "
+            print(f"[{session.route} | {session.device} | {session.precision} | "
                   f"{session.model}]")
             if session.device_note:
                 print(f"[{session.device_note}]")
@@ -342,6 +307,7 @@ def metrics_line(result) -> str:
             f"process peak RSS {m.peak_rss_mb:.0f} MB")
 
 
+@command("cache list", "what the cache holds, with sizes", json_flag)
 def cmd_cache_list(args: argparse.Namespace) -> int:
     entries = list_artifacts(library_caches())
     if args.json:
@@ -363,6 +329,9 @@ def cmd_cache_list(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("cache clear", "remove prepared models (all, or one route's)",
+         lambda cmd: cmd.add_argument("--route", "--backend", dest="route", metavar="R",
+                                      help=f"only this route's ({', '.join(CACHE_GROUPS)})"))
 def cmd_cache_clear(args: argparse.Namespace) -> int:
     if args.route and args.route not in CACHE_GROUPS:
         raise BadInput(f"Unknown route {args.route!r}; routes: {', '.join(CACHE_GROUPS)}.")
@@ -393,9 +362,30 @@ def check_output_file(flag: str, path) -> None:
         raise BadInput(f"{flag} {path} is not writable.")
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from . import bench
+def bench_flags(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--model", metavar="M", help="as for generate; 'bench-stand-in[:LAYERS]' "
+                     "has Phi-3-mini's layer shapes with random weights (default 4 layers)")
+    cmd.add_argument("--route", "--backend", dest="route", action="append", metavar="R",
+                     help="only this route (repeat for more; default: every installed route)")
+    cmd.add_argument("--precision", action="append", metavar="P",
+                     help="only this precision (repeatable; 'default': each route's own; "
+                     "default: every one)")
+    cmd.add_argument("--device", action="append", metavar="D", help="only this device "
+                     "(repeatable; 'emulated' for an emulated device; default: every one)")
+    cmd.add_argument("--reps", type=int, default=3, metavar="N",
+                     help="timed runs per prompt length, each on a different prompt, after "
+                     "one warm-up (default 3)")
+    cmd.add_argument("--new-tokens", type=int, default=64, metavar="N",
+                     help="tokens generated per run, end-of-sequence ignored (default 64)")
+    cmd.add_argument("--lengths", default=",".join(map(str, BENCH_LENGTHS)), metavar="L,L",
+                     help="prompt lengths in tokens (default %(default)s)")
+    cmd.add_argument("--json", metavar="FILE", help="write the full report as JSON")
+    cmd.add_argument("--csv", metavar="FILE", help="write one row per route and length")
 
+
+@command("bench", "measure every route this PC can run: load time, time to first token, "
+         "tokens/s, memory", bench_flags)
+def cmd_bench(args: argparse.Namespace) -> int:
     try:
         lengths = tuple(int(n) for n in args.lengths.split(","))
     except ValueError:
@@ -415,9 +405,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_quality(args: argparse.Namespace) -> int:
-    from . import quality
+def quality_flags(cmd: argparse.ArgumentParser) -> None:
+    route_args(cmd, ("prepare", "load"), route_required=True)  # not the reference itself
+    cmd.add_argument("--tokens", type=int, default=quality.TOKENS, metavar="N",
+                     help="positions of the text to read (default %(default)s)")
+    cmd.add_argument("--window", type=int, default=quality.WINDOW, metavar="N",
+                     help="tokens per window, each read from an empty context (default "
+                     "%(default)s)")
+    json_flag(cmd, "print one JSON object")
 
+
+@command("quality", "what a precision costs: next-token agreement with the fp32 reference on a "
+         "bundled text (top-1, KL, perplexity)", quality_flags)
+def cmd_quality(args: argparse.Namespace) -> int:
     result = quality.measure(args.route, args.precision, args.device, args.model, args.tokens,
                              args.window, progress=not args.json,
                              prepare_options=given(args, "prepare"),
@@ -431,6 +431,14 @@ def cmd_quality(args: argparse.Namespace) -> int:
     return 0
 
 
+def demo_flags(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--model", metavar="M", help="as for generate")
+    cmd.add_argument("--max-new-tokens", type=int, default=64, metavar="N")
+    cmd.add_argument("--verbose", action="store_true", help="show the converters' and "
+                     "libraries' own output instead of keeping it in a log file")
+
+
+@command("demo", "run every installed route once on the default model", demo_flags)
 def cmd_demo(args: argparse.Namespace) -> int:
     """Every installed route once: a progress line each, then one table. What the converters
     and libraries print goes to a log file (all of it on screen with --verbose)."""
@@ -477,7 +485,7 @@ def demo_table(results: list) -> str:
     for r in results:
         m = r.metrics
         reply = " ".join(r.text.split()).replace("|", "/")
-        lines.append(f"| {r.backend} | {r.device} | {r.precision} | {reply} | "
+        lines.append(f"| {r.route} | {r.device} | {r.precision} | {reply} | "
                      f"{m.ttft_ms:.0f} | {m.tokens_per_s or 0:.1f} |")
     return "\n".join(lines)
 

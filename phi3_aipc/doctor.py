@@ -1,7 +1,7 @@
 """`phi3-aipc doctor` and notebook 00: what this PC has, and a verdict per route.
 
-Each route reports what its runtime sees (its `facts`, under its `doctor_key`) and judges
-itself from them; this module only gathers and prints.
+Each route reports what its runtime sees (its `facts`, under its `doctor_key`), tells it in
+its own words (`facts_lines`) and judges itself from it; this module only gathers and prints.
 """
 from __future__ import annotations
 
@@ -72,24 +72,9 @@ def format_report(report: dict) -> str:
         "", "Packages",
     ]
     lines += [f"  {name:32} {ver or '-'}" for name, ver in report["packages"].items()]
-    ov = report.get("openvino")
-    if ov is not None:
-        lines += ["", "OpenVINO devices"]
-        for d in ov["devices"]:
-            driver = f"  driver {d['driver_version']}" if d["driver_version"] else ""
-            lines.append(f"  {d['name']:8} {d['full_name']}{driver}")
-        if ov["error"]:
-            lines.append(f"  ({ov['error']})")
-    if "directml" in report:
-        dml = report["directml"]
-        lines.append(f"DirectML: {'available' if dml['available'] else 'no'} {dml['reason']}")
-    lib = report.get("npu_library")
-    if lib is not None:
-        lines.append("NPU library: " + (
-            "not installed" if not lib["installed"] else
-            f"in {lib['python']}; sees an NPU: {lib['npu_available']}"
-            + (f", driver {lib['driver_version']} (needs {lib['min_driver_version']}+)"
-               if lib["driver_version"] else "")))
+    for route in all_routes():  # what each route's runtime sees, in the route's own words
+        if route.doctor_key in report:
+            lines += route.facts_lines(report[route.doctor_key])
     lines += paths_lines(report.get("paths"))
     lines += ["", "Routes"]
     for name, r in report["routes"].items():

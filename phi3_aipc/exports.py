@@ -3,30 +3,22 @@ whether it fits on this PC, and when the publisher's ready-made build is the bet
 
 A notebook types the command itself (`!optimum-cli export openvino ...`, the ORT GenAI model
 builder), into `<folder>.partial`, and renames the folder when the command has succeeded, so an
-interrupted export is never taken for a finished one. This module only finds the folder and
-makes the choice:
-
-    PHI3_AIPC_PREBUILT=auto  (default) the prebuilt build when the export would not fit here
-    PHI3_AIPC_PREBUILT=yes   always the prebuilt build, where the catalog has one
-    PHI3_AIPC_PREBUILT=no    always export (the export still says when it will not fit)
+interrupted export is never taken for a finished one. This module finds the folder, takes the
+choice `prebuilt.decide` makes (PHI3_AIPC_PREBUILT), and, for a notebook that needs another
+notebook's export, asks the route for the same command and builds through `cache.build_once`.
 """
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from pathlib import Path
 
-from filelock import FileLock
-
+from .backends import get_route
 from .cache import cache_dir
-from .errors import BadInput, InsufficientResources
-from .hardware import preflight
-from .models import ModelSource, prebuilt_source, resolve_model, with_weights
-from .processes import run_tool
-
-CHOICE_ENV = "PHI3_AIPC_PREBUILT"
-CHOICES = ("auto", "yes", "no")
+from .catalog import PREBUILT_PRECISION
+from .errors import BadInput, ModelNotFound
+from .models import ModelSource, resolve_model
+from .prebuilt import decide, prebuilt_source
 
 
 def export_dir(source: ModelSource, name: str = "") -> Path:
@@ -39,61 +31,20 @@ def export_dir(source: ModelSource, name: str = "") -> Path:
     return folder / name if name else folder
 
 
-def does_not_fit(source: ModelSource, precision: str, what: str) -> str | None:
-    """None when exporting `source` at `precision` fits this PC's memory and disk, else why."""
-    if not (source.path / "config.json").is_file():
-        return None  # not a checkpoint (an export given as the model): nothing to convert
-    try:
-        preflight(source.path, precision, what)
-    except InsufficientResources as err:
-        return str(err).split(" Close other programs")[0]
-    return None
-
-
-def choice() -> str:
-    value = os.environ.get(CHOICE_ENV, "auto").strip().lower() or "auto"
-    if value not in CHOICES:
-        raise BadInput(f"{CHOICE_ENV} is {value!r}; use one of {', '.join(CHOICES)}.")
-    return value
-
-
-def prebuilt_choice(route: str, source: ModelSource, device: str, precision: str = "int4",
-                    exported: Path | None = None) -> tuple[bool, str]:
-    """Whether to use the publisher's ready-made build of `source` for `route` on `device`
-    instead of exporting, and why (PHI3_AIPC_PREBUILT, whether an export made earlier is in
-    the folder `exported`, and whether the export fits here).
-
-    Only catalog models from the hub have one (the stand-ins have none), and only in int4."""
-    from .catalog import known
-
-    wanted = choice()
-    entry = known(source.name) if source.kind == "hub" and wanted != "no" else None
-    if precision != "int4" or not entry or not any(
-            device.split(".")[0] in b.devices for b in entry.prebuilt_for(route)):
-        return False, f"No prebuilt {route} build is used for {source.name}: it is exported."
-    if wanted == "auto" and exported is not None and exported.is_dir():
-        return False, (f"{source.name} was exported before, when it fitted: that export is "
-                       f"used ({exported}).")
-    reason = does_not_fit(source, precision, f"Exporting {source.name} ({precision})")
-    if wanted == "auto" and reason is None:
-        return False, (f"Exporting {source.name} fits this PC, so it is exported; {CHOICE_ENV}=yes "
-                       "uses the publisher's build instead.")
-    return True, reason or f"{CHOICE_ENV}=yes"
-
-
-def use_prebuilt(route: str, source: ModelSource, device: str, precision: str = "int4",
+def use_prebuilt(route: str, source: ModelSource, device: str,
+                 precision: str = PREBUILT_PRECISION,
                  exported: Path | None = None) -> Path | None:
     """The publisher's ready-made build to use instead of exporting, or None; says why.
     `exported`: the folder a notebook's own export goes to, used when it is there.
 
     It is downloaded once with a progress bar, or found in the Hugging Face cache offline.
     """
-    use, why = prebuilt_choice(route, source, device, precision, exported)
-    if not use:
-        print(why)
+    chosen = decide(route, source, device, precision, exported)
+    if not chosen.use:
+        print(chosen.why)
         return None
-    built = prebuilt_source(route, source.name, device.split(".")[0])
-    print(f"Using the prebuilt build {built.name} ({why}).\nIt is in {built.path}")
+    built = prebuilt_source(route, source.name, device)
+    print(f"Using the prebuilt build {built.name} ({chosen.why}).\nIt is in {built.path}")
     return built.path
 
 
@@ -102,36 +53,31 @@ def openvino_int4(source: ModelSource | None = None, device: str = "CPU") -> Pat
     need it: the publisher's build for `device` where that is the choice, the folder notebook
     03 made (channel-wise: it suits the NPU too), or made now with the same `optimum-cli`
     command."""
-    from .backends.openvino import PRESETS, export_command
-
-    source = source or resolve_model(weights=False)  # the weights only if it is exported
-    mine = export_dir(source, "int4-ov")
-    final = use_prebuilt("openvino", source, device, exported=mine) or mine
-    with FileLock(f"{final}.lock"):  # two notebooks (or test workers) asking at once: one builds
-        if not final.exists():
-            partial = Path(f"{final}.partial")
-            source = with_weights(source)
-            run_tool(export_command(source.path, partial, "int4", PRESETS["default"]),
-                     "The OpenVINO export", partial)
-            partial.rename(final)
-    return final
+    return notebook_export("openvino", source, device, "int4-ov")
 
 
 def onnx_int4(source: ModelSource | None = None, provider: str = "cpu") -> Path:
     """Notebook 02's int4 build of `source` for `provider` ("cpu" or "dml"), found or made the
     same way as `openvino_int4`."""
-    from .backends.onnxruntime_genai import build_options, builder_command
+    return notebook_export("onnxruntime-genai", source, provider, f"int4-{provider}",
+                           {"target": provider})
 
-    source = source or resolve_model(weights=False)  # the weights only if it is built
-    mine = export_dir(source, f"int4-{provider}")
-    final = use_prebuilt("onnxruntime-genai", source, provider, exported=mine) or mine
-    with FileLock(f"{final}.lock"):
-        if not final.exists():
-            partial = Path(f"{final}.partial")
-            source = with_weights(source)
-            options = build_options("int4", provider, None, None)
-            run_tool(builder_command(source.path, partial, "int4", options,
-                                     final.parent / "builder-cache"),
-                     "The ONNX Runtime GenAI model builder", partial)
-            partial.rename(final)
-    return final
+
+def notebook_export(route_name: str, source: ModelSource | None, device: str, name: str,
+                    options: dict | None = None) -> Path:
+    """The publisher's build for `device` where that is the choice; else the notebook's export
+    `name` of `source` with the route's default int4 settings (and `options`): the one a
+    notebook made by hand is checked and sealed on first use, never made again; a missing one
+    is made with the route's own command, through the cache's locked, sealed build."""
+    source = source or resolve_model(weights=False)  # the weights only if it is exported
+    mine = export_dir(source, name)
+    built = use_prebuilt(route_name, source, device, exported=mine)
+    if built:
+        return built
+    route = get_route(route_name)
+    plan = route.plan(PREBUILT_PRECISION, route.default_device, options)
+    try:
+        return route.build_export(plan, source, mine, adopt=True)
+    except ModelNotFound as err:  # a folder of the learner's that is not a finished export
+        raise BadInput(f"{mine} is not a finished export ({err}). Delete it, and this makes "
+                       "it again (or run the notebook's export cell again).") from None

@@ -12,8 +12,9 @@ import sys
 from pathlib import Path
 
 from .cache import cache_dir
-from .catalog import weight_count
+from .catalog import MODELS, weight_count
 from .envs import IS_WINDOWS
+from .errors import InsufficientResources
 
 
 def cpu_model() -> str:
@@ -54,8 +55,6 @@ def preflight(model_dir: Path, precision: str, what: str) -> None:
     their own; the output needs its precision's bytes per weight, half again as scratch space.
     """
     import psutil
-
-    from .errors import InsufficientResources
 
     config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     weights = weight_count(config)
@@ -129,8 +128,6 @@ def hub_paths(hub: str) -> list[tuple[str, str]]:
     """(what, Windows path) of the longest file of each catalog checkpoint and prebuilt build in
     the Hugging Face hub cache `hub`:
     models--ORG--NAME\\snapshots\\<commit>\\<subfolder>\\<file>."""
-    from .catalog import MODELS
-
     found = {}
     for model in MODELS.values():
         builds = [(model.id, "", CHECKPOINT_LONGEST)] + [
@@ -147,8 +144,6 @@ def cache_paths(cache: str) -> list[tuple[str, str]]:
     catalog model: an export while it is built (.NAME.tmp-*) or removed (.NAME.discard-*), a
     notebook's export while it is made, the NPU library's compiled model, a compiled-model blob.
     Digests are zeros of their length: 12 hex digits for an export, 8 for a temporary name."""
-    from .catalog import MODELS
-
     tmp, discard, export = ".tmp-" + "0" * 8, ".discard-" + "0" * 8, "int4-" + "0" * 12
     found = []
     for model in MODELS.values():

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cache import MANIFEST
-from .catalog import DEFAULT_MODEL, FAMILY
+from .catalog import DEFAULT_MODEL, FAMILY, MODELS, weight_count
 from .errors import ModelNotFound
 from .standin import (
     BANNER_NOTE,
@@ -126,8 +126,6 @@ def has_weights(folder: Path) -> bool:
 
 def catalog_id(name: str) -> str:
     """The hub id of a catalog model given by its short name; other names as they are."""
-    from .catalog import MODELS
-
     if not isinstance(name, str) or not name.strip():
         raise ModelNotFound(f"Give a model: a hub id such as {DEFAULT_MODEL}, a local folder, "
                             f"or '{STAND_IN}'; got {name!r}.")
@@ -218,8 +216,6 @@ def check_checkpoint(folder: Path, config: dict) -> None:
     """Refuse a config.json whose shapes are not whole numbers, or that promises more weights
     than the files hold (a config claiming 200000 layers would be built before anything
     failed), and weight files whose headers are damaged."""
-    from .catalog import weight_count
-
     for key in SHAPES:
         value = config.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -250,19 +246,6 @@ def check_checkpoint(folder: Path, config: dict) -> None:
     if problem:
         raise ModelNotFound(f"{folder}: {problem}. The config and the weights do not belong "
                             "together; download the model again.")
-
-
-BUILT_FOR = {"openvino_model.xml": ("openvino", "an OpenVINO export"),
-             "genai_config.json": ("onnxruntime-genai", "an ONNX Runtime GenAI build")}
-
-
-def check_route_can_read(folder: Path, route: str) -> None:
-    """Refuse a folder one route made, given to another: it is no checkpoint to convert."""
-    for marker, (maker, what) in BUILT_FOR.items():
-        if (folder / marker).is_file() and route != maker:
-            raise ModelNotFound(f"{folder} is {what}, which the {route} route cannot read. Use "
-                                f"--route {maker} with it, or give the Hugging Face checkpoint "
-                                "(config.json and *.safetensors) for the other routes.")
 
 
 def download(repo_id: str, progress: bool = True, folder: str = "",
@@ -300,27 +283,6 @@ def download(repo_id: str, progress: bool = True, folder: str = "",
         raise ModelNotFound(f"Could not download {what}: {type(err).__name__}: {err}. "
                             "Check the model id and your connection (or HF_TOKEN for gated "
                             "models).") from None
-
-
-def prebuilt_source(route: str, model: str | None, device: str) -> ModelSource:
-    """The catalog's ready-made build of `model` (None: the default model) for `route`, the
-    one made for `device` where there are several; downloaded, or found in the cache."""
-    from .catalog import MODELS, known
-    from .errors import BadInput
-
-    name = catalog_id(model or default_model())
-    entry = known(name)
-    builds = [b for b in entry.prebuilt_for(route) if device in b.devices] if entry else []
-    if not builds:
-        offered = [m.id for m in MODELS.values()
-                   if any(device in b.devices for b in m.prebuilt_for(route))]
-        raise BadInput(f"No prebuilt {route} build for {device} is known for {name!r} (there "
-                       f"is for {', '.join(offered) or 'no model'}). Leave out --prebuilt to "
-                       "make your own.")
-    chosen = builds[0]
-    path = download(chosen.repo, folder=chosen.subfolder,
-                    patterns=None if chosen.subfolder else ["*"])
-    return ModelSource("/".join(filter(None, [chosen.repo, chosen.subfolder])), path, "prebuilt")
 
 
 def hub_unreachable(timeout: float = 3.0) -> str | None:

@@ -28,7 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .backends import get_route, open_session
+from .backends.transformers import quietly
+from .cache import quality_dir
+from .catalog import weight_count
 from .errors import BadInput
+from .models import resolve_model, with_weights
 from .standin import DATA
 
 TEXT = DATA / "quality_text.txt"
@@ -91,7 +96,7 @@ def next_token_logp(session, window: list[int]) -> np.ndarray:
     """The session's log-probs of the next token at each position but the last of `window`."""
     logits = np.asarray(session.logits(window), dtype=np.float32)
     if logits.shape[0] != len(window):
-        raise RuntimeError(f"{session.backend} gave logits for {logits.shape[0]} positions of "
+        raise RuntimeError(f"{session.route} gave logits for {logits.shape[0]} positions of "
                            f"{len(window)}")
     return log_softmax(logits[:-1])
 
@@ -143,8 +148,6 @@ def compare(session, chunks: list[list[int]], reference: Reference, progress=Non
 
 
 def reference_path(source, tokens: int, window: int, precision: str) -> Path:
-    from .cache import quality_dir
-
     config = source.path / "config.json"
     weights = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns)
                      for f in source.path.glob("*.safetensors"))
@@ -180,9 +183,6 @@ def fp32_memory(source) -> tuple[float, float]:
     """GB the fp32 reference needs for `source`, and GB free now."""
     import psutil
 
-    from .backends import get_route
-    from .catalog import weight_count
-
     config = json.loads((source.path / "config.json").read_text(encoding="utf-8"))
     need = get_route(REFERENCE).memory_gb(weight_count(config), "fp32")
     return need, psutil.virtual_memory().available / 1e9
@@ -193,14 +193,10 @@ def reference_session(source, precision: str = "fp32", need: float = 0, free: fl
     Phi-3-mini: 15 GB against 7.6 GB)."""
     import sys
 
-    from .backends import get_route, open_session
-
     if precision == "fp32":
         return open_session(REFERENCE, model=source, progress=False)
     import torch
     from transformers import AutoModelForCausalLM
-
-    from .backends.transformers import quietly
 
     print(f"The fp32 reference needs about {need:.1f} GB and {free:.1f} GB is free: the "
           "reference is bf16 instead (its own rounding is then part of every gap).",
@@ -224,9 +220,6 @@ def measure(route: str, precision: str | None = None, device: str | None = None,
     was measured."""
     from transformers import AutoTokenizer
 
-    from .backends import get_route, open_session
-    from .models import resolve_model, with_weights
-
     check_sizes(tokens, window)  # bad settings are refused before any work
     get_route(route).plan(precision, device, prepare_options, load_options)
     source = resolve_model(model, progress, weights=False)  # the tokenizer and config
@@ -235,10 +228,10 @@ def measure(route: str, precision: str | None = None, device: str | None = None,
     ref = reference(source, chunks, tokens, window, progress)
     with open_session(route, precision, device, source, progress, prepare_options,
                       load_options) as session:
-        label = f"{session.backend} {session.precision} {session.device}"
+        label = f"{session.route} {session.precision} {session.device}"
         with bar(tokens, label, progress) as shown:
             figures = compare(session, chunks, ref, shown.update)
-    return {"model": source.name, "route": session.backend, "precision": session.precision,
+    return {"model": source.name, "route": session.route, "precision": session.precision,
             "device": session.device, "reference": f"{REFERENCE} {ref.precision}",
             "text": TEXT.name, "window": window, "top_k": TOP_K, "note": session.logits_note,
             **figures}

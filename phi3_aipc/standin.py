@@ -13,9 +13,11 @@ import json
 import shutil
 from pathlib import Path
 
+from . import phi4_tokenizer
 from .cache import MANIFEST, build_once, cache_dir
 from .catalog import MODELS, Model, default
 from .chat import template_ids
+from .errors import ModelNotFound
 
 DEFAULT = default()  # the catalog's default model: the bench stand-in has its shapes
 
@@ -114,7 +116,7 @@ def ensure_bench_stand_in(layers: int = BENCH_LAYERS, progress: bool = True) -> 
 def build_bench(out: Path, layers: int, progress: bool = True) -> None:
     """Save a randomly initialized Phi-3-mini-shaped model with `layers` layers into `out`."""
     import torch
-    from transformers import GenerationConfig, Phi3Config, Phi3ForCausalLM
+    from transformers import Phi3Config, Phi3ForCausalLM
 
     if progress:
         print(f"Building the bench stand-in: Phi-3-mini's layer shapes, {layers} of its "
@@ -122,14 +124,8 @@ def build_bench(out: Path, layers: int, progress: bool = True) -> None:
     torch.manual_seed(TRAINING["seed"])
     config = Phi3Config(**{**BENCH_CONFIG, "num_hidden_layers": layers})
     model = Phi3ForCausalLM(config).to(torch.bfloat16).eval()
-    model.generation_config = GenerationConfig(
-        bos_token_id=1, eos_token_id=EOS_TOKEN_IDS, pad_token_id=32000, do_sample=False)
-    model.save_pretrained(out, safe_serialization=True)
-    for f in TOKENIZER_DIR.iterdir():
-        shutil.copy(f, out / f.name)
-    (out / "README.md").write_text(
-        f"# phi3-aipc bench stand-in ({layers} layers)\n\nPhi-3-mini's layer shapes with random "
-        "weights, for timing only: its replies are noise.\n", encoding="utf-8")
+    save(model, out, 32000, f"# phi3-aipc bench stand-in ({layers} layers)\n\nPhi-3-mini's "
+         "layer shapes with random weights, for timing only: its replies are noise.\n")
     made = {"route": "stand-in", "model": bench_name(layers), "precision": "bf16",
             "options": {"layers": layers, "seed": TRAINING["seed"]}}
     (out / MANIFEST).write_text(json.dumps(made, indent=2), encoding="utf-8")
@@ -148,8 +144,6 @@ COPIED = ("vocab_size", "max_position_embeddings", "original_max_position_embedd
 
 def variant(short: str) -> Model:
     """The catalog model a "stand-in:<short>" stands in for."""
-    from .errors import ModelNotFound
-
     found = {m.short: m for m in MODELS.values()}
     if short not in found:
         raise ModelNotFound(f"'stand-in:{short}' is not a stand-in; give one of "
@@ -174,10 +168,9 @@ def variant_config(model: Model) -> dict:
                   num_key_value_heads=kv_heads, torch_dtype="bfloat16", initializer_range=0.1,
                   **{k: real[k] for k in COPIED if k in real})
     if has_phi4_vocabulary(config):
-        from . import phi4_tokenizer as phi4
-
-        config.update(bos_token_id=phi4.BOS_ID, eos_token_id=phi4.EOS_TOKEN_IDS[-1],
-                      pad_token_id=phi4.PAD_ID)
+        config.update(bos_token_id=phi4_tokenizer.BOS_ID,
+                      eos_token_id=phi4_tokenizer.EOS_TOKEN_IDS[-1],
+                      pad_token_id=phi4_tokenizer.PAD_ID)
     return config
 
 
@@ -213,8 +206,6 @@ def build_variant(out: Path, short: str, progress: bool = True) -> None:
     torch.manual_seed(TRAINING["seed"])
     net = Phi3ForCausalLM(Phi3Config(**config)).to(torch.bfloat16).eval()
     if phi4:
-        from . import phi4_tokenizer
-
         phi4_tokenizer.build(out)
         eos, bos, pad = phi4_tokenizer.EOS_TOKEN_IDS, phi4_tokenizer.BOS_ID, phi4_tokenizer.PAD_ID
     else:
@@ -277,7 +268,7 @@ def build(out: Path, progress: bool = True) -> None:
     """Build, train and save the stand-in into the (empty) folder `out`."""
     import torch
     from tqdm.auto import tqdm
-    from transformers import GenerationConfig, Phi3Config, Phi3ForCausalLM
+    from transformers import Phi3Config, Phi3ForCausalLM
 
     tokenizer = load_tokenizer()
     full, prompts = training_batch(tokenizer)
@@ -307,18 +298,22 @@ def build(out: Path, progress: bool = True) -> None:
     finally:
         torch.set_num_threads(threads)
 
-    model.generation_config = GenerationConfig(
-        bos_token_id=1, eos_token_id=EOS_TOKEN_IDS, pad_token_id=pad, do_sample=False
-    )
-    model.save_pretrained(out, safe_serialization=True)
-    for f in TOKENIZER_DIR.iterdir():
-        shutil.copy(f, out / f.name)
-    (out / "README.md").write_text(
-        f"# phi3-aipc stand-in ({recipe_key()})\n\n{BANNER_NOTE}\n", encoding="utf-8"
-    )
+    save(model, out, pad, f"# phi3-aipc stand-in ({recipe_key()})\n\n{BANNER_NOTE}\n")
     made = {"route": "stand-in", "model": "stand-in", "precision": "fp32",
             "options": {"recipe": recipe_key(), **TRAINING}}
     (out / MANIFEST).write_text(json.dumps(made, indent=2), encoding="utf-8")
+
+
+def save(model, out: Path, pad: int, readme: str) -> None:
+    """A stand-in as a checkpoint folder: weights, generation config, tokenizer and README."""
+    from transformers import GenerationConfig
+
+    model.generation_config = GenerationConfig(
+        bos_token_id=1, eos_token_id=EOS_TOKEN_IDS, pad_token_id=pad, do_sample=False)
+    model.save_pretrained(out, safe_serialization=True)
+    for f in TOKENIZER_DIR.iterdir():
+        shutil.copy(f, out / f.name)
+    (out / "README.md").write_text(readme, encoding="utf-8")
 
 
 def check_memorized(model, full: list[list[int]], prompts: list[list[int]]) -> None:

@@ -11,9 +11,10 @@ import threading
 from pathlib import Path
 
 from .backends import GenerationRequest, GenerationResult, Session, get_route, open_session
-from .chat import check_fits, fit_history
+from .catalog import DEFAULT_MODEL, MODELS
+from .chat import Conversation
 from .errors import BadInput
-from .models import ModelSource, resolve_model
+from .models import ModelSource, default_model, resolve_model
 
 DEFAULT_SYSTEM = "You are a helpful AI assistant."
 STYLE = """<style>
@@ -39,8 +40,6 @@ def device_picker(devices: list[str], value: str | None = None, description: str
 def model_choices(current: str | None = None) -> list[tuple[str, str]]:
     """(label, name) for a model dropdown: the catalog's models, their stand-ins and the offline
     stand-in, and `current` (the default: PHI3_AIPC_MODEL, a folder) if it is none of those."""
-    from .catalog import DEFAULT_MODEL, MODELS
-
     choices = [(f"{m.id} ({m.context_window // 1024}k)", m.id) for m in MODELS.values()]
     choices += [("stand-in (offline, memorized replies)", "stand-in")]
     choices += [(f"stand-in:{m.short} (offline, random weights)", f"stand-in:{m.short}")
@@ -56,8 +55,6 @@ def model_picker(value: str | None = None, description: str = "Model"):
     give `resolve_model`, starting at `value` or the default model (PHI3_AIPC_MODEL)."""
     import ipywidgets as widgets
 
-    from .models import default_model
-
     value = value or default_model()
     return widgets.Dropdown(options=model_choices(value), value=value, description=description,
                             layout=widgets.Layout(width="60%"))
@@ -69,7 +66,7 @@ def stats_line(result: GenerationResult) -> str:
     ttft = "n/a" if m.ttft_ms is None else f"{m.ttft_ms:.0f} ms"
     speed = "n/a" if m.tokens_per_s is None else f"{m.tokens_per_s:.1f} tokens/s"
     return (f"TTFT {ttft} · {speed} · {len(result.token_ids)} tokens ({result.finish_reason}) · "
-            f"{result.backend} {result.precision} on {result.device}")
+            f"{result.route} {result.precision} on {result.device}")
 
 
 class ChatWidget:
@@ -101,14 +98,13 @@ class ChatWidget:
         if route not in names:
             raise BadInput(f"The chat starts on route {route!r}, which is not among its routes "
                            f"{', '.join(names)}.")
-        self.model, self.max_new_tokens, self.greedy = model, max_new_tokens, greedy
-        self.context = context
+        self.model, self.greedy = model, greedy
+        self.conversation = Conversation(system, max_new_tokens, context)
         self.loaded, self.artifact = loaded, artifact
         if loaded is not None and artifact is None:
             raise BadInput("Give the folder the loaded model came from too (artifact=...).")
         self.source: ModelSource | None = None
         self.session: Session | None = None
-        self.history: list[dict] = []
         self.result: GenerationResult | None = None
         self.error: Exception | None = None  # why the last reply failed, if it did
         self._thread: threading.Thread | None = None
@@ -162,6 +158,24 @@ class ChatWidget:
         return self.box._repr_mimebundle_(**kwargs)
 
     @property
+    def history(self) -> list[dict]:
+        """The turns so far (the conversation's)."""
+        return self.conversation.history
+
+    @property
+    def context(self) -> int | None:
+        """The context window the chat keeps to (None: the model's)."""
+        return self.conversation.context
+
+    @context.setter
+    def context(self, tokens: int | None) -> None:
+        self.conversation.context = tokens
+
+    @property
+    def max_new_tokens(self) -> int:
+        return self.conversation.max_new_tokens
+
+    @property
     def busy(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
@@ -199,7 +213,8 @@ class ChatWidget:
     def clear(self) -> None:
         """Start a new chat: forget the history and empty the transcript."""
         if not self.busy:
-            self.history, self.result = [], None
+            self.conversation.clear()
+            self.result = None
             self.transcript.children = ()
             self.status.value = "New chat."
 
@@ -260,24 +275,13 @@ class ChatWidget:
                 self._add("chat-note", html.escape(self.session.device_note))
         return self.session
 
-    def _budget(self, session: Session) -> tuple[int, int]:
-        """The context window, and how many prompt tokens fit: the window minus room for the
-        reply, and the device's own prompt limit where there is one."""
-        context = self.context or session.context_window
-        budget = context - self.max_new_tokens
-        limit = session.prompt_limit
-        return context, min(budget, limit) if limit else budget
-
     def _reply(self, text: str) -> None:
         try:
             session = self._load()
-            context, budget = self._budget(session)
-            messages, dropped = fit_history(session.count_prompt_tokens, text,
-                                            self.system.value.strip(), self.history, budget)
-            check_fits(session.count_prompt_tokens(messages), self.max_new_tokens,
-                       context)  # even the new message alone may be too long
+            self.conversation.system = self.system.value
+            messages, dropped = self.conversation.ask(session, text)
             if dropped:
-                del self.history[:2 * dropped]
+                context = self.conversation.window(session)[0]
                 self._add("chat-note", f"(The oldest {dropped} turn{'s' * (dropped > 1)} "
                           f"of this chat no longer fit the model's {context}-token context "
                           "window with room for the reply, so the model no longer sees them.)")
@@ -295,7 +299,7 @@ class ChatWidget:
             result = session.generate(messages, request, streamer=streamer)
             reply.value = html.escape(result.text)
             self._add("chat-stats", html.escape(stats_line(result)))
-            self.history += [messages[-1], {"role": "assistant", "content": result.text}]
+            self.conversation.answered(messages, result.text)
             self.result = result
             self.status.value = ("Stopped: the reply so far stays in the chat."
                                  if result.finish_reason == "stopped" else "Ready.")

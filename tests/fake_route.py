@@ -1,7 +1,8 @@
 """A route that lives in this one file, for tests/test_architecture.py: it echoes the prompt.
 
 Registering it is one line (`REGISTRY["echo"] = "tests.fake_route:EchoRoute"`); nothing else
-in the package names it, yet the CLI, doctor, the benchmark and the chat widget offer it.
+in the package names it, yet the CLI, doctor (its facts too), the benchmark and the chat widget
+offer it, and the other routes recognise its artifacts (a folder holding echo.json).
 """
 from __future__ import annotations
 
@@ -27,6 +28,14 @@ class EchoRoute(Route):
     default_device = "cpu"
     install_hint = "nothing to install"
     options = (Option("shout", "load", "reply in capitals", bool),)
+    doctor_key = "echo"
+    artifact_marker, artifact_kind = "echo.json", "an echo transcript"
+
+    def facts(self) -> dict:
+        return {"beads": 91}
+
+    def facts_lines(self, facts: dict) -> list[str]:
+        return [f"Echo: an abacus of {facts['beads']} beads"]
 
     def verdict(self, facts: dict, versions: dict) -> Verdict:
         return Verdict("cpu-only", "The echo route repeats the prompt, word by word.")

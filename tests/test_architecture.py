@@ -1,7 +1,8 @@
 """A route is one file plus one registry line; a model is one catalog entry.
 
 The fake route in tests/fake_route.py is registered here the way a new route would be, and the
-CLI, doctor, the benchmark and the chat widget must offer it without any other change.
+CLI, doctor, the benchmark and the chat widget must offer it without any other change: doctor
+prints its facts, and the other routes recognise its artifacts.
 """
 import json
 import os
@@ -14,7 +15,7 @@ import pytest
 from phi3_aipc import bench, catalog
 from phi3_aipc.backends import REGISTRY
 from phi3_aipc.cli import main, parser
-from phi3_aipc.doctor import doctor
+from phi3_aipc.doctor import doctor, format_report
 from phi3_aipc.errors import BadInput
 
 from .portable import link_files
@@ -46,11 +47,24 @@ def command_help(command: str) -> str:
     return commands.choices[command].format_help()
 
 
-def test_doctor_judges_the_route(echo_route):
+def test_doctor_judges_the_route_and_prints_its_facts(echo_route):
     report = doctor()
     assert report["routes"]["echo"] == {
         "verdict": "cpu-only", "detail": "The echo route repeats the prompt, word by word.",
         "fix": None}
+    assert report["echo"] == {"beads": 91}
+    assert "Echo: an abacus of 91 beads" in format_report(report).splitlines()
+
+
+def test_the_other_routes_recognise_its_artifacts(echo_route, stand_in, tmp_path, capsys):
+    """A folder the echo route made, given to another route, is refused naming the echo route,
+    as an OpenVINO export given to transformers is."""
+    link_files(stand_in, tmp_path)  # a checkpoint, with the echo route's marker beside it
+    (tmp_path / "echo.json").write_text("{}")
+    assert main(["generate", "--route", "transformers", "--model", str(tmp_path),
+                 "--prompt", "hi"]) == 2
+    assert f"{tmp_path} is an echo transcript, which the transformers route cannot read. Use " \
+        "--route echo" in capsys.readouterr().err
 
 
 def test_the_benchmark_lists_its_configurations(echo_route):

@@ -135,11 +135,11 @@ def test_bench_run_skips_the_emulated_npu_for_a_big_model_unless_asked(tmp_path,
     import importlib
     from types import SimpleNamespace
 
-    from phi3_aipc import catalog, models
+    from phi3_aipc import catalog
 
     bench_run = importlib.import_module("phi3_aipc.bench.run")
     (tmp_path / "config.json").write_text(json.dumps(dict(catalog.default().config)))
-    monkeypatch.setattr(models, "resolve_model", lambda *_: SimpleNamespace(
+    monkeypatch.setattr(bench_run, "resolve_model", lambda *_: SimpleNamespace(
         path=tmp_path, name="full size"))  # only its config is read before the workers
     measured = []
     monkeypatch.setattr(bench_run, "run_worker", lambda spec, _: measured.append(

@@ -94,3 +94,31 @@ def test_an_unknown_generation_setting_is_named(stand_in):
         with pytest.raises(BadInput, match="Unknown generation setting colour; the settings are "
                                            "max_new_tokens"):
             session.generate([{"role": "user", "content": "hi"}], colour="red")
+
+
+class Counted:
+    """A session's prompt budget, counted in words: what Conversation asks of a session."""
+
+    def __init__(self, context_window: int, prompt_limit: int | None = None) -> None:
+        self.context_window, self.prompt_limit = context_window, prompt_limit
+
+    def count_prompt_tokens(self, messages: list[dict]) -> int:
+        return sum(len(m["content"].split()) for m in messages)
+
+
+def test_a_conversation_drops_whole_turns_to_fit_the_window_and_the_devices_limit():
+    from phi3_aipc.chat import Conversation
+
+    chat = Conversation("be brief", max_new_tokens=10)
+    for n in range(3):
+        messages, dropped = chat.ask(Counted(100), f"question {n}")
+        chat.answered(messages, "one two three")
+    assert dropped == 0 and len(chat.history) == 6
+    assert messages[0] == {"role": "system", "content": "be brief"}
+    # 2 + 3 (system, question) + 5 words a turn: the NPU's 10-token prompt limit keeps one turn
+    messages, dropped = chat.ask(Counted(100, prompt_limit=10), "last question")
+    assert dropped == 2 and chat.history[0]["content"] == "question 2"
+    assert [m["content"] for m in messages] == ["be brief", "question 2", "one two three",
+                                                "last question"]
+    with pytest.raises(BadInput, match="context window"):  # too long even on its own
+        chat.ask(Counted(12), "a prompt of many more words than the window holds")

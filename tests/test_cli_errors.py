@@ -134,8 +134,15 @@ def broken_models_command(args):
     raise ValueError("first line\nsecond line")
 
 
+def break_models_command(monkeypatch):
+    from phi3_aipc.cli import COMMANDS
+
+    help, flags, _ = COMMANDS["models"]
+    monkeypatch.setitem(COMMANDS, "models", (help, flags, broken_models_command))
+
+
 def test_an_unexpected_exception_is_one_line_naming_a_bug(monkeypatch, capsys):
-    monkeypatch.setattr("phi3_aipc.cli.cmd_models", broken_models_command)
+    break_models_command(monkeypatch)
     monkeypatch.delenv("PHI3_AIPC_DEBUG", raising=False)
     assert main(["models"]) == 1
     err = capsys.readouterr().err
@@ -146,7 +153,7 @@ def test_an_unexpected_exception_is_one_line_naming_a_bug(monkeypatch, capsys):
 
 
 def test_phi3_aipc_debug_shows_the_traceback(monkeypatch, capsys):
-    monkeypatch.setattr("phi3_aipc.cli.cmd_models", broken_models_command)
+    break_models_command(monkeypatch)
     monkeypatch.setenv("PHI3_AIPC_DEBUG", "1")
     assert main(["models"]) == 1
     err = capsys.readouterr().err

@@ -136,7 +136,7 @@ def test_the_bench_worker_times_directml_with_end_of_sequence_ignored(dml_build,
     from phi3_aipc.bench.worker import measure
 
     directml_double.install(monkeypatch)
-    spec = {"config": {"backend": "onnxruntime-genai", "precision": "int4", "device": "dml"},
+    spec = {"config": {"route": "onnxruntime-genai", "precision": "int4", "device": "dml"},
             "model": "stand-in", "new_tokens": 48, "lengths": [32], "reps": 2}
     result = measure(spec, lambda event: None)  # raises unless each run gave 48 tokens
     assert result["device"] == "dml" and result["lengths"]["32"]["tpot_ms"]["median"] > 0

@@ -263,7 +263,7 @@ def nothing_built(monkeypatch):
     found as before); the bench and variant stand-ins (models asked for by name, built in
     seconds) count as the work itself."""
     from phi3_aipc import cache, standin
-    from phi3_aipc.backends import onnxruntime_genai, openvino
+    from phi3_aipc.backends import base
 
     def trained(out, *args, **kwargs):
         raise Built(f"an example would train the stand-in in {out}")
@@ -271,15 +271,14 @@ def nothing_built(monkeypatch):
     def measured(*args, **kwargs):
         raise Measured
 
-    def found(final, build):
+    def found(final, build, adopt=None):
         if not final.is_dir() or check_sealed(final) is not None:
             raise Built(f"an example would export {final}")
-        return cache.build_once(final, build)
+        return cache.build_once(final, build, adopt)
     monkeypatch.setattr(standin, "build", trained)
     monkeypatch.setattr(standin, "build_bench", measured)
     monkeypatch.setattr(standin, "build_variant", measured)
-    for route in (openvino, onnxruntime_genai):
-        monkeypatch.setattr(route, "build_once", found)
+    monkeypatch.setattr(base, "build_once", found)  # every route's export goes through it
 
 
 def exit_code(argv, capsys) -> tuple[int, str]:

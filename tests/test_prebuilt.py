@@ -208,10 +208,10 @@ def test_an_earlier_export_is_used_when_memory_is_short_now(stand_in, tmp_path, 
     source = ModelSource(MODEL, stand_in, "hub")  # the stand-in's files as the real model's
     with monkeypatch.context() as short:
         short.setattr(psutil, "virtual_memory", lambda: Short())
-        assert prebuilt_instead(route, plan, source) is not None  # nothing exported: download
+        assert prebuilt_instead(route, plan, source).prebuilt  # nothing exported: download
     made = route.prepare(plan, source)  # exported while it fitted
     assert made == route.export_folder(plan, source)
     monkeypatch.setattr(psutil, "virtual_memory", lambda: Short())
     capsys.readouterr()
-    assert prebuilt_instead(route, plan, source) is None
+    assert not prebuilt_instead(route, plan, source).prebuilt
     assert "prebuilt" not in capsys.readouterr().err

@@ -173,20 +173,20 @@ def test_route_and_pickers_choose_the_session(stand_in):
     assert list(chat.precision.options) == ["fp32"] and chat.device.value == "cpu"
     ask(chat, question(INTRO))
     first = chat.session
-    assert (first.backend, first.precision) == ("transformers", "fp32")
+    assert (first.route, first.precision) == ("transformers", "fp32")
 
     chat.route.value = "openvino"
     assert chat.session is None
     assert "int8" in chat.precision.options and chat.precision.value == "int4"
     assert chat.device.value == "CPU" and "AUTO" in chat.device.options
     result = ask(chat, question(SECOND_TURN))  # the history carries over to the new route
-    assert (chat.session.backend, chat.session.precision) == ("openvino", "int4")
+    assert (chat.session.route, chat.session.precision) == ("openvino", "int4")
     assert result.text == SECOND_TURN["reply"]
 
     chat.precision.value = "int8"
     assert chat.session is None
     ask(chat, question(NPU))
-    assert (chat.session.backend, chat.session.precision) == ("openvino", "int8")
+    assert (chat.session.route, chat.session.precision) == ("openvino", "int8")
     assert "openvino int8 on CPU" in text_of(items(chat, "chat-stats")[-1])
 
 
@@ -218,7 +218,7 @@ def test_the_chat_talks_through_a_model_the_notebook_loaded(stand_in):
                       artifact=stand_in)
     result = ask(chat, question(INTRO))
     assert chat.session.net is model
-    assert (result.backend, result.precision) == ("transformers", "bf16")
+    assert (result.route, result.precision) == ("transformers", "bf16")
     assert "(bfloat16)" in text_of(items(chat, "chat-note")[0])
     assert chat.route.disabled and chat.precision.disabled  # fixed on the loaded model
 

@@ -9,13 +9,15 @@ import importlib
 import sys
 from pathlib import Path
 
-from ..errors import BadInput
-from ..models import ModelSource, check_route_can_read, resolve_model, with_weights
+from ..errors import BadInput, ModelNotFound
+from ..models import ModelSource, resolve_model, with_weights
+from ..prebuilt import CHOICE_ENV, decide
 from .base import Route
-from .plan import Plan
+from .plan import PREBUILT, Plan
 from .session import GenerationRequest, GenerationResult, Metrics, Session
 
 # name -> "module:class".
+DEFAULT_ROUTE = "transformers"  # the reference every other route is checked against
 REGISTRY = {
     "transformers": "phi3_aipc.backends.transformers:TransformersRoute",
     "openvino": "phi3_aipc.backends.openvino:OpenVINORoute",
@@ -43,40 +45,44 @@ def installed_routes() -> list[Route]:
 
 def prepare_artifact(plan: Plan, model: str | ModelSource | None = None,
                      progress: bool = True) -> tuple[ModelSource, Path]:
-    """Find the model (or the route's own ready-made one) and prepare it as `plan` says."""
+    """Find the model (or the publisher's ready-made build) and prepare it as `plan` says."""
     route = get_route(plan.route)
-    name = model.name if isinstance(model, ModelSource) else model
-    source = route.own_source(plan, name)
-    if source is None:
-        source = model if isinstance(model, ModelSource) else \
-            resolve_model(model, progress, weights=False)  # enough to choose
-        check_route_can_read(source.path, route.name)
-        instead = prebuilt_instead(route, plan, source)
-        if instead is not None:
-            plan, source = instead, route.own_source(instead, source.name)
-        else:
-            source = with_weights(source, progress)  # exported or loaded: now it needs them
+    source = model if isinstance(model, ModelSource) else None
+    if not plan.prebuilt:
+        source = source or resolve_model(model, progress, weights=False)  # enough to choose
+        check_can_read(route, source.path)
+        plan = prebuilt_instead(route, plan, source)
+    own = route.own_source(plan, source.name if source else model)
+    source = own or with_weights(source, progress)  # exported or loaded: now it needs them
     return source, route.prepare(plan, source)
 
 
-def prebuilt_instead(route: Route, plan: Plan, source: ModelSource) -> Plan | None:
-    """The plan that takes the publisher's ready-made build, where the request is the route's
-    default one and PHI3_AIPC_PREBUILT says so (by default: when the export would not fit this
-    PC), as the notebooks do; else None. Says why on stderr."""
-    from ..exports import CHOICE_ENV, prebuilt_choice
+def check_can_read(route: Route, folder: Path) -> None:
+    """Refuse a folder another route made, given to `route`: it is no checkpoint to convert.
+    Each route names the file that marks its artifacts (`artifact_marker`)."""
+    for maker in all_routes():
+        marker = maker.artifact_marker
+        if maker.name != route.name and marker and (folder / marker).is_file():
+            raise ModelNotFound(f"{folder} is {maker.artifact_kind}, which the {route.name} route "
+                                f"cannot read. Use --route {maker.name} with it, or give the "
+                                "Hugging Face checkpoint (config.json and *.safetensors) for the "
+                                "other routes.")
 
-    if "prebuilt" not in {o.name for o in route.options} or plan.prepare_options.get("prebuilt"):
-        return None
-    asked = {k: v for k, v in plan.prepare_options.items() if k != "skip_preflight"}
-    if asked != route.plan(plan.precision, plan.device, None, plan.load_options).prepare_options:
-        return None  # settings of one's own: an export of one's own
-    use, why = prebuilt_choice(route.name, source, plan.device, plan.precision,
-                               exported=route.export_folder(plan, source))
-    if not use:
-        return None
-    print(f"Using the publisher's prebuilt {route.name} build of {source.name} ({why}); "
+
+def prebuilt_instead(route: Route, plan: Plan, source: ModelSource) -> Plan:
+    """`plan`, or the plan that takes the publisher's ready-made build where the request is the
+    route's default one and PHI3_AIPC_PREBUILT says so (by default: when the export would not
+    fit this PC), as the notebooks do. Says why on stderr. Where the memory check has run, the
+    export does not run it again."""
+    if PREBUILT.name not in {o.name for o in route.options} or not plan.is_default:
+        return plan  # settings of one's own: an export of one's own
+    chosen = decide(route.name, source, plan.device, plan.precision,
+                    exported=route.export_folder(plan, source))
+    if not chosen.use:
+        return plan.but(skip_preflight=True) if chosen.fits_checked else plan
+    print(f"Using the publisher's prebuilt {route.name} build of {source.name} ({chosen.why}); "
           f"{CHOICE_ENV}=no exports instead.", file=sys.stderr, flush=True)
-    return route.plan(plan.precision, plan.device, {"prebuilt": True}, plan.load_options)
+    return plan.as_prebuilt()
 
 
 def prepare(route: str, precision: str | None = None, device: str | None = None,
@@ -87,7 +93,7 @@ def prepare(route: str, precision: str | None = None, device: str | None = None,
     return prepare_artifact(plan, model, progress)[1]
 
 
-def open_session(route: str = "transformers", precision: str | None = None,
+def open_session(route: str = DEFAULT_ROUTE, precision: str | None = None,
                  device: str | None = None, model: str | ModelSource | None = None,
                  progress: bool = True, prepare_options: dict | None = None,
                  load_options: dict | None = None) -> Session:
@@ -108,5 +114,5 @@ def library_caches() -> list[tuple[str, Path, str]]:
 
 
 __all__ = ["GenerationRequest", "GenerationResult", "Metrics", "Plan", "Route", "Session",
-           "REGISTRY", "get_route", "all_routes", "installed_routes", "prepare",
+           "DEFAULT_ROUTE", "REGISTRY", "get_route", "all_routes", "installed_routes", "prepare",
            "prepare_artifact", "open_session", "library_caches"]

@@ -12,14 +12,21 @@ know its name.
 from __future__ import annotations
 
 import importlib.util
+import sys
+import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..cache import artifact_dir, build_once, check_given, write_manifest
+from ..catalog import PREBUILT_PRECISION
 from ..errors import BadInput, DeviceUnavailable
-from ..models import ModelSource
-from .plan import Option, Plan
+from ..hardware import preflight
+from ..models import ModelSource, safetensors_params, with_weights
+from ..prebuilt import prebuilt_source
+from ..processes import run_tool
+from .plan import CONTROLS, Option, Plan
 from .session import Session
 
 
@@ -46,7 +53,14 @@ class WeightsRead:
 
 
 class Route(ABC):
-    """A way to run Phi-3: what it offers, how to check a request, prepare and load."""
+    """A way to run Phi-3: what it offers, how to check a request, prepare and load.
+
+    The core is `plan`, `prepare` and `load` (a route must give `load`, and `prepare` where it
+    does not export through the hooks at the end). The extras below them tell the rest of the
+    package what only the route knows, so that nothing outside its file names it: its
+    facts and verdict for doctor, its benchmark configurations, its cache folders, its
+    artifacts' format and its export command.
+    """
 
     name: str
     precisions: tuple[str, ...]
@@ -57,57 +71,16 @@ class Route(ABC):
     packages: tuple[str, ...] = ()  # pip names of the packages it needs (doctor, manifests)
     install_hint: str = ""  # the command that installs them
     options: tuple[Option, ...] = ()  # its own settings (prepare and load keywords, CLI flags)
+    # extras
     doctor_key: str | None = None  # the doctor report's key for `facts()`
+    artifact_marker: str | None = None  # a file only this route's artifacts hold
+    artifact_kind: str = ""  # what such a folder is, e.g. "an OpenVINO export"
+    export_tool: str = ""  # what makes one, e.g. "The OpenVINO export"
 
-    # --- what it is -------------------------------------------------------------------------
+    # --- the core: is it here, check a request, prepare, load -------------------------------
     def is_installed(self) -> bool:
         return all(importlib.util.find_spec(m) is not None for m in self.modules)
 
-    def devices_here(self) -> list[str]:
-        """The devices this route can use on this PC, the default first. Routes that can ask
-        their runtime override it; the others list what they offer."""
-        return [self.default_device, *(d for d in self.devices if d != self.default_device)]
-
-    def picker_devices(self) -> list[str]:
-        """What a device picker offers: the devices here, and any the runtime chooses itself."""
-        return self.devices_here() if self.is_installed() else [self.default_device]
-
-    def facts(self) -> dict:
-        """What this route's runtime reports on this PC (doctor's `doctor_key` entry)."""
-        return {}
-
-    def verdict(self, facts: dict, versions: dict) -> Verdict | None:
-        """The doctor's verdict from `facts()` and package versions (None: not judged)."""
-        return None
-
-    def bench_configs(self, max_prompt_len: int) -> list[dict]:
-        """What `phi3-aipc bench` measures: {precision, device, prepare_options,
-        load_options} for each configuration this PC can run."""
-        here = self.devices_here()
-        return [{"precision": p, "device": d} for d in here for p in self.precisions]
-
-    def memory_gb(self, weights: int, precision: str) -> float:
-        """About how much memory the route holds for a model of `weights` weights at
-        `precision` while it runs (routes that load more first override it)."""
-        per_weight = {"fp32": 4, "fp16": 2, "int8": 1.1, "int4": 0.75}[precision]
-        return weights * per_weight * 1.2 / 1e9
-
-    def weights_read(self, artifact: Path, precision: str) -> WeightsRead:
-        """Weights read per generated token, counted from the artifact where its format
-        allows (the benchmark's roofline)."""
-        from ..models import safetensors_params
-
-        total, embedding, head = safetensors_params(artifact)
-        per_weight = {"fp32": 4, "fp16": 2, "int8": 1, "int4": 0.5}[precision]
-        return WeightsRead((total - embedding) * per_weight / 1e6, head * per_weight / 1e6,
-                           f"parameter count x {per_weight} bytes (estimate: the library "
-                           "quantizes in memory)")
-
-    def library_caches(self) -> list[tuple[Path, str]]:
-        """Folders the route's libraries fill themselves (no manifest), with what they hold."""
-        return []
-
-    # --- checking a request -----------------------------------------------------------------
     def plan(self, precision: str | None = None, device: str | None = None,
              prepare_options: Mapping | None = None,
              load_options: Mapping | None = None) -> Plan:
@@ -129,12 +102,19 @@ class Route(ABC):
                                    + (f" (its options: {', '.join(accepted)})." if accepted
                                       else "."))
                 check_option_type(accepted[key], value)
+        controls = {k: prepare_options.pop(k) for k in CONTROLS if k in prepare_options}
         precision = self.check_precision(precision)
         device, notes = self.choose_device(device)
         if not self.is_installed():
             raise DeviceUnavailable(f"The {self.name} route is not installed in this Python "
                                     f"environment. Install it with: {self.install_hint}")
-        plan = Plan(self.name, precision, device, prepare_options, load_options, tuple(notes))
+        plan = Plan(self.name, precision, device, prepare_options, load_options, tuple(notes),
+                    is_default=not prepare_options, prebuilt=bool(controls.get("prebuilt")),
+                    skip_preflight=bool(controls.get("skip_preflight")))
+        if plan.prebuilt and (prepare_options or precision != PREBUILT_PRECISION):
+            raise BadInput(f"A prebuilt model comes as it is ({PREBUILT_PRECISION}, made for one "
+                           "device): leave out the other settings, or make your own without "
+                           "--prebuilt.")
         return self.refine(plan)
 
     def check_precision(self, precision: str | None) -> str:
@@ -161,40 +141,27 @@ class Route(ABC):
         here). Refuses what cannot work, before any export."""
         return plan
 
-    # --- doing it ---------------------------------------------------------------------------
-    def prebuilt_plan(self, plan: Plan) -> Plan | None:
-        """For a request with the `prebuilt` option (routes that offer one): the plan that
-        downloads the catalog's ready-made build instead of exporting. None otherwise."""
-        options = {k: v for k, v in plan.prepare_options.items() if k != "skip_preflight"}
-        if not options.pop("prebuilt", False):
-            return None
-        if options or plan.precision != "int4":
-            raise BadInput("A prebuilt model comes as it is (int4, made for one device): leave "
-                           "out the other settings, or make your own without --prebuilt.")
-        return plan.but(prepare_options={"prebuilt": True})
-
     def export_folder(self, plan: Plan, source: ModelSource) -> Path:
         """Where the cache keeps `plan`'s export of `source`: keyed by the settings it is made
         with, not by how it was asked for."""
-        from ..cache import artifact_dir
-
-        settings = {k: v for k, v in plan.prepare_options.items()
-                    if k not in ("skip_preflight", "prebuilt")}
         return artifact_dir(self.name, source.name, source.fingerprint(), plan.precision,
-                            settings)
+                            dict(plan.prepare_options))
 
     def own_source(self, plan: Plan, model: str | None) -> ModelSource | None:
         """A ready-made model the route fetches itself (with `prebuilt`: the catalog's build of
         `model` for the plan's device, downloaded or found in the cache), or None."""
-        if not plan.prepare_options.get("prebuilt"):
-            return None
-        from ..models import prebuilt_source
+        return prebuilt_source(self.name, model, plan.device) if plan.prebuilt else None
 
-        return prebuilt_source(self.name, model, plan.device.split(".")[0])
-
-    @abstractmethod
     def prepare(self, plan: Plan, source: ModelSource) -> Path:
-        """Return a folder holding the model in this route's format, as the plan says."""
+        """Return a folder holding the model in this route's format, as the plan says: by
+        default, `source` itself where it already is one (`artifact_marker`), else the export
+        the route's `export_command` makes, once, in the cache. Routes that read the checkpoint
+        as it is override it."""
+        if self.artifact_marker and (source.path / self.artifact_marker).is_file():
+            self.check_artifact(source.path, plan.precision)
+            check_given(source.path)
+            return source.path
+        return self.build_export(plan, source, self.export_folder(plan, source))
 
     @abstractmethod
     def load(self, plan: Plan, artifact: Path, model: str) -> Session:
@@ -205,6 +172,104 @@ class Route(ABC):
         (a notebook's pipeline), from `artifact`: used as it is, never loaded a second time."""
         raise BadInput(f"The {self.name} route cannot take a model loaded elsewhere; let the "
                        "chat load it (and free yours first).")
+
+    # --- extras: where it runs here (doctor, the device picker, the CLI's prepare) -----------
+    def devices_here(self) -> list[str]:
+        """The devices this route can use on this PC, the default first. Routes that can ask
+        their runtime override it; the others list what they offer."""
+        return [self.default_device, *(d for d in self.devices if d != self.default_device)]
+
+    def picker_devices(self) -> list[str]:
+        """What a device picker offers: the devices here, and any the runtime chooses itself."""
+        return self.devices_here() if self.is_installed() else [self.default_device]
+
+    def load_options_to_prepare(self, device: str | None) -> dict:
+        """Load options that let a plan for `device` be made only to prepare an artifact (to
+        copy to a PC that has the device), where this PC lacks it. None by default."""
+        return {}
+
+    def facts(self) -> dict:
+        """What this route's runtime reports on this PC (doctor's `doctor_key` entry)."""
+        return {}
+
+    def facts_lines(self, facts: dict) -> list[str]:
+        """`facts()` as lines of the doctor's text report (none by default)."""
+        return []
+
+    def verdict(self, facts: dict, versions: dict) -> Verdict | None:
+        """The doctor's verdict from `facts()` and package versions (None: not judged)."""
+        return None
+
+    # --- extras: the benchmark and the cache ------------------------------------------------
+    def bench_configs(self, max_prompt_len: int) -> list[dict]:
+        """What `phi3-aipc bench` measures: {precision, device, prepare_options,
+        load_options} for each configuration this PC can run."""
+        here = self.devices_here()
+        return [{"precision": p, "device": d} for d in here for p in self.precisions]
+
+    def memory_gb(self, weights: int, precision: str) -> float:
+        """About how much memory the route holds for a model of `weights` weights at
+        `precision` while it runs (routes that load more first override it)."""
+        per_weight = {"fp32": 4, "fp16": 2, "int8": 1.1, "int4": 0.75}[precision]
+        return weights * per_weight * 1.2 / 1e9
+
+    def weights_read(self, artifact: Path, precision: str) -> WeightsRead:
+        """Weights read per generated token, counted from the artifact where its format
+        allows (the benchmark's roofline)."""
+        total, embedding, head = safetensors_params(artifact)
+        per_weight = {"fp32": 4, "fp16": 2, "int8": 1, "int4": 0.5}[precision]
+        return WeightsRead((total - embedding) * per_weight / 1e6, head * per_weight / 1e6,
+                           f"parameter count x {per_weight} bytes (estimate: the library "
+                           "quantizes in memory)")
+
+    def library_caches(self) -> list[tuple[Path, str]]:
+        """Folders the route's libraries fill themselves (no manifest), with what they hold."""
+        return []
+
+    # --- exporting: the hooks `prepare` and the notebooks' helpers (exports.py) use ---------
+    def export_command(self, source: Path, out: Path | str, plan: Plan,
+                       scratch: Path | None = None) -> list[str]:
+        """The library's own command that exports the checkpoint in `source` to `out` as
+        `plan` says (`scratch`: a folder for its temporary files)."""
+        raise BadInput(f"The {self.name} route makes no export; it reads the checkpoint.")
+
+    def check_artifact(self, folder: Path, precision: str | None = None) -> None:
+        """Refuse a folder that is not a finished artifact of this route (at `precision`)."""
+
+    def smoke_test(self, folder: Path) -> None:
+        """Load a fresh artifact and generate a token: only then does it count as finished."""
+
+    def build_export(self, plan: Plan, source: ModelSource, final: Path,
+                     adopt: bool = False) -> Path:
+        """`final`, exported once through `cache.build_once` (locked, sealed, never half-made)
+        with the route's command, checked, smoke-tested and recorded. `adopt`: an export
+        already there that was made without phi3-aipc (a learner's own, from a notebook) is
+        checked and sealed as it is, never made again."""
+        precision = plan.precision
+
+        def build(tmp: Path) -> None:
+            nonlocal source
+            source = with_weights(source)  # a hub model resolved without them: now it needs them
+            if not plan.skip_preflight:
+                preflight(source.path, precision, f"{self.export_tool} of {source.name} "
+                          f"({precision})")
+            with tempfile.TemporaryDirectory() as scratch:  # the tool's temporary files
+                cmd = self.export_command(source.path, tmp, plan, Path(scratch))
+                shown = self.export_command(source.path, "<output>", plan)
+                print(f"Building {source.name} ({precision}) for the {self.name} route:\n  "
+                      f"{' '.join(shown)}", file=sys.stderr, flush=True)
+                run_tool(cmd, self.export_tool, tmp)
+            self.check_artifact(tmp, precision)
+            self.smoke_test(tmp)
+            write_manifest(tmp, route=self.name, source=source, precision=precision,
+                           options=dict(plan.prepare_options), command=shown,
+                           packages=self.packages)
+
+        def check(folder: Path) -> None:
+            self.check_artifact(folder, precision)
+            self.smoke_test(folder)
+
+        return build_once(final, build, adopt=check if adopt else None)
 
 
 def check_option_type(option, value) -> None:

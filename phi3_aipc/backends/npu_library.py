@@ -18,9 +18,10 @@ import weakref
 from pathlib import Path
 
 from ..cache import cache_dir
+from ..catalog import weight_count
 from ..chat import prompt_ids
 from ..envs import npu_library_python
-from ..errors import BadInput, Phi3AipcError
+from ..errors import BadInput, InsufficientResources, Phi3AipcError
 from ..models import ModelSource, folder_fingerprint
 from ..processes import Relay, child_env, communicate, end, messages, start, wait
 from .base import Route, Verdict
@@ -54,6 +55,13 @@ class NPULibraryRoute(Route):
 
     def facts(self) -> dict:
         return library_status()
+
+    def facts_lines(self, facts: dict) -> list[str]:
+        return ["NPU library: " + (
+            "not installed" if not facts["installed"] else
+            f"in {facts['python']}; sees an NPU: {facts['npu_available']}"
+            + (f", driver {facts['driver_version']} (needs {facts['min_driver_version']}+)"
+               if facts["driver_version"] else ""))]
 
     def verdict(self, facts: dict, versions: dict) -> Verdict:
         if not facts.get("installed"):
@@ -90,9 +98,6 @@ class NPULibraryRoute(Route):
         config = source.path / "config.json"
         if config.is_file():
             import psutil
-
-            from ..catalog import weight_count
-            from ..errors import InsufficientResources
 
             need = self.memory_gb(weight_count(json.loads(config.read_text(encoding="utf-8"))),
                                   plan.precision)

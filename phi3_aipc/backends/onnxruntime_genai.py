@@ -14,66 +14,15 @@ from __future__ import annotations
 
 import json
 import re
-import sys
-import tempfile
 import time
 from pathlib import Path
 
-from ..cache import build_once, check_given, read_manifest, write_manifest
+from ..cache import read_manifest
 from ..envs import IS_WINDOWS
 from ..errors import BadInput, DeviceUnavailable, ModelNotFound
-from ..hardware import preflight
-from ..models import ModelSource
-from ..processes import run_tool
 from .base import Route, Verdict, WeightsRead
 from .plan import PREBUILT, SKIP_PREFLIGHT, Option, Plan
 from .session import GenerationRequest, GenerationResult, Session, Streamer, TokenStream
-
-# Which builds each precision gets: fp16 is a GPU format, fp32 the CPU reference.
-TARGETS = {"int4": ("dml", "cpu"), "fp16": ("dml",), "fp32": ("cpu",)}
-# int4 block size per provider. CPU: chosen by scripts/sweep_defaults.py (128 decoded ~15%
-# faster than the builder's 32 and kept every stand-in reply); DirectML: the builder's own.
-DEFAULT_BLOCK_SIZE = {"cpu": 128, "dml": 32}
-GENAI_PACKAGE = "onnxruntime-genai-directml" if IS_WINDOWS else "onnxruntime-genai"
-
-
-def directml_status() -> tuple[bool, str]:
-    """Whether this onnxruntime-genai can use DirectML, and if not, why."""
-    if not IS_WINDOWS:
-        return False, "DirectML exists only on Windows"
-    try:
-        import onnxruntime_genai as og
-
-        if og.is_dml_available():
-            return True, ""
-    except Exception as err:  # a broken install: say what it said
-        return False, f"onnxruntime_genai did not load ({type(err).__name__}: {err})"
-    return False, ("this onnxruntime-genai has no DirectML: install onnxruntime-genai-directml "
-                   "(and uninstall onnxruntime-genai)")
-
-
-def build_options(precision: str, target: str, block_size: int | None,
-                  accuracy_level: int | None) -> dict:
-    """The builder's settings, spelled out (they are part of the artifact's cache key)."""
-    if precision not in TARGETS:
-        raise BadInput(f"The onnxruntime-genai route builds {', '.join(TARGETS)}; got {precision}.")
-    if target not in TARGETS[precision]:
-        raise BadInput(f"{precision} is built for {' or '.join(TARGETS[precision])}, not "
-                       f"{target}: fp16 targets DirectML, fp32 the CPU, int4 either.")
-    options = {"target": target}
-    if precision == "int4":
-        block = block_size or DEFAULT_BLOCK_SIZE[target]
-        if block not in (16, 32, 64, 128, 256):
-            raise BadInput(f"block_size must be 16, 32, 64, 128 or 256; got {block}.")
-        options["block_size"] = block
-        if accuracy_level is None:  # the builder's own defaults: int8 activations on the CPU
-            accuracy_level = 4 if target == "cpu" else 0
-        if accuracy_level not in (0, 1, 2, 3, 4):
-            raise BadInput(f"accuracy_level must be 0-4; got {accuracy_level}.")
-        options["accuracy_level"] = accuracy_level
-    elif block_size or accuracy_level is not None:
-        raise BadInput("block_size and accuracy_level apply to int4 builds only.")
-    return options
 
 
 def release(version: str) -> tuple[int, int]:
@@ -110,180 +59,6 @@ def continuous_decoding(device: str, version: str | None = None) -> bool:
         version = og.__version__
     since = CONTINUOUS_DECODING.get(device.lower())
     return since is not None and release(version) >= since
-
-
-def builder_option_names() -> tuple[str, str]:
-    """The installed builder's names for the int4 block size and accuracy level. 0.18 calls them
-    block_size and accuracy_level and silently ignores the int4_ names (its models came out with
-    blocks of 32 whatever int4_block_size said); DirectML's 0.13 knows only the int4_ names."""
-    import onnxruntime_genai as og
-
-    if release(og.__version__) < (0, 18):
-        return "int4_block_size", "int4_accuracy_level"
-    return "block_size", "accuracy_level"
-
-
-def builder_command(source: Path, out: Path | str, precision: str, options: dict,
-                    cache: Path | None = None) -> list[str]:
-    """The model builder command for these settings (`cache`: where it keeps scratch files)."""
-    cmd = ["python", "-m", "onnxruntime_genai.models.builder", "-i", str(source), "-o", str(out),
-           "-p", precision, "-e", options["target"]] + (["-c", str(cache)] if cache else [])
-    if precision == "int4":
-        block, level = builder_option_names()
-        cmd += ["--extra_options", f"{block}={options['block_size']}"]
-        if options["accuracy_level"]:
-            cmd.append(f"{level}={options['accuracy_level']}")
-    return cmd
-
-
-def check_model_folder(folder: Path) -> dict:
-    """Refuse a folder that is not an ORT GenAI model; return its genai_config.json."""
-    config = folder / "genai_config.json"
-    if not config.is_file():
-        raise ModelNotFound(
-            f"{folder} has no genai_config.json, so it is not an ONNX Runtime GenAI model. Build "
-            "one with `phi3-aipc prepare --backend onnxruntime-genai --precision int4` or "
-            "`python -m onnxruntime_genai.models.builder -i <model folder> -o <folder> -p int4 "
-            "-e cpu`.")
-    return json.loads(config.read_text(encoding="utf-8"))
-
-
-def built_for(genai_config: dict) -> str:
-    """The provider a model was built for, from the provider options in its genai_config."""
-    options = genai_config["model"]["decoder"].get("session_options", {})
-    names = [name for entry in options.get("provider_options", []) for name in entry]
-    return "dml" if "dml" in names else "cpu"
-
-
-def smoke_test(folder: Path) -> None:
-    """A build counts as finished only once it loads (on the CPU provider) and generates."""
-    import onnxruntime_genai as og
-
-    config = og.Config(str(folder))
-    config.clear_providers()
-    model = og.Model(config)
-    params = og.GeneratorParams(model)
-    params.set_search_options(max_length=8)
-    generator = og.Generator(model, params)
-    generator.append_tokens([1])
-    generator.generate_next_token()
-
-
-class OnnxRuntimeGenAIRoute(Route):
-    name = "onnxruntime-genai"
-    precisions = ("int4", "fp16", "fp32")
-    devices = ("dml", "cpu")
-    default_precision = "int4"
-    default_device = "cpu"
-    modules = ("onnxruntime_genai", "onnx_ir")
-    # One variant per environment; -winml is Windows ML's (DirectML's successor, opt-in).
-    packages = ("onnxruntime-genai", "onnxruntime-genai-directml", "onnxruntime-genai-winml",
-                "onnxruntime")
-    install_hint = 'python -m pip install -e ".[onnx]"'
-    doctor_key = "directml"
-    options = (
-        Option("target", "prepare", "the provider to build for (default: int4 for the device, "
-               "fp16 dml, fp32 cpu)", choices=("cpu", "dml")),
-        Option("block_size", "prepare", "int4 block size (default "
-               + ", ".join(f"{v} for {'the CPU' if k == 'cpu' else 'DirectML'}"
-                           for k, v in DEFAULT_BLOCK_SIZE.items()) + ")", int),
-        Option("accuracy_level", "prepare", "int4 MatMul activations: 4 int8 (the CPU "
-               "default), 1 fp32, 0 the provider's choice", int),
-        PREBUILT,
-        SKIP_PREFLIGHT,
-    )
-
-    def choose_device(self, device: str | None) -> tuple[str, list[str]]:
-        """DirectML where it is there, otherwise the CPU, saying why; DirectML asked for where
-        it is missing is refused."""
-        if device is None:
-            has_dml, why = directml_status() if self.is_installed() else (False, "")
-            notes = [f"Using the CPU provider: {why}."] if not has_dml and why else []
-            return ("dml" if has_dml else "cpu"), notes
-        device, notes = super().choose_device(device)
-        if device == "dml":
-            has_dml, why = directml_status()
-            if not has_dml:
-                raise DeviceUnavailable(
-                    f"DirectML is not available: {why}. DirectML needs Windows and the "
-                    f"onnxruntime-genai-directml package; here {GENAI_PACKAGE} runs on the CPU "
-                    "(--device cpu).")
-        return device, notes
-
-    def refine(self, plan: Plan) -> Plan:
-        prebuilt = self.prebuilt_plan(plan)
-        if prebuilt:
-            return prebuilt
-        options = dict(plan.prepare_options)
-        skip = options.pop("skip_preflight", False)
-        # fp16 is a DirectML build, fp32 a CPU build; int4 is built for the device it runs on.
-        target = options.pop("target", None) or {"fp16": "dml", "fp32": "cpu"}.get(
-            plan.precision, plan.device)
-        built = build_options(plan.precision, target, options.get("block_size"),
-                              options.get("accuracy_level"))
-        return plan.but(prepare_options={**built, **({"skip_preflight": True} if skip else {})})
-
-    def devices_here(self) -> list[str]:
-        """DirectML first where it is installed and works; the CPU provider always."""
-        return ["dml", "cpu"] if directml_status()[0] else ["cpu"]
-
-    def facts(self) -> dict:
-        available, why = directml_status()
-        return {"available": available, "reason": f"{why}." if why else ""}
-
-    def verdict(self, facts: dict, versions: dict) -> Verdict:
-        if not any(versions.get(p) for p in self.packages[:3]):
-            return Verdict("missing", "onnxruntime-genai is not installed.", self.install_hint)
-        if facts.get("available"):
-            return Verdict("ready", "DirectML is available.")
-        if IS_WINDOWS and not versions.get("onnxruntime-genai-directml"):
-            return Verdict("cpu-only", "The CPU build of onnxruntime-genai is installed, not the "
-                           "DirectML one.", "python -m pip uninstall -y onnxruntime-genai && "
-                           'python -m pip install -e ".[onnx]"')
-        return Verdict("cpu-only", f"{facts.get('reason', '')} The same API runs on the CPU "
-                       "provider.".strip())
-
-    def bench_configs(self, max_prompt_len: int) -> list[dict]:
-        """fp16 is a DirectML build: measured only with DirectML."""
-        return [c for c in super().bench_configs(max_prompt_len)
-                if (c["precision"] == "fp16") == (c["device"] == "dml")]
-
-    def weights_read(self, artifact: Path, precision: str) -> WeightsRead:
-        total, embedding, head = onnx_weights(artifact)
-        return WeightsRead((total - embedding) / 1e6, head / 1e6, "ONNX initializers")
-
-    def prepare(self, plan: Plan, source: ModelSource) -> Path:
-        if (source.path / "genai_config.json").is_file():  # already built: use it
-            check_given(source.path)
-            return source.path
-        precision = plan.precision
-        options = {k: v for k, v in plan.prepare_options.items() if k != "skip_preflight"}
-        final = self.export_folder(plan, source)
-
-        def build(tmp: Path) -> None:
-            if not plan.prepare_options.get("skip_preflight"):
-                preflight(source.path, precision, f"Building {source.name} for ONNX Runtime "
-                          f"GenAI {precision}")
-            with tempfile.TemporaryDirectory() as scratch:  # the builder's temporary files
-                cmd = builder_command(source.path, tmp, precision, options, Path(scratch))
-                print(f"Building {source.name} for ONNX Runtime GenAI ({precision}, "
-                      f"{options['target']}):\n  {' '.join(cmd)}", file=sys.stderr, flush=True)
-                run_tool(cmd, "The ONNX Runtime GenAI model builder", tmp)
-            check_model_folder(tmp)
-            smoke_test(tmp)
-            shown = builder_command(source.path, "<output>", precision, options)
-            write_manifest(tmp, route=self.name, source=source, precision=precision,
-                           options=options, command=shown, packages=self.packages[:3])
-
-        return build_once(final, build)
-
-    def load(self, plan: Plan, artifact: Path, model: str) -> Session:
-        return OnnxRuntimeGenAISession(plan, artifact, model)
-
-    def adopt(self, plan: Plan, loaded, artifact: Path, model: str) -> Session:
-        """A session around an `og.Model` loaded from `artifact` (with the provider the plan
-        names)."""
-        return OnnxRuntimeGenAISession(plan, artifact, model, og_model=loaded)
 
 
 class OnnxRuntimeGenAISession(Session):
@@ -384,6 +159,98 @@ class OnnxRuntimeGenAISession(Session):
         self.og_model = self.og_tokenizer = None
 
 
+GENAI_PACKAGE = "onnxruntime-genai-directml" if IS_WINDOWS else "onnxruntime-genai"
+
+
+def directml_status() -> tuple[bool, str]:
+    """Whether this onnxruntime-genai can use DirectML, and if not, why."""
+    if not IS_WINDOWS:
+        return False, "DirectML exists only on Windows"
+    try:
+        import onnxruntime_genai as og
+
+        if og.is_dml_available():
+            return True, ""
+    except Exception as err:  # a broken install: say what it said
+        return False, f"onnxruntime_genai did not load ({type(err).__name__}: {err})"
+    return False, ("this onnxruntime-genai has no DirectML: install onnxruntime-genai-directml "
+                   "(and uninstall onnxruntime-genai)")
+
+
+def built_for(genai_config: dict) -> str:
+    """The provider a model was built for, from the provider options in its genai_config."""
+    options = genai_config["model"]["decoder"].get("session_options", {})
+    names = [name for entry in options.get("provider_options", []) for name in entry]
+    return "dml" if "dml" in names else "cpu"
+
+
+# Which builds each precision gets: fp16 is a GPU format, fp32 the CPU reference.
+TARGETS = {"int4": ("dml", "cpu"), "fp16": ("dml",), "fp32": ("cpu",)}
+# int4 block size per provider. CPU: chosen by scripts/sweep_defaults.py (128 decoded ~15%
+# faster than the builder's 32 and kept every stand-in reply); DirectML: the builder's own.
+DEFAULT_BLOCK_SIZE = {"cpu": 128, "dml": 32}
+
+
+def build_options(precision: str, target: str, block_size: int | None,
+                  accuracy_level: int | None) -> dict:
+    """The builder's settings, spelled out (they are part of the artifact's cache key)."""
+    if precision not in TARGETS:
+        raise BadInput(f"The onnxruntime-genai route builds {', '.join(TARGETS)}; got {precision}.")
+    if target not in TARGETS[precision]:
+        raise BadInput(f"{precision} is built for {' or '.join(TARGETS[precision])}, not "
+                       f"{target}: fp16 targets DirectML, fp32 the CPU, int4 either.")
+    options = {"target": target}
+    if precision == "int4":
+        block = block_size or DEFAULT_BLOCK_SIZE[target]
+        if block not in (16, 32, 64, 128, 256):
+            raise BadInput(f"block_size must be 16, 32, 64, 128 or 256; got {block}.")
+        options["block_size"] = block
+        if accuracy_level is None:  # the builder's own defaults: int8 activations on the CPU
+            accuracy_level = 4 if target == "cpu" else 0
+        if accuracy_level not in (0, 1, 2, 3, 4):
+            raise BadInput(f"accuracy_level must be 0-4; got {accuracy_level}.")
+        options["accuracy_level"] = accuracy_level
+    elif block_size or accuracy_level is not None:
+        raise BadInput("block_size and accuracy_level apply to int4 builds only.")
+    return options
+
+
+def builder_option_names() -> tuple[str, str]:
+    """The installed builder's names for the int4 block size and accuracy level. 0.18 calls them
+    block_size and accuracy_level and silently ignores the int4_ names (its models came out with
+    blocks of 32 whatever int4_block_size said); DirectML's 0.13 knows only the int4_ names."""
+    import onnxruntime_genai as og
+
+    if release(og.__version__) < (0, 18):
+        return "int4_block_size", "int4_accuracy_level"
+    return "block_size", "accuracy_level"
+
+
+def builder_command(source: Path, out: Path | str, precision: str, options: dict,
+                    cache: Path | None = None) -> list[str]:
+    """The model builder command for these settings (`cache`: where it keeps scratch files)."""
+    cmd = ["python", "-m", "onnxruntime_genai.models.builder", "-i", str(source), "-o", str(out),
+           "-p", precision, "-e", options["target"]] + (["-c", str(cache)] if cache else [])
+    if precision == "int4":
+        block, level = builder_option_names()
+        cmd += ["--extra_options", f"{block}={options['block_size']}"]
+        if options["accuracy_level"]:
+            cmd.append(f"{level}={options['accuracy_level']}")
+    return cmd
+
+
+def check_model_folder(folder: Path) -> dict:
+    """Refuse a folder that is not an ORT GenAI model; return its genai_config.json."""
+    config = folder / "genai_config.json"
+    if not config.is_file():
+        raise ModelNotFound(
+            f"{folder} has no genai_config.json, so it is not an ONNX Runtime GenAI model. Build "
+            "one with `phi3-aipc prepare --backend onnxruntime-genai --precision int4` or "
+            "`python -m onnxruntime_genai.models.builder -i <model folder> -o <folder> -p int4 "
+            "-e cpu`.")
+    return json.loads(config.read_text(encoding="utf-8"))
+
+
 def onnx_weights(folder: Path) -> tuple[int, int, int]:
     """Bytes of all initializers of the ONNX model, of the embedding lookup's, and of the
     output layer's (the builder names them lm_head.*)."""
@@ -398,3 +265,118 @@ def onnx_weights(folder: Path) -> tuple[int, int, int]:
                      if node.op_type in ("Gather", "GatherBlockQuantized")), default=0)
     head = sum(size for name, size in sizes.items() if name.startswith("lm_head"))
     return sum(sizes.values()), embedding, head
+
+
+class OnnxRuntimeGenAIRoute(Route):
+    name = "onnxruntime-genai"
+    precisions = ("int4", "fp16", "fp32")
+    devices = ("dml", "cpu")
+    default_precision = "int4"
+    default_device = "cpu"
+    modules = ("onnxruntime_genai", "onnx_ir")
+    # One variant per environment; -winml is Windows ML's (DirectML's successor, opt-in).
+    packages = ("onnxruntime-genai", "onnxruntime-genai-directml", "onnxruntime-genai-winml",
+                "onnxruntime")
+    install_hint = 'python -m pip install -e ".[onnx]"'
+    doctor_key = "directml"
+    artifact_marker, artifact_kind = "genai_config.json", "an ONNX Runtime GenAI build"
+    export_tool = "The ONNX Runtime GenAI model builder"
+    options = (
+        Option("target", "prepare", "the provider to build for (default: int4 for the device, "
+               "fp16 dml, fp32 cpu)", choices=("cpu", "dml")),
+        Option("block_size", "prepare", "int4 block size (default "
+               + ", ".join(f"{v} for {'the CPU' if k == 'cpu' else 'DirectML'}"
+                           for k, v in DEFAULT_BLOCK_SIZE.items()) + ")", int),
+        Option("accuracy_level", "prepare", "int4 MatMul activations: 4 int8 (the CPU "
+               "default), 1 fp32, 0 the provider's choice", int),
+        PREBUILT,
+        SKIP_PREFLIGHT,
+    )
+
+    def choose_device(self, device: str | None) -> tuple[str, list[str]]:
+        """DirectML where it is there, otherwise the CPU, saying why; DirectML asked for where
+        it is missing is refused."""
+        if device is None:
+            has_dml, why = directml_status() if self.is_installed() else (False, "")
+            notes = [f"Using the CPU provider: {why}."] if not has_dml and why else []
+            return ("dml" if has_dml else "cpu"), notes
+        device, notes = super().choose_device(device)
+        if device == "dml":
+            has_dml, why = directml_status()
+            if not has_dml:
+                raise DeviceUnavailable(
+                    f"DirectML is not available: {why}. DirectML needs Windows and the "
+                    f"onnxruntime-genai-directml package; here {GENAI_PACKAGE} runs on the CPU "
+                    "(--device cpu).")
+        return device, notes
+
+    def refine(self, plan: Plan) -> Plan:
+        if plan.prebuilt:
+            return plan
+        options = dict(plan.prepare_options)
+        # fp16 is a DirectML build, fp32 a CPU build; int4 is built for the device it runs on.
+        target = options.pop("target", None) or {"fp16": "dml", "fp32": "cpu"}.get(
+            plan.precision, plan.device)
+        built = build_options(plan.precision, target, options.get("block_size"),
+                              options.get("accuracy_level"))
+        return plan.but(prepare_options=built)
+
+    def devices_here(self) -> list[str]:
+        """DirectML first where it is installed and works; the CPU provider always."""
+        return ["dml", "cpu"] if directml_status()[0] else ["cpu"]
+
+    def facts(self) -> dict:
+        available, why = directml_status()
+        return {"available": available, "reason": f"{why}." if why else ""}
+
+    def facts_lines(self, facts: dict) -> list[str]:
+        return [f"DirectML: {'available' if facts['available'] else 'no'} {facts['reason']}"]
+
+    def verdict(self, facts: dict, versions: dict) -> Verdict:
+        if not any(versions.get(p) for p in self.packages[:3]):
+            return Verdict("missing", "onnxruntime-genai is not installed.", self.install_hint)
+        if facts.get("available"):
+            return Verdict("ready", "DirectML is available.")
+        if IS_WINDOWS and not versions.get("onnxruntime-genai-directml"):
+            return Verdict("cpu-only", "The CPU build of onnxruntime-genai is installed, not the "
+                           "DirectML one.", "python -m pip uninstall -y onnxruntime-genai && "
+                           'python -m pip install -e ".[onnx]"')
+        return Verdict("cpu-only", f"{facts.get('reason', '')} The same API runs on the CPU "
+                       "provider.".strip())
+
+    def bench_configs(self, max_prompt_len: int) -> list[dict]:
+        """fp16 is a DirectML build: measured only with DirectML."""
+        return [c for c in super().bench_configs(max_prompt_len)
+                if (c["precision"] == "fp16") == (c["device"] == "dml")]
+
+    def weights_read(self, artifact: Path, precision: str) -> WeightsRead:
+        total, embedding, head = onnx_weights(artifact)
+        return WeightsRead((total - embedding) / 1e6, head / 1e6, "ONNX initializers")
+
+    def export_command(self, source: Path, out: Path | str, plan: Plan,
+                       scratch: Path | None = None) -> list[str]:
+        return builder_command(source, out, plan.precision, dict(plan.prepare_options), scratch)
+
+    def check_artifact(self, folder: Path, precision: str | None = None) -> None:
+        check_model_folder(folder)  # the session checks the precision against the manifest
+
+    def smoke_test(self, folder: Path) -> None:
+        """A build counts as finished only once it loads (on the CPU provider) and generates."""
+        import onnxruntime_genai as og
+
+        config = og.Config(str(folder))
+        config.clear_providers()
+        model = og.Model(config)
+        params = og.GeneratorParams(model)
+        params.set_search_options(max_length=8)
+        generator = og.Generator(model, params)
+        generator.append_tokens([1])
+        generator.generate_next_token()
+
+    def load(self, plan: Plan, artifact: Path, model: str) -> Session:
+        return OnnxRuntimeGenAISession(plan, artifact, model)
+
+    def adopt(self, plan: Plan, loaded, artifact: Path, model: str) -> Session:
+        """A session around an `og.Model` loaded from `artifact` (with the provider the plan
+        names)."""
+        return OnnxRuntimeGenAISession(plan, artifact, model, og_model=loaded)

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
+from ..catalog import PREBUILT_PRECISION
+
 PRECISIONS = ("int4", "int8", "fp16", "fp32")
 
 
@@ -30,11 +32,14 @@ class Option:
         return "--" + self.name.replace("_", "-")
 
 
-PREBUILT = Option("prebuilt", "prepare", "download the publisher's ready-made int4 build of a "
-                  "catalog model for the device instead of making one (see `phi3-aipc models`)",
-                  bool)
+PREBUILT = Option("prebuilt", "prepare", f"download the publisher's ready-made "
+                  f"{PREBUILT_PRECISION} build of a catalog model for the device instead of "
+                  "making one (see `phi3-aipc models`)", bool)
 SKIP_PREFLIGHT = Option("skip_preflight", "prepare", "export even when the memory/disk estimate "
                         "says it will not fit", bool)
+# Options that steer how a plan is carried out rather than what is made: they become the Plan's
+# own fields, never part of its prepare_options (nor of the cache key those make).
+CONTROLS = (PREBUILT.name, SKIP_PREFLIGHT.name)
 
 
 def frozen(options: Mapping | None = None) -> Mapping:
@@ -47,6 +52,9 @@ class Plan:
 
     Made only by `Route.plan`, which refuses what cannot work here before anything is built;
     `notes` say what was chosen for the user (e.g. the CPU because there is no DirectML).
+    `is_default`: the request named none of the route's settings (so the publisher's build may
+    serve it); `prebuilt`: take the publisher's build; `skip_preflight`: the memory check is
+    waived, or has already run.
     """
 
     route: str
@@ -55,6 +63,9 @@ class Plan:
     prepare_options: Mapping = field(default_factory=frozen)
     load_options: Mapping = field(default_factory=frozen)
     notes: tuple[str, ...] = ()
+    is_default: bool = False
+    prebuilt: bool = False
+    skip_preflight: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "prepare_options", frozen(self.prepare_options))
@@ -63,6 +74,10 @@ class Plan:
     def but(self, **changes) -> Plan:
         """A copy with some fields changed (a route's own normalization)."""
         return replace(self, **changes)
+
+    def as_prebuilt(self) -> Plan:
+        """This plan served by the publisher's build: nothing of its own to make."""
+        return self.but(prebuilt=True, prepare_options=frozen())
 
     @property
     def note(self) -> str:

@@ -55,7 +55,7 @@ class Metrics:
 
 @dataclass
 class GenerationResult:
-    backend: str  # the route
+    route: str  # "backend" in its JSON, as before the routes were called routes
     device: str
     precision: str
     model: str
@@ -69,11 +69,13 @@ class GenerationResult:
     device_note: str = ""  # e.g. what a missing device fell back to
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The result as JSON has it: the route under its documented key, "backend"."""
+        return {"backend" if k == "route" else k: v for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, data: dict) -> GenerationResult:
-        return cls(**{**data, "metrics": Metrics(**data["metrics"])})
+        fields_ = {"route" if k == "backend" else k: v for k, v in data.items()}
+        return cls(**{**fields_, "metrics": Metrics(**data["metrics"])})
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False)
@@ -81,7 +83,7 @@ class GenerationResult:
     def summary(self) -> str:
         m = self.metrics
         fmt = lambda v, spec: "n/a" if v is None else format(v, spec)  # noqa: E731
-        return (f"{self.backend} | {self.device} | {self.precision} | {self.model} | "
+        return (f"{self.route} | {self.device} | {self.precision} | {self.model} | "
                 f"TTFT {fmt(m.ttft_ms, '.1f')} ms | {fmt(m.tokens_per_s, '.1f')} tokens/s | "
                 f"{len(self.token_ids)} tokens ({self.finish_reason})")
 
@@ -148,7 +150,7 @@ class Session(ABC):
     def __init__(self, plan: Plan, model: str, load_s: float, device: str | None = None,
                  note: str = "") -> None:
         self.plan = plan
-        self.backend, self.precision, self.model = plan.route, plan.precision, model
+        self.route, self.precision, self.model = plan.route, plan.precision, model
         self.device = device or plan.device  # what it runs on, e.g. "NPU (emulated on CPU)"
         self.load_s = load_s
         self.device_note = " ".join(filter(None, [plan.note, note]))
@@ -197,13 +199,13 @@ class Session(ABC):
     def logits(self, ids: list[int]):
         """The next-token logits at every position of `ids`, read from an empty context (a
         numpy array, [len(ids), vocabulary]): what `phi3-aipc quality` compares."""
-        raise BadInput(f"The {self.backend} route cannot give next-token logits on "
+        raise BadInput(f"The {self.route} route cannot give next-token logits on "
                        f"{self.device}.")
 
     def result(self, stream: TokenStream, prompt_tokens: int,
                metrics: Metrics | None = None) -> GenerationResult:
         """The result of a finished `stream`; `metrics` if the route measured its own."""
-        return GenerationResult(self.backend, self.device, self.precision, self.model,
+        return GenerationResult(self.route, self.device, self.precision, self.model,
                                 stream.decode(stream.ids), stream.ids, stream.finish_reason,
                                 prompt_tokens, metrics or stream.clock.metrics(self.load_s),
                                 self.device_note)

@@ -8,13 +8,14 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..backends import REGISTRY, get_route
+from ..catalog import weight_count
 from ..standin import DATA
 
 PROMPTS_FILE = DATA / "bench_prompts.json"
 LENGTHS = (32, 256, 1024)
 DECODE_LENGTH = 256  # the prompt length whose decode speed ranks the routes: a typical turn
-EMULATED = "NPU (emulated on CPU)"
-# Emulating the NPU is for seeing its code path: the bench stand-in (0.65 B weights) yes,
+# Emulating a device is for seeing its code path: the bench stand-in (0.65 B weights) yes,
 # Phi-3-mini (3.8 B) not unless asked for by name.
 EMULATION_MAX_WEIGHTS = 1.5e9
 
@@ -23,20 +24,21 @@ EMULATION_MAX_WEIGHTS = 1.5e9
 class BenchConfig:
     """One thing to measure: a route at a precision on a device, with its own options."""
 
-    backend: str
+    route: str
     precision: str
     device: str
     prepare_options: dict = field(default_factory=dict)
     load_options: dict = field(default_factory=dict)
+    emulated_as: str = ""  # a device emulated on another, as the route names it
 
     @property
     def emulated(self) -> bool:
-        return bool(self.load_options.get("emulate_npu"))
+        return bool(self.emulated_as)
 
     @property
     def label(self) -> str:
-        device = EMULATED if self.emulated else self.device
-        return f"{self.backend} {self.precision} {device}"
+        device = self.emulated_as or self.device
+        return f"{self.route} {self.precision} {device}"
 
 
 @functools.cache
@@ -66,9 +68,6 @@ def too_big(config: BenchConfig, model_dir: Path) -> str | None:
     None when it is fine (or the model's size cannot be told)."""
     import psutil
 
-    from ..backends import get_route
-    from ..catalog import weight_count
-
     path = Path(model_dir) / "config.json"
     if not path.is_file():
         return None
@@ -76,11 +75,11 @@ def too_big(config: BenchConfig, model_dir: Path) -> str | None:
     if config.emulated and weights > EMULATION_MAX_WEIGHTS:
         # Measured at Phi-3-mini's full size: the emulating worker held 9.3 GB (the plugin
         # keeps fp16 copies of the weights) and had not finished the benchmark after 40 minutes.
-        return (f"{config.label}: emulating the NPU on the CPU holds about "
+        return (f"{config.label}: emulating the device on the CPU holds about "
                 f"{weights * 2.4 / 1e9:.0f} GB for a model of {weights / 1e9:.1f} B weights and "
                 "runs for tens of minutes, for CPU timings; emulate it on a stand-in, or ask for "
                 "it by name (phi3-aipc bench --device emulated)")
-    need = get_route(config.backend).memory_gb(weights, config.precision)
+    need = get_route(config.route).memory_gb(weights, config.precision)
     free = psutil.virtual_memory().available / 1e9
     if need <= free:
         return None
@@ -92,9 +91,7 @@ def available_configs(routes: list[str] | None = None, precisions: list[str] | N
                       max_prompt_len: int | None = None) -> list[BenchConfig]:
     """Every (route, precision, device) this PC can run, narrowed by the filters. Each route
     says what it offers here (`Route.bench_configs`). The precision "default" stands for each
-    route's own default precision; the device "emulated" for an emulated NPU."""
-    from ..backends import REGISTRY, get_route
-
+    route's own default precision; the device "emulated" for an emulated device."""
     chosen = [get_route(name) for name in (routes or REGISTRY)]  # refuses unknown names
     limit = max_prompt_len or longest_prompt(LENGTHS)
     configs = [BenchConfig(route.name, **c) for route in chosen if route.is_installed()
@@ -103,7 +100,7 @@ def available_configs(routes: list[str] | None = None, precisions: list[str] | N
         wanted = [p.lower() for p in precisions]
         defaults = {r.name: r.default_precision for r in chosen}
         configs = [c for c in configs if c.precision in wanted or (
-            "default" in wanted and c.precision == defaults[c.backend])]
+            "default" in wanted and c.precision == defaults[c.route])]
     if devices:
         wanted = [d.lower() for d in devices]
         configs = [c for c in configs if c.device.lower() in wanted

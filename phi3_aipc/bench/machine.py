@@ -5,18 +5,18 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from ..backends import all_routes
+from ..doctor import doctor
+
 
 def machine(bandwidth: bool = True) -> dict:
     """The machine's description: CPU, cores, memory, instruction sets, package versions, and
     its measured memory read bandwidth."""
-    from ..doctor import doctor
-
     report = doctor()
     info = {k: report[k] for k in ("os", "python", "cpu", "memory_gb", "packages")}
     info["cpu"]["instruction_sets"] = instruction_sets()
-    info["openvino_devices"] = [d["name"] for d in report.get("openvino", {}).get("devices", [])]
-    lib = report.get("npu_library", {})
-    info["npu_library"] = {k: lib.get(k) for k in ("installed", "npu_available")}
+    info["route_facts"] = {r.name: report[r.doctor_key] for r in all_routes()
+                           if r.doctor_key in report}  # what each route's runtime sees
     if bandwidth:
         info.update(measure_bandwidth())
     return info

@@ -10,6 +10,7 @@ import csv
 import json
 from pathlib import Path
 
+from ..models import BENCH_STAND_IN, bench_layers
 from ..standin import PHI3_MINI_LAYERS
 
 CACHE_SIZED_MB = 100  # weights this small may stay in the CPU's caches between tokens
@@ -50,8 +51,6 @@ def add_derived(result: dict, bandwidth_gb_s: float | None, model: str, at: int)
 
 def stand_in_layers(model: str) -> int | None:
     """The layer count of a bench stand-in `model`, None for any other model."""
-    from ..models import BENCH_STAND_IN, bench_layers
-
     return bench_layers(model) if model.split(":")[0] == BENCH_STAND_IN else None
 
 
@@ -171,8 +170,8 @@ def summary(report: dict) -> str:
                      f"{best['why']}")
     for r in report["results"]:
         if r.get("emulated"):
-            lines.append(f"{r['config']}: OpenVINO's NPU pipeline with the CPU doing the work; "
-                         "not NPU timings, so not ranked.")
+            lines.append(f"{r['config']}: emulated, with the CPU doing the work: not the "
+                         "device's timings, so not ranked.")
         elif r.get("device_note"):
             lines.append(f"{r['config']}: {r['device_note']}")
         if "estimate_32_layers" in r:

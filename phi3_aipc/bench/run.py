@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..errors import BadInput
+from ..models import resolve_model
 from ..processes import Relay, child_env, end, messages, start, wait
 from .configs import LENGTHS, BenchConfig, decode_length, load_prompts, longest_prompt, too_big
 from .machine import machine
@@ -23,8 +24,6 @@ def run(configs: list[BenchConfig], model: str | None = None, reps: int = 3,
     reasonable time (`too_big`), unless `emulate_any_size`."""
 
     from tqdm.auto import tqdm
-
-    from ..models import resolve_model
 
     prompts = load_prompts()
     lengths = tuple(dict.fromkeys(lengths))  # each length once: its prompts are used once
@@ -71,10 +70,11 @@ def run(configs: list[BenchConfig], model: str | None = None, reps: int = 3,
         if "error" not in result:
             result = run_worker({**spec, "prepare_s": result["prepare_s"]}, on_event)
         result.update(config=config.label, emulated=config.emulated)
-        for key in ("backend", "precision", "device"):
+        result.setdefault("backend", config.route)  # the report's documented key
+        for key in ("precision", "device"):
             result.setdefault(key, getattr(config, key))
         if result.get("device_note") and not config.emulated:  # e.g. the NPU library on a CPU
-            result["config"] = f"{config.backend} {result['precision']} {result['device']}"
+            result["config"] = f"{config.route} {result['precision']} {result['device']}"
         add_derived(result, report["machine"].get("bandwidth_gb_s"), source.name,
                     report["settings"]["decode_length"])
         report["results"].append(result)

@@ -24,7 +24,7 @@ from .configs import BenchConfig, load_prompts
 def measure(spec: dict, emit) -> dict:
     """Prepare, load cold and warm, and time the generations of one config."""
     config = BenchConfig(**spec["config"])
-    route = get_route(config.backend)
+    route = get_route(config.route)
     plan = route.plan(config.precision, config.device, config.prepare_options,
                       config.load_options)
     emit("preparing")
@@ -75,7 +75,7 @@ def measure(spec: dict, emit) -> dict:
                 "ttft_ms": spread([r.metrics.ttft_ms for r in runs]),
                 "tpot_ms": spread([r.metrics.tpot_ms for r in runs]),
             }
-    return {"backend": config.backend, "precision": plan.precision, "device": session.device,
+    return {"backend": config.route, "precision": plan.precision, "device": session.device,
             "device_note": session.device_note, "model": source.name,
             "artifact": str(artifact), "artifact_mb": round(folder_size_mb(artifact), 1),
             "weights_read_mb": round(read.total_mb, 1),

@@ -1,0 +1,36 @@
+"""The notebooks' export helpers (`exports.openvino_int4`, `exports.onnx_int4`): a learner's own
+export in the cache's notebooks/ folder is adopted, checked and sealed on first use, never made
+again; a folder there that is no finished export is refused and kept."""
+import shutil
+
+import pytest
+
+from phi3_aipc import prepare, resolve_model
+from phi3_aipc.cache import MANIFEST, read_manifest
+from phi3_aipc.errors import BadInput
+from phi3_aipc.exports import export_dir, onnx_int4, openvino_int4
+
+
+def test_a_learners_export_is_adopted_not_made_again(stand_in, tmp_path, monkeypatch):
+    made = prepare("openvino", "int4", model="stand-in", progress=False)  # the test cache's
+    source = resolve_model("stand-in", progress=False)  # the test cache's too
+    monkeypatch.setenv("PHI3_AIPC_CACHE", str(tmp_path))  # the notebooks' folder: empty
+    mine = export_dir(source, "int4-ov")  # as notebook 03's export cell leaves it: no manifest
+    shutil.copytree(made, mine, ignore=shutil.ignore_patterns(MANIFEST))
+    weights = (mine / "openvino_model.bin").stat()
+    assert openvino_int4(source) == mine
+    assert "files" in read_manifest(mine), "adopted: sealed as it is"
+    assert (mine / "openvino_model.bin").stat().st_mtime_ns == weights.st_mtime_ns
+    assert not list(mine.parent.glob(".int4-ov.tmp-*")), "nothing was built"
+    assert openvino_int4(source) == mine  # now a sealed folder like any other
+
+
+def test_a_folder_that_is_no_export_is_refused_and_kept(stand_in, tmp_path, monkeypatch):
+    source = resolve_model("stand-in", progress=False)
+    monkeypatch.setenv("PHI3_AIPC_CACHE", str(tmp_path))
+    mine = export_dir(source, "int4-cpu")
+    mine.mkdir()
+    (mine / "notes.txt").write_text("half an export")
+    with pytest.raises(BadInput, match="is not a finished export"):
+        onnx_int4(source, "cpu")
+    assert (mine / "notes.txt").read_text() == "half an export"
