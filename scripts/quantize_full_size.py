@@ -269,6 +269,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"unknown approaches: {', '.join(unknown)} (see --list)", file=sys.stderr)
         return 2
+    missing = sorted({APPROACHES[n][0] for n in opts.names} & set(SETUP) - {
+        n for n in SETUP if opts.setup or (work / n).is_dir()})
+    if missing:
+        print(f"{', '.join(missing)} not made yet: add --setup", file=sys.stderr)
+        return 2
     todo = [(n, SETUP[n], checkpoint(), work / n) for n in SETUP if opts.setup]
     todo += [(n, APPROACHES[n][1], source(APPROACHES[n][0]), work / "out" / n)
              for n in opts.names]
