@@ -37,6 +37,7 @@ from .errors import BadInput, Phi3AipcError
 from .models import resolve_model
 from .processes import tool_log
 from .standin import load_chats
+from .structured import check_route, load_schema
 
 # What `cache clear --route` takes: the routes' artifacts, and notebooks (the exports the
 # notebooks made) and quality (the quality command's references).
@@ -261,7 +262,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 def request_of(args: argparse.Namespace) -> GenerationRequest:
     return GenerationRequest(max_new_tokens=args.max_new_tokens, greedy=args.greedy,
                              ignore_eos=args.ignore_eos, temperature=args.temperature,
-                             top_p=args.top_p, seed=args.seed).check()
+                             top_p=args.top_p, seed=args.seed,
+                             json_schema=load_schema(args.json_schema) if args.json_schema
+                             else None).check()
 
 
 def generate_flags(cmd: argparse.ArgumentParser) -> None:
@@ -275,6 +278,9 @@ def generate_flags(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--temperature", type=float, default=0.7)
     cmd.add_argument("--top-p", type=float, default=0.9)
     cmd.add_argument("--seed", type=int, help="seed for sampling")
+    cmd.add_argument("--json-schema", metavar="FILE",
+                     help="reply in JSON that follows the JSON schema in FILE (constrained "
+                     "decoding: routes openvino and onnxruntime-genai)")
     json_flag(cmd, "print one JSON object")
 
 
@@ -282,6 +288,8 @@ def generate_flags(cmd: argparse.ArgumentParser) -> None:
 def cmd_generate(args: argparse.Namespace) -> int:
     build_messages(args.prompt)  # an empty prompt is refused before anything loads
     request = request_of(args)
+    if request.json_schema is not None:  # before anything is exported or loaded
+        check_route(args.route, args.device)
     conversation = Conversation(args.system, args.max_new_tokens)
     with open_session(args.route, args.precision, args.device, args.model,
                       prepare_options=given(args, "prepare"),

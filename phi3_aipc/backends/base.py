@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..cache import artifact_dir, build_once, check_given, write_manifest
-from ..catalog import PREBUILT_PRECISION
+from ..catalog import PREBUILT_PRECISION, base_device
 from ..errors import BadInput, DeviceUnavailable
 from ..hardware import preflight
 from ..models import ModelSource, safetensors_params, with_weights
@@ -76,6 +76,9 @@ class Route(ABC):
     artifact_marker: str | None = None  # a file only this route's artifacts hold
     artifact_kind: str = ""  # what such a folder is, e.g. "an OpenVINO export"
     export_tool: str = ""  # what makes one, e.g. "The OpenVINO export"
+    # Devices on which its library can hold a reply to a JSON schema (constrained decoding;
+    # phi3-aipc generate --json-schema): none by default.
+    constrained_devices: tuple[str, ...] = ()
 
     # --- the core: is it here, check a request, prepare, load -------------------------------
     def is_installed(self) -> bool:
@@ -178,6 +181,10 @@ class Route(ABC):
         """The devices this route can use on this PC, the default first. Routes that can ask
         their runtime override it; the others list what they offer."""
         return [self.default_device, *(d for d in self.devices if d != self.default_device)]
+
+    def can_constrain(self, device: str) -> bool:
+        """Whether a reply on `device` can be held to a JSON schema (`constrained_devices`)."""
+        return base_device(device) in self.constrained_devices
 
     def picker_devices(self) -> list[str]:
         """What a device picker offers: the devices here, and any the runtime chooses itself."""

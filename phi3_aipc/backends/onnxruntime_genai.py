@@ -20,6 +20,7 @@ from pathlib import Path
 from ..cache import read_manifest
 from ..envs import IS_WINDOWS
 from ..errors import BadInput, DeviceUnavailable, ModelNotFound
+from ..structured import for_llguidance, refused_schema
 from .base import Route, Verdict, WeightsRead
 from .plan import PREBUILT, SKIP_PREFLIGHT, Option, Plan
 from .session import GenerationRequest, GenerationResult, Session, Streamer, TokenStream
@@ -127,9 +128,14 @@ class OnnxRuntimeGenAISession(Session):
             if request.seed is not None:
                 search["random_seed"] = request.seed
         params.set_search_options(**search)
+        if request.json_schema is not None:
+            params.set_guidance("json_schema", for_llguidance(request.json_schema))
         decode = lambda ids: self.hf_tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
         stream = TokenStream(decode, self.stops, request.ignore_eos, streamer)
-        generator = og.Generator(self.og_model, params)
+        try:
+            generator = og.Generator(self.og_model, params)  # compiles the schema's grammar
+        except RuntimeError as err:
+            raise refused_schema(err) or err from None
         generator.append_tokens(prompt)
         token = None
         for _ in range(request.max_new_tokens):
@@ -281,6 +287,10 @@ class OnnxRuntimeGenAIRoute(Route):
     doctor_key = "directml"
     artifact_marker, artifact_kind = "genai_config.json", "an ONNX Runtime GenAI build"
     export_tool = "The ONNX Runtime GenAI model builder"
+    # set_guidance (LLGuidance) masks the logits on the CPU side of the search: the CPU wheel
+    # and DirectML's 0.13.1 wheel are both built with it (checked in their binaries; DirectML
+    # not run here).
+    constrained_devices = devices
     options = (
         Option("target", "prepare", "the provider to build for (default: int4 for the device, "
                "fp16 dml, fp32 cpu)", choices=("cpu", "dml")),

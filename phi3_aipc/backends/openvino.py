@@ -20,6 +20,7 @@ from ..cache import cache_dir, read_manifest
 from ..catalog import MODELS, NPU_EXPORT, base_device, known
 from ..chat import stop_token_ids
 from ..errors import BadInput, DeviceUnavailable, ModelNotFound
+from ..structured import refused_schema
 from .base import Route, Verdict, WeightsRead
 from .plan import PREBUILT, SKIP_PREFLIGHT, Option, Plan
 from .session import GenerationRequest, GenerationResult, Session, Streamer, TokenStream
@@ -79,6 +80,9 @@ class OpenVINOSession(Session):
             config.temperature, config.top_p = request.temperature, request.top_p
             config.rng_seed = (request.seed if request.seed is not None
                                else int.from_bytes(os.urandom(4), "little"))
+        if request.json_schema is not None:
+            config.structured_output_config = ov_genai.StructuredOutputConfig(
+                json_schema=request.json_schema)
         detok = pipe.get_tokenizer()
         stream = TokenStream(detok.decode, self.stops, request.ignore_eos, streamer)
         try:
@@ -87,7 +91,7 @@ class OpenVINOSession(Session):
         except RuntimeError as err:
             if "MAX_PROMPT_LEN" in str(err):
                 raise BadInput(f"The NPU pipeline refused the prompt: {npu_reason(err)}") from None
-            raise
+            raise refused_schema(err) or err from None
         # Timed by the same clock as every other route (tokens as they reach us), so that routes
         # compare fairly; the pipeline's own result.perf_metrics measure from inside it.
         return self.result(stream, len(prompt))
@@ -584,6 +588,10 @@ class OpenVINORoute(Route):
     doctor_key = "openvino"
     artifact_marker, artifact_kind = "openvino_model.xml", "an OpenVINO export"
     export_tool = "The OpenVINO export"
+    # StructuredOutputConfig: the grammar masks the logits in the pipeline's sampler, on the
+    # host, whatever the device; checked here on the CPU and on the NPU pipeline emulated on it
+    # (tests/test_structured.py), not on a GPU.
+    constrained_devices = devices
     options = (
         Option("preset", "prepare", f"int4 settings: {PRESET_HELP}; default: default",
                choices=tuple(PRESETS)),

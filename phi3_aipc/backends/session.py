@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from ..chat import check_fits, check_messages, check_sampling, check_seed
 from ..errors import BadInput
 from ..processes import peak_rss_mb
+from ..structured import cannot_constrain, check_schema
 from .plan import Plan
 
 # Gets each new piece of text; returning True asks generation to end there ("stopped").
@@ -27,6 +28,9 @@ class GenerationRequest:
     temperature: float = 0.7
     top_p: float = 0.9
     seed: int | None = None
+    # A JSON schema (JSON text) the reply must follow: constrained decoding, on the routes
+    # that offer it (Route.constrained_devices).
+    json_schema: str | None = None
 
     def check(self) -> GenerationRequest:
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
@@ -34,6 +38,11 @@ class GenerationRequest:
         if not self.greedy:
             check_sampling(self.temperature, self.top_p)
         check_seed(self.seed)
+        if self.json_schema is not None:
+            check_schema(self.json_schema)
+            if self.ignore_eos:
+                raise BadInput("ignore_eos (--ignore-eos) cannot go with a JSON schema: the "
+                               "schema's grammar ends the reply when the JSON is complete.")
         return self
 
     @classmethod
@@ -170,7 +179,7 @@ class Session(ABC):
     def generate(self, messages: list[dict], request: GenerationRequest | None = None,
                  streamer: Streamer | None = None, **settings) -> GenerationResult:
         """Reply to `messages`. Settings come as a GenerationRequest, or as its keywords
-        (max_new_tokens, greedy, ignore_eos, temperature, top_p, seed)."""
+        (max_new_tokens, greedy, ignore_eos, temperature, top_p, seed, json_schema)."""
         if request is None:
             unknown = sorted(set(settings) - {f.name for f in fields(GenerationRequest)})
             if unknown:
@@ -181,6 +190,9 @@ class Session(ABC):
             raise BadInput("Give generation settings as a GenerationRequest or as keywords, "
                            "not both.")
         request.check()
+        if request.json_schema is not None and (
+                refusal := cannot_constrain(self.route, self.plan.device)):
+            raise refusal
         messages = check_messages(messages)
         prompt = self.prompt_ids(messages)
         check_fits(len(prompt), request.max_new_tokens, self.context_window)
