@@ -2,23 +2,16 @@
 whose libraries can constrain (OpenVINO GenAI, ONNX Runtime GenAI), and one clear line (exit 2)
 for a bad schema or a route that cannot."""
 import json
-from typing import Annotated
 
 import pytest
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import ValidationError
 
 from phi3_aipc.cli import main
 
 from .conftest import run_cli
+from .test_examples import Reply  # a bounded string, integer and array
 
 PROMPT = "Can you introduce yourself?"  # a memorized chat: a canned sentence, not JSON
-
-
-class Reply(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(max_length=12)
-    age: int = Field(ge=0, le=120)
-    tags: list[Annotated[str, StringConstraints(max_length=8)]] = Field(max_length=3)
 
 
 @pytest.fixture(scope="module")
