@@ -51,6 +51,7 @@ import numpy as np
 from phi3_aipc.backends import get_route, prepare_artifact
 from phi3_aipc.backends.session import TokenStream
 from phi3_aipc.bench.machine import measure_bandwidth
+from phi3_aipc.errors import Phi3AipcError
 
 PARTS = ("layer matmuls", "output layer", "attention + KV cache", "other graph ops",
          "runtime between ops", "sampling + library per token", "phi3_aipc per token")
@@ -422,18 +423,26 @@ def ort_kernels(folder: Path) -> list[str]:
 ROUTES = {"openvino": openvino_route, "onnxruntime-genai": onnxruntime_route}
 
 
-def profile(route_name: str, args) -> dict:
+def prepare(route_name: str, args) -> tuple:
+    """The route's plan, and the folder to profile: --artifact, checked as the route checks
+    its artifacts, or the route's export of --model (found, and made if need be, before
+    anything is timed)."""
     route = get_route(route_name)
     plan = route.plan()
     if args.artifact:  # a build of one's own (another layout, a publisher's build)
         folder, name = Path(args.artifact), Path(args.artifact).name
+        route.check_artifact(folder, plan.precision)
     else:
         source, folder = prepare_artifact(plan, args.model, progress=True)
         name = source.name
+    return route, plan, folder, name
+
+
+def profile(route, plan, folder: Path, name: str, args) -> dict:
     read = route.weights_read(folder, plan.precision)
-    result = {"route": f"{route_name} {plan.precision} {plan.device}", "model": name,
+    result = {"route": f"{route.name} {plan.precision} {plan.device}", "model": name,
               "artifact": str(folder), "weights_read_mb": read.total_mb,
-              "output_layer_mb": read.output_layer_mb, **ROUTES[route_name](folder, args)}
+              "output_layer_mb": read.output_layer_mb, **ROUTES[route.name](folder, args)}
     if "parts" in result:
         parts = result["parts"]
         layer_mb = read.total_mb - read.output_layer_mb
@@ -511,8 +520,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.artifact and not Path(args.artifact).is_dir():
         p.error(f"--artifact {args.artifact}: no such folder")
     args.stage = args.stage or ["profile", "pipeline"]
-    probe = [measure_bandwidth()["bandwidth_gb_s"]]
-    results = [profile(name, args) for name in args.route or list(ROUTES)]
+    try:
+        prepared = [prepare(name, args) for name in args.route or list(ROUTES)]
+        probe = [measure_bandwidth()["bandwidth_gb_s"]]
+        results = [profile(*each, args) for each in prepared]
+    except Phi3AipcError as err:  # a model or folder that cannot be had: say so, on one line
+        print(f"{p.prog}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
     probe.append(measure_bandwidth()["bandwidth_gb_s"])
     print(f"Decode step after a {args.prompt_tokens}-token prompt, {args.new_tokens} new tokens "
           f"(the first {args.warmup} left out), greedy, batch 1; read-bandwidth probe "

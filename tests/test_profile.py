@@ -104,3 +104,16 @@ def test_kernel_check_times_one_product_per_library(tmp_path):
 def test_scripts_refuse_bad_arguments(script, args):
     done = run(script, *args, timeout=120)
     assert done.returncode == 2 and "error:" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("args,names", [
+    (["--model", "./no/such"], "./no/such"),
+    # a folder that is there but is no ORT GenAI build: the route's own artifact check
+    (["--route", "onnxruntime-genai", "--artifact", "notebooks"], "genai_config.json"),
+])
+def test_profile_refuses_what_it_cannot_read_in_one_line(args, names):
+    done = subprocess.run([sys.executable, str(SCRIPTS / "profile_decode.py"), *args],
+                          capture_output=True, text=True, timeout=120, cwd=SCRIPTS.parent)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr[-3000:]
+    assert lines[0].startswith("profile_decode.py: error:") and names in lines[0]
