@@ -4,6 +4,7 @@ Cheap runs (the stand-in, a few tokens; one small kernel model): what is checked
 never speed. A decode step's operators must fit inside the step they were timed in, every part
 must be there, and every bandwidth must be positive and below anything memory can deliver.
 """
+import importlib.util
 import json
 import math
 import subprocess
@@ -117,3 +118,25 @@ def test_profile_refuses_what_it_cannot_read_in_one_line(args, names):
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1, done.stderr[-3000:]
     assert lines[0].startswith("profile_decode.py: error:") and names in lines[0]
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ort_kernels_are_read_from_the_decoder_genai_config_names(tmp_path):
+    """A publisher's build names its graph otherwise than the builder's model.onnx."""
+    kernel_check, profile_decode = load_script("kernel_check"), load_script("profile_decode")
+    layout = kernel_check.Layout("onnxruntime", "tiny", group=32, accuracy=4)
+    graph = kernel_check.onnxruntime_model(layout, 64, 16, 1)
+    (tmp_path / "phi3-mini-4k-instruct-cpu-int4-rtn-block-32-acc-level-4.onnx").write_bytes(
+        graph.SerializeToString())
+    (tmp_path / "genai_config.json").write_text(json.dumps({"model": {"decoder": {
+        "filename": "phi3-mini-4k-instruct-cpu-int4-rtn-block-32-acc-level-4.onnx"}}}),
+        encoding="utf-8")
+    assert profile_decode.ort_kernels(tmp_path) == [
+        "MatMulNBits bits=4 block_size=32 accuracy_level=4 (MLAS CompInt8)"]
