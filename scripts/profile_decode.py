@@ -431,11 +431,12 @@ ROUTES = {"openvino": openvino_route, "onnxruntime-genai": onnxruntime_route}
 
 
 def prepare(route_name: str, args) -> tuple:
-    """The route's plan, and the folder to profile: --artifact, checked as the route checks
-    its artifacts, or the route's export of --model (found, and made if need be, before
-    anything is timed)."""
+    """The route's plan for its CPU default (the profile runs on the CPU: where DirectML is
+    there, the route's own default is a DirectML layout), and the folder to profile:
+    --artifact, checked as the route checks its artifacts, or the route's CPU export of
+    --model (found, and made if need be, before anything is timed)."""
     route = get_route(route_name)
-    plan = route.plan()
+    plan = route.plan(device=route.default_device)
     if args.artifact:  # a build of one's own (another layout, a publisher's build)
         folder, name = Path(args.artifact), Path(args.artifact).name
         route.check_artifact(folder, plan.precision)

@@ -4,6 +4,7 @@ Cheap runs (the stand-in, a few tokens; one small kernel model): what is checked
 never speed. A decode step's operators must fit inside the step they were timed in, every part
 must be there, and every bandwidth must be positive and below anything memory can deliver.
 """
+import argparse
 import importlib.util
 import json
 import math
@@ -140,3 +141,16 @@ def test_ort_kernels_are_read_from_the_decoder_genai_config_names(tmp_path):
         encoding="utf-8")
     assert profile_decode.ort_kernels(tmp_path) == [
         "MatMulNBits bits=4 block_size=32 accuracy_level=4 (MLAS CompInt8)"]
+
+
+def test_profile_plans_the_cpu_layout_where_directml_is_there(tmp_path, monkeypatch):
+    """On a PC with DirectML the route's default plan is DirectML's layout; the profile runs
+    on the CPU, so it must plan (and export) the CPU's."""
+    from phi3_aipc.backends import get_route, onnxruntime_genai
+
+    monkeypatch.setattr(onnxruntime_genai, "directml_status", lambda: (True, ""))
+    assert get_route("onnxruntime-genai").plan().device == "dml"  # the PC the defect was on
+    (tmp_path / "genai_config.json").write_text("{}", encoding="utf-8")
+    args = argparse.Namespace(artifact=str(tmp_path), model=None)
+    route, plan, folder, name = load_script("profile_decode").prepare("onnxruntime-genai", args)
+    assert plan.device == "cpu" and plan.prepare_options["target"] == "cpu", plan
