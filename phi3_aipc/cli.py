@@ -22,6 +22,7 @@ from .backends import (
     DEFAULT_ROUTE,
     REGISTRY,
     all_routes,
+    check_route,
     get_route,
     installed_routes,
     library_caches,
@@ -37,7 +38,7 @@ from .errors import BadInput, Phi3AipcError
 from .models import resolve_model
 from .processes import tool_log
 from .standin import load_chats
-from .structured import check_route, load_schema
+from .structured import load_schema
 
 # What `cache clear --route` takes: the routes' artifacts, and notebooks (the exports the
 # notebooks made) and quality (the quality command's references).

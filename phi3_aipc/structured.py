@@ -3,9 +3,10 @@
 OpenVINO GenAI compiles a JSON schema into a grammar (xgrammar, `StructuredOutputConfig`) and
 ONNX Runtime GenAI does so with LLGuidance (`GeneratorParams.set_guidance`); at every step the
 library masks the tokens that would leave the grammar. Which route can do that on which device
-is the route's own answer (`Route.constrained_devices`). This module reads the schema once, at
-the door, refuses a route or device that cannot constrain before anything is exported or
-loaded, and turns a library's refusal of a schema into one line.
+is the route's own answer (`Route.constrained_devices`; backends/registry.py refuses a route or
+device that cannot constrain, before anything is exported or loaded). This module only reads
+the schema once, at the door, and turns a library's refusal of a schema into one line: it sits
+below the routes and imports none of them.
 """
 from __future__ import annotations
 
@@ -56,30 +57,6 @@ def check_schema(text: str, where: str = "The JSON schema") -> str:
                        f'{{"type": "object", "properties": {{...}}}}; it holds '
                        f"{kind.get(type(schema), 'a number')}.")
     return text
-
-
-def check_route(route: str, device: str | None) -> None:
-    """Refuse, before anything is exported or loaded, a route or device (None: the route's
-    default) whose library cannot hold a reply to a schema."""
-    from .backends import get_route
-
-    refusal = cannot_constrain(route, get_route(route).choose_device(device)[0])
-    if refusal:
-        raise refusal
-
-
-def cannot_constrain(route: str, device: str) -> BadInput | None:
-    """Why `route` cannot hold a reply to a JSON schema on `device`, naming the routes and
-    devices that can; None when it can."""
-    from .backends import all_routes, get_route
-
-    if get_route(route).can_constrain(device):
-        return None
-    able = "; ".join(f"{r.name} ({', '.join(r.constrained_devices)})" for r in all_routes()
-                     if r.constrained_devices)
-    where = f" on {device}" if get_route(route).constrained_devices else ""
-    return BadInput(f"The {route} route cannot hold a reply to a JSON schema{where}; {FLAG} "
-                    f"works with the routes {able}.")
 
 
 def for_llguidance(text: str) -> str:

@@ -4,11 +4,13 @@ The fake route in tests/fake_route.py is registered here the way a new route wou
 CLI, doctor, the benchmark and the chat widget must offer it without any other change: doctor
 prints its facts, and the other routes recognise its artifacts.
 """
+import ast
 import json
 import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -147,3 +149,85 @@ def test_route_settings_of_the_wrong_type_are_refused_before_any_export(options,
     with pytest.raises(BadInput, match=re.escape(message)):
         get_route("openvino").plan("int4", "CPU", options)
     assert not any(tmp_path.iterdir())
+
+
+# The package's floors, lowest first: a module imports only from its own floor or below, and
+# nothing imports in a circle. `backends` is one floor (the routes, their sessions, the plan);
+# chat.py and structured.py sit low because a session checks messages and schemas with them.
+LAYERS = (
+    ("errors", "files", "envs", "catalog", "phi4_tokenizer", "processes", "chat", "structured"),
+    ("cache", "hardware"),
+    ("standin", "models"),
+    ("prebuilt",),
+    ("backends",),
+    ("exports", "quality", "doctor", "bench"),
+    ("widgets", "cli", ""),  # "": the package's face, phi3_aipc/__init__.py
+)
+PACKAGE = Path(__file__).resolve().parent.parent / "phi3_aipc"
+
+
+def import_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
+    """module -> the package's modules it imports, at the top or inside functions (by ast)."""
+    modules = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = package.split(".")[:len(package.split(".")) - node.level + 1]
+                    base = ".".join([*up, *([base] if base else [])])
+                found |= {f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base
+                          for a in node.names}
+            elif isinstance(node, ast.Import):
+                found |= {a.name for a in node.names}
+        graph[name] = {m for m in found if m in modules and m != name}
+    return graph
+
+
+def floor(module: str) -> int:
+    top = module.split(".")[1] if "." in module else ""
+    return next(i for i, names in enumerate(LAYERS) if top in names)
+
+
+def import_faults(graph: dict[str, set[str]]) -> list[str]:
+    """Imports that run up a floor, and circles, as readable lines."""
+    faults = [f"{a} imports {b}, a floor up" for a in sorted(graph) for b in sorted(graph[a])
+              if floor(b) > floor(a)]
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for nxt in sorted(graph[module]):
+            if state.get(nxt) == 1:
+                faults.append("circle: " + " -> ".join([*path[path.index(nxt):], nxt]))
+            elif nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    return faults
+
+
+def test_the_package_imports_downward_and_in_no_circle():
+    graph = import_graph()
+    floors = {n for names in LAYERS for n in names}
+    assert {m.split(".")[1] for m in graph if "." in m} <= floors, "a module without a floor"
+    assert import_faults(graph) == []
+
+
+def test_the_import_check_sees_a_circle_and_an_upward_import():
+    """The check itself: an import inside a function counts, and so does a circle within a floor."""
+    graph = {"phi3_aipc.structured": {"phi3_aipc.backends"},
+             "phi3_aipc.backends": {"phi3_aipc.backends.session"},
+             "phi3_aipc.backends.session": {"phi3_aipc.structured"}}
+    faults = import_faults(graph)
+    assert "phi3_aipc.structured imports phi3_aipc.backends, a floor up" in faults
+    assert any(f.startswith("circle: ") and "phi3_aipc.backends.session" in f for f in faults)

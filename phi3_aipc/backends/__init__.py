@@ -1,41 +1,20 @@
-"""The routes, by name. A route's module is imported only when it is asked for.
+"""The routes, by name (registry.py), and how a request becomes a prepared artifact and a session.
 
 A new route is one file in this folder (a `Route` subclass) and one line in REGISTRY: the CLI's
 options, doctor, the benchmark and the chat widget ask the route itself for the rest.
 """
 from __future__ import annotations
 
-import importlib
 import sys
 from pathlib import Path
 
-from ..errors import BadInput, ModelNotFound
+from ..errors import ModelNotFound
 from ..models import ModelSource, resolve_model, with_weights
 from ..prebuilt import CHOICE_ENV, decide
 from .base import Route
 from .plan import PREBUILT, Plan
+from .registry import DEFAULT_ROUTE, REGISTRY, all_routes, cannot_constrain, check_route, get_route
 from .session import GenerationRequest, GenerationResult, Metrics, Session
-
-# name -> "module:class".
-DEFAULT_ROUTE = "transformers"  # the reference every other route is checked against
-REGISTRY = {
-    "transformers": "phi3_aipc.backends.transformers:TransformersRoute",
-    "openvino": "phi3_aipc.backends.openvino:OpenVINORoute",
-    "onnxruntime-genai": "phi3_aipc.backends.onnxruntime_genai:OnnxRuntimeGenAIRoute",
-    "npu-library": "phi3_aipc.backends.npu_library:NPULibraryRoute",
-}
-
-
-def get_route(name: str) -> Route:
-    """The route called `name`, e.g. "openvino"."""
-    if not isinstance(name, str) or name not in REGISTRY:
-        raise BadInput(f"Unknown route {name!r}. Available: {', '.join(REGISTRY)}.")
-    module, cls = REGISTRY[name].split(":")
-    return getattr(importlib.import_module(module), cls)()
-
-
-def all_routes() -> list[Route]:
-    return [get_route(name) for name in REGISTRY]
 
 
 def installed_routes() -> list[Route]:
@@ -114,5 +93,6 @@ def library_caches() -> list[tuple[str, Path, str]]:
 
 
 __all__ = ["GenerationRequest", "GenerationResult", "Metrics", "Plan", "Route", "Session",
-           "DEFAULT_ROUTE", "REGISTRY", "get_route", "all_routes", "installed_routes", "prepare",
-           "prepare_artifact", "open_session", "library_caches"]
+           "DEFAULT_ROUTE", "REGISTRY", "get_route", "all_routes", "check_route",
+           "cannot_constrain", "installed_routes", "prepare", "prepare_artifact", "open_session",
+           "library_caches"]

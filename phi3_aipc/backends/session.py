@@ -11,8 +11,9 @@ from dataclasses import asdict, dataclass, field, fields
 from ..chat import check_fits, check_messages, check_sampling, check_seed
 from ..errors import BadInput
 from ..processes import peak_rss_mb
-from ..structured import cannot_constrain, check_schema
+from ..structured import check_schema
 from .plan import Plan
+from .registry import cannot_constrain
 
 # Gets each new piece of text; returning True asks generation to end there ("stopped").
 Streamer = Callable[[str], "bool | None"]
