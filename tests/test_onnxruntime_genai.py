@@ -15,6 +15,7 @@ from phi3_aipc.backends.onnxruntime_genai import (
     builder_option_names,
     built_for,
     check_model_folder,
+    onnx_weights,
 )
 from phi3_aipc.backends.plan import Plan
 from phi3_aipc.chat import prompt_ids
@@ -148,6 +149,22 @@ def matmul_settings(folder) -> set[tuple[int, int]]:
     return {(a["block_size"], a.get("accuracy_level", 0)) for a in
             ({x.name: x.i for x in n.attribute} for n in model.graph.node
              if n.op_type == "MatMulNBits")}
+
+
+def test_the_decoder_file_is_the_one_genai_config_names(builds, tmp_path):
+    """Microsoft's prebuilt builds name the decoder after the build, not model.onnx."""
+    import onnx
+
+    name = "phi3-mini-4k-instruct-cpu-int4-rtn-block-32-acc-level-4.onnx"
+    folder = tmp_path / "prebuilt"
+    folder.mkdir()
+    config = json.loads((builds["int4"] / "genai_config.json").read_text())
+    config["model"]["decoder"]["filename"] = name
+    (folder / "genai_config.json").write_text(json.dumps(config))
+    onnx.save_model(onnx.load(str(builds["int4"] / "model.onnx")), str(folder / name),
+                    save_as_external_data=True, location=name + ".data")
+    assert not (folder / "model.onnx").exists() and (folder / (name + ".data")).is_file()
+    assert onnx_weights(folder) == onnx_weights(builds["int4"])
 
 
 def test_build_options():

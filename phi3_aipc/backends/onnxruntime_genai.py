@@ -257,14 +257,23 @@ def check_model_folder(folder: Path) -> dict:
     return json.loads(config.read_text(encoding="utf-8"))
 
 
+def decoder_file(folder: Path) -> Path:
+    """The decoder's ONNX file, as genai_config.json names it: model.onnx from the builder, a
+    longer name in Microsoft's prebuilt builds (e.g. phi3-mini-4k-instruct-cpu-int4-rtn-block-
+    32-acc-level-4.onnx, its weights in the same name plus .data)."""
+    decoder = check_model_folder(folder).get("model", {}).get("decoder", {})
+    return folder / decoder.get("filename", "model.onnx")
+
+
 def onnx_weights(folder: Path) -> tuple[int, int, int]:
     """Bytes of all initializers of the ONNX model, of the embedding lookup's, and of the
-    output layer's (the builder names them lm_head.*)."""
+    output layer's (the builder names them lm_head.*). Read from the graph alone: the weights
+    file beside it (<decoder>.data) is not opened."""
     import numpy as np
     import onnx
     from onnx import helper
 
-    model = onnx.load(str(folder / "model.onnx"), load_external_data=False)
+    model = onnx.load(str(decoder_file(folder)), load_external_data=False)
     sizes = {t.name: int(np.prod(t.dims)) * helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
              for t in model.graph.initializer}
     embedding = max((sum(sizes.get(i, 0) for i in node.input) for node in model.graph.node
