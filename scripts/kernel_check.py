@@ -17,7 +17,8 @@ Each model holds enough copies of the matrix (each with its own random weights) 
 they far exceed the CPU's last-level cache, so every product reads its weights from memory, as
 in a real decode step. Achieved bandwidth = the bytes the kernel reads (codes, scales, zero
 points) / the profiler's time per product, held against the benchmark's own read-bandwidth
-probe (`phi3_aipc.bench.machine.measure_bandwidth`), measured before and after each layout.
+probe (`phi3_aipc.bench.machine.measure_bandwidth`), measured before and after each layout
+on the same number of threads as the kernels (--threads; default torch's, the probe's own).
 
     python scripts/kernel_check.py                         # every library, shape and layout
     python scripts/kernel_check.py --library onnxruntime --shape 3072x8192 --reps 5
@@ -35,13 +36,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from phi3_aipc.bench.machine import instruction_sets, measure_bandwidth
 
 # (input features K, output features N): the MLP's up projection, its down projection, and
 # the output layer (Phi-3-mini: hidden 3072, MLP 8192, vocabulary 32064).
 SHAPES = {"3072x8192": (3072, 8192), "8192x3072": (8192, 3072), "3072x32064": (3072, 32064)}
-THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -111,8 +112,10 @@ def fill(tensor, rng) -> None:
     data.reshape(-1)[:] = random_bytes(rng, data.size).view(data.dtype)
 
 
-def openvino_products(layout: Layout, k: int, n: int, copies: int, reps: int) -> dict:
-    """Per-product times (ms) of the CPU plugin's FullyConnected, and the kernel it chose."""
+def openvino_products(layout: Layout, k: int, n: int, copies: int, reps: int,
+                      threads: int) -> dict:
+    """Per-product times (ms) of the CPU plugin's FullyConnected, the kernel it chose, and
+    the threads it was compiled for."""
     import openvino as ov
     from openvino import opset13 as ops
 
@@ -144,9 +147,10 @@ def openvino_products(layout: Layout, k: int, n: int, copies: int, reps: int) ->
         outputs.append(product)
         keep.append(codes)
     model = ov.Model([ops.result(o) for o in outputs], [x], "kernel_check")
-    config = {"PERF_COUNT": True, "INFERENCE_NUM_THREADS": THREADS, "NUM_STREAMS": 1,
+    config = {"PERF_COUNT": True, "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1,
               **layout.properties}
-    request = ov.Core().compile_model(model, "CPU", config).create_infer_request()
+    compiled = ov.Core().compile_model(model, "CPU", config)
+    request = compiled.create_infer_request()
     vector = rng.standard_normal((1, 1, k), dtype=np.float32)
 
     def totals() -> dict[str, tuple[str, float]]:
@@ -169,7 +173,8 @@ def openvino_products(layout: Layout, k: int, n: int, copies: int, reps: int) ->
     times = [(avg * (reps + 2) - before[name][1] * 2) / reps
              for name, (_, avg) in after.items()]
     return {"times_ms": times, "wall_ms": wall,
-            "kernel": ", ".join(sorted({kernel for kernel, _ in after.values()}))}
+            "kernel": ", ".join(sorted({kernel for kernel, _ in after.values()})),
+            "threads": int(compiled.get_property("INFERENCE_NUM_THREADS"))}
 
 
 def onnxruntime_model(layout: Layout, k: int, n: int, copies: int):
@@ -211,13 +216,14 @@ def mlas_kernel(layout: Layout) -> str:
     return f"MLAS SQ{layout.bits}BitGemm {compute}, {family} dispatch, BlkLen {layout.group}"
 
 
-def onnxruntime_products(layout: Layout, k: int, n: int, copies: int, reps: int) -> dict:
+def onnxruntime_products(layout: Layout, k: int, n: int, copies: int, reps: int,
+                         threads: int) -> dict:
     """Per-product times (ms) from ONNX Runtime's profiler trace."""
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory() as tmp:
         options = ort.SessionOptions()
-        options.intra_op_num_threads = THREADS
+        options.intra_op_num_threads = threads
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(tmp) / "kernel_check")
         session = ort.InferenceSession(
@@ -237,24 +243,28 @@ def onnxruntime_products(layout: Layout, k: int, n: int, copies: int, reps: int)
     if len(times) != copies * (reps + 2):
         raise RuntimeError(f"the trace holds {len(times)} MatMulNBits runs, expected "
                            f"{copies * (reps + 2)}")
-    return {"times_ms": times[2 * copies:], "wall_ms": wall, "kernel": mlas_kernel(layout)}
+    return {"times_ms": times[2 * copies:], "wall_ms": wall, "kernel": mlas_kernel(layout),
+            "threads": options.intra_op_num_threads}
 
 
 PRODUCTS = {"openvino": openvino_products, "onnxruntime": onnxruntime_products}
 
 
-def check(layout: Layout, shape: str, reps: int, total_mb: int) -> dict:
-    """One layout at one shape, with the bandwidth probe just before and just after."""
+def check(layout: Layout, shape: str, reps: int, total_mb: int, threads: int) -> dict:
+    """One layout at one shape, with the bandwidth probe just before and just after (on as
+    many threads as the kernel: main sets torch's)."""
     k, n = SHAPES[shape]
     copies = copies_for(layout, k, n, total_mb)
-    before = measure_bandwidth()["bandwidth_gb_s"]
+    probe = measure_bandwidth()
+    before = probe["bandwidth_gb_s"]
     try:
-        measured = PRODUCTS[layout.library](layout, k, n, copies, reps)
+        measured = PRODUCTS[layout.library](layout, k, n, copies, reps, threads)
     except Exception as err:  # a layout the library refuses: say so, go on
         return {"error": f"{type(err).__name__}: {err}"[:300]}
     after = measure_bandwidth()["bandwidth_gb_s"]
     return {"copies": copies, "kernel": measured["kernel"], "times_ms": measured["times_ms"],
-            "wall_ms": measured["wall_ms"], "probe_gb_s": [before, after]}
+            "wall_ms": measured["wall_ms"], "threads": measured["threads"],
+            "probe_gb_s": [before, after], "probe_method": probe["bandwidth_method"]}
 
 
 def summarize(layout: Layout, shape: str, rounds: list[dict]) -> dict:
@@ -271,7 +281,8 @@ def summarize(layout: Layout, shape: str, rounds: list[dict]) -> dict:
     probes = [p for r in rounds for p in r["probe_gb_s"]]
     achieved = nbytes / statistics.median(times) / 1e6  # bytes/ms -> GB/s
     return {**row, "copies": rounds[0]["copies"], "weight_mb": nbytes / 1e6,
-            "kernel": rounds[0]["kernel"], "ms": spread(times),
+            "kernel": rounds[0]["kernel"], "threads": rounds[0]["threads"],
+            "probe_method": rounds[0]["probe_method"], "ms": spread(times),
             "round_ms": per_round, "gb_s": achieved,
             "wall_ms": statistics.median(r["wall_ms"] for r in rounds),
             "round_gb_s": [nbytes / t / 1e6 for t in per_round],
@@ -314,10 +325,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="rounds through every layout in turn (A B C A B C ...)")
     p.add_argument("--total-mb", type=int, default=128,
                    help="weights per model: copies of the matrix up to this size")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                   help="threads for the kernels and the bandwidth probe alike (default "
+                        f"{torch.get_num_threads()}: torch's, what the probe uses on its own)")
     p.add_argument("--json", help="also write the rows here")
     args = p.parse_args(argv)
-    if min(args.reps, args.rounds, args.total_mb) < 1:
-        p.error("--reps, --rounds and --total-mb must be positive")
+    if min(args.reps, args.rounds, args.total_mb, args.threads) < 1:
+        p.error("--reps, --rounds, --total-mb and --threads must be positive")
+    torch.set_num_threads(args.threads)  # the probe reads with torch's threads
     layouts = [layout for library in args.library or list(LAYOUTS)
                for layout in LAYOUTS[library]
                if not args.layout or any(t in layout.name for t in args.layout)]
@@ -327,14 +342,15 @@ def main(argv: list[str] | None = None) -> int:
     for round_ in range(args.rounds):  # interleaved: every layout once per round
         for shape in args.shape or list(SHAPES):
             for i, layout in enumerate(layouts):
-                result = check(layout, shape, args.reps, args.total_mb)
+                result = check(layout, shape, args.reps, args.total_mb, args.threads)
                 measured.setdefault((i, shape), []).append(result)
                 print(f"round {round_ + 1}: {layout.library} {layout.name} {shape}: "
                       + (result.get("error") or
                          f"{statistics.median(result['times_ms']):.3f} ms"),
                       file=sys.stderr, flush=True)
     rows = [summarize(layouts[i], shape, rounds) for (i, shape), rounds in measured.items()]
-    print(f"\nOne matrix-vector product (batch 1, one token), {THREADS} threads; "
+    print(f"\nOne matrix-vector product (batch 1, one token), {args.threads} threads for "
+          "the kernels and the probe; "
           f"{args.rounds} interleaved rounds of {args.reps} runs (after 2 warm-ups) over "
           f"copies totalling ~{args.total_mb} MB; "
           "times from each library's profiler; probe: phi3_aipc's read-bandwidth measure")

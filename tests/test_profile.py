@@ -77,13 +77,16 @@ def test_openvino_pipeline_is_timed_on_both_attention_backends(profiled):
 def test_kernel_check_times_one_product_per_library(tmp_path):
     out = tmp_path / "kernels.json"
     done = run("kernel_check.py", "--shape", "3072x8192", "--layout", "our default",
-               "--reps", "2", "--rounds", "2", "--total-mb", "20", "--json", str(out))
+               "--reps", "2", "--rounds", "2", "--total-mb", "20", "--threads", "1",
+               "--json", str(out))
     assert done.returncode == 0, done.stderr[-3000:]
     rows = json.loads(out.read_text(encoding="utf-8"))
     assert {r["library"] for r in rows} == {"openvino", "onnxruntime"}
     for r in rows:
         assert "error" not in r, r
         assert r["copies"] >= 2 and r["kernel"].strip()
+        # --threads reaches the library (OpenVINO's compiled model reports it) and the probe
+        assert r["threads"] == 1 and r["probe_method"].split(", ")[1] == "1 threads", r
         # The weights' bytes: 4-bit codes plus scales (and zero points), not more, not less.
         assert 3072 * 8192 / 2 / 1e6 < r["weight_mb"] < 3072 * 8192 / 2 / 1e6 * 1.2
         assert r["ms"]["n"] == r["copies"] * (2 if r["library"] == "openvino" else 4) and \
