@@ -65,7 +65,7 @@ def default_model() -> str:
 
 
 def resolve_model(model: str | None = None, progress: bool = True,
-                  weights: bool = True) -> ModelSource:
+                  weights: bool = True, artifacts: tuple[str, ...] = ()) -> ModelSource:
     """Turn a model name into a local folder, downloading or building it if needed.
 
     `model` is a hub id (or a catalog model's short name, e.g. "phi-3.5-mini"), a local
@@ -75,7 +75,10 @@ def resolve_model(model: str | None = None, progress: bool = True,
     (no argument, no `PHI3_AIPC_MODEL`) falls back to the stand-in when the hub can't be reached,
     with a banner that says so; a model asked for by name that can't be had is an error.
     `weights=False` fetches only a hub model's configuration and tokenizer, enough to decide
-    whether to export it (`with_weights` fetches the rest when it is).
+    whether to export it (`with_weights` fetches the rest when it is). `artifacts`: the files
+    that mark a route's prepared artifacts (the routes' `artifact_marker`s, which the layer
+    above passes): a folder holding one has no checkpoint weights to check here; the route
+    that reads it checks it.
     """
     implicit = model is None and not os.environ.get(MODEL_ENV)
     name = catalog_id(model or default_model())
@@ -89,7 +92,7 @@ def resolve_model(model: str | None = None, progress: bool = True,
         return ModelSource(name, ensure_bench_stand_in(layers, progress), BENCH_STAND_IN)
     folder = Path(name).expanduser()
     if folder.is_dir():
-        check_phi3_folder(folder)
+        check_phi3_folder(folder, artifacts)
         return ModelSource(name, folder.resolve(), "local")
     if looks_like_path(name):
         raise ModelNotFound(f"Model folder {name!r} does not exist. Give an existing folder, a "
@@ -150,8 +153,9 @@ def looks_like_path(name: str) -> bool:
     )
 
 
-def check_phi3_folder(folder: Path) -> None:
-    """Refuse a folder that is not a Phi-3 checkpoint, saying what is missing."""
+def check_phi3_folder(folder: Path, artifacts: tuple[str, ...] = ()) -> None:
+    """Refuse a folder that is not a Phi-3 checkpoint, saying what is missing; a folder holding
+    one of `artifacts` (a route's prepared artifact) needs only its config.json here."""
     genai = folder / "genai_config.json"  # a model already built for ONNX Runtime GenAI
     if genai.is_file() and not (folder / "config.json").is_file():
         model_type = json.loads(genai.read_text(encoding="utf-8"))["model"].get("type")
@@ -168,8 +172,9 @@ def check_phi3_folder(folder: Path) -> None:
     if model_type not in FAMILY:
         raise ModelNotFound(f"{folder} holds a {model_type!r} model, not Phi-3 (model_type "
                             "'phi3'). These notebooks are written for Phi-3-mini.")
-    weights = ("*.safetensors", "*.bin", "openvino_model.xml", "genai_config.json")
-    if not any(any(folder.glob(pattern)) for pattern in weights):
+    if any((folder / marker).is_file() for marker in artifacts):
+        return  # a route's artifact: the route that reads it checks it
+    if not any(any(folder.glob(pattern)) for pattern in ("*.safetensors", "*.bin")):
         raise ModelNotFound(f"{folder} has a Phi-3 config.json but no weight files "
                             "(*.safetensors). Download the model again.")
     if (folder / "tokenizer.json").is_file():

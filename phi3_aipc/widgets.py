@@ -10,7 +10,14 @@ import html
 import threading
 from pathlib import Path
 
-from .backends import GenerationRequest, GenerationResult, Session, get_route, open_session
+from .backends import (
+    GenerationRequest,
+    GenerationResult,
+    Session,
+    artifact_markers,
+    get_route,
+    open_session,
+)
 from .catalog import DEFAULT_MODEL, MODELS
 from .chat import Conversation
 from .errors import BadInput
@@ -264,7 +271,7 @@ class ChatWidget:
                                  "this prepares the model, which can take minutes) ...")
             if self.source is None:
                 self.source = (self.model if isinstance(self.model, ModelSource)
-                               else resolve_model(self.model))
+                               else resolve_model(self.model, artifacts=artifact_markers()))
             if self.loaded is None:
                 self.session = open_session(route, precision, device, model=self.source)
             else:

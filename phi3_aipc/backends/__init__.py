@@ -13,7 +13,15 @@ from ..models import ModelSource, resolve_model, with_weights
 from ..prebuilt import CHOICE_ENV, decide
 from .base import Route
 from .plan import PREBUILT, Plan
-from .registry import DEFAULT_ROUTE, REGISTRY, all_routes, cannot_constrain, check_route, get_route
+from .registry import (
+    DEFAULT_ROUTE,
+    REGISTRY,
+    all_routes,
+    artifact_markers,
+    cannot_constrain,
+    check_route,
+    get_route,
+)
 from .session import GenerationRequest, GenerationResult, Metrics, Session
 
 
@@ -28,7 +36,8 @@ def prepare_artifact(plan: Plan, model: str | ModelSource | None = None,
     route = get_route(plan.route)
     source = model if isinstance(model, ModelSource) else None
     if not plan.prebuilt:
-        source = source or resolve_model(model, progress, weights=False)  # enough to choose
+        source = source or resolve_model(model, progress, weights=False,  # enough to choose
+                                         artifacts=artifact_markers())
         check_can_read(route, source.path)
         plan = prebuilt_instead(route, plan, source)
     own = route.own_source(plan, source.name if source else model)
@@ -93,6 +102,6 @@ def library_caches() -> list[tuple[str, Path, str]]:
 
 
 __all__ = ["GenerationRequest", "GenerationResult", "Metrics", "Plan", "Route", "Session",
-           "DEFAULT_ROUTE", "REGISTRY", "get_route", "all_routes", "check_route",
-           "cannot_constrain", "installed_routes", "prepare", "prepare_artifact", "open_session",
-           "library_caches"]
+           "DEFAULT_ROUTE", "REGISTRY", "get_route", "all_routes", "artifact_markers",
+           "check_route", "cannot_constrain", "installed_routes", "prepare", "prepare_artifact",
+           "open_session", "library_caches"]

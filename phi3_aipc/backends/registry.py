@@ -31,6 +31,11 @@ def all_routes() -> list:
     return [get_route(name) for name in REGISTRY]
 
 
+def artifact_markers() -> tuple[str, ...]:
+    """The files that mark the routes' prepared artifacts (each route's `artifact_marker`)."""
+    return tuple(r.artifact_marker for r in all_routes() if r.artifact_marker)
+
+
 def check_route(route: str, device: str | None) -> None:
     """Refuse, before anything is exported or loaded, a route or device (None: the route's
     default) whose library cannot hold a reply to a schema."""
