@@ -45,6 +45,11 @@ from phi3_aipc.bench.machine import instruction_sets, measure_bandwidth
 SHAPES = {"3072x8192": (3072, 8192), "8192x3072": (8192, 3072), "3072x32064": (3072, 32064)}
 
 
+class Inconsistent(Exception):
+    """A measurement that does not hold together: this script's fault (or its reading of the
+    library's output), never a layout the library refuses."""
+
+
 @dataclass(frozen=True)
 class Layout:
     """A weight layout a library offers. group: -1 one scale per output channel, else the
@@ -158,7 +163,7 @@ def openvino_products(layout: Layout, k: int, n: int, copies: int, reps: int,
         nodes = [p for p in request.get_profiling_info()
                  if p.node_type.startswith("FullyConnected") and p.status.name == "EXECUTED"]
         if len(nodes) != copies:
-            raise RuntimeError(f"expected {copies} FullyConnected nodes, the profiler lists "
+            raise Inconsistent(f"expected {copies} FullyConnected nodes, the profiler lists "
                                f"{len(nodes)}: the plugin did not fuse the decompression")
         return {p.node_name: (p.exec_type, p.real_time.total_seconds() * 1000) for p in nodes}
 
@@ -241,13 +246,26 @@ def onnxruntime_products(layout: Layout, k: int, n: int, copies: int, reps: int,
              and e.get("args", {}).get("op_name") == "MatMulNBits"
              and e["name"].endswith("_kernel_time")]
     if len(times) != copies * (reps + 2):
-        raise RuntimeError(f"the trace holds {len(times)} MatMulNBits runs, expected "
+        raise Inconsistent(f"the trace holds {len(times)} MatMulNBits runs, expected "
                            f"{copies * (reps + 2)}")
     return {"times_ms": times[2 * copies:], "wall_ms": wall, "kernel": mlas_kernel(layout),
             "threads": options.intra_op_num_threads}
 
 
 PRODUCTS = {"openvino": openvino_products, "onnxruntime": onnxruntime_products}
+
+
+def refusals(library: str) -> tuple[type[Exception], ...]:
+    """What the library raises when it will not build or run a layout: OpenVINO's C++ errors
+    come as RuntimeError (its Python side's as OVError); ONNX Runtime's as its pybind types."""
+    if library == "openvino":
+        from openvino.exceptions import OVError
+
+        return RuntimeError, OVError
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
+    return (ort_errors.Fail, ort_errors.InvalidArgument, ort_errors.InvalidGraph,
+            ort_errors.NotImplemented, ort_errors.RuntimeException)
 
 
 def check(layout: Layout, shape: str, reps: int, total_mb: int, threads: int) -> dict:
@@ -259,8 +277,8 @@ def check(layout: Layout, shape: str, reps: int, total_mb: int, threads: int) ->
     before = probe["bandwidth_gb_s"]
     try:
         measured = PRODUCTS[layout.library](layout, k, n, copies, reps, threads)
-    except Exception as err:  # a layout the library refuses: say so, go on
-        return {"error": f"{type(err).__name__}: {err}"[:300]}
+    except refusals(layout.library) as err:  # a layout the library refuses: say so, go on
+        return {"error": " ".join(f"{type(err).__name__}: {err}".split())[:300]}
     after = measure_bandwidth()["bandwidth_gb_s"]
     return {"copies": copies, "kernel": measured["kernel"], "times_ms": measured["times_ms"],
             "wall_ms": measured["wall_ms"], "threads": measured["threads"],

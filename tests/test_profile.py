@@ -157,3 +157,22 @@ def test_profile_plans_the_cpu_layout_where_directml_is_there(tmp_path, monkeypa
     args = argparse.Namespace(artifact=str(tmp_path), model=None)
     route, plan, folder, name = load_script("profile_decode").prepare("onnxruntime-genai", args)
     assert plan.device == "cpu" and plan.prepare_options["target"] == "cpu", plan
+
+
+def test_kernel_check_reports_a_refused_layout_on_one_line_and_its_own_faults_loudly(
+        monkeypatch):
+    kernel_check = load_script("kernel_check")
+    monkeypatch.setitem(kernel_check.SHAPES, "tiny", (64, 16))
+    monkeypatch.setattr(kernel_check, "measure_bandwidth", lambda: {
+        "bandwidth_gb_s": 1.0, "bandwidth_method": "stub"})  # the probe is not what is checked
+    # ONNX Runtime refuses 3-bit MatMulNBits with a message over several lines
+    three_bits = kernel_check.Layout("onnxruntime", "int3", bits=3, group=32, accuracy=4)
+    error = kernel_check.check(three_bits, "tiny", reps=1, total_mb=1, threads=1)["error"]
+    assert error.startswith("Fail:") and "nbits" in error and "\n" not in error
+    # a fault of the script's own is no refused layout: it stops the run
+    def broken(*args):
+        raise KeyError("a bug of the script's")
+
+    monkeypatch.setitem(kernel_check.PRODUCTS, "onnxruntime", broken)
+    with pytest.raises(KeyError):
+        kernel_check.check(three_bits, "tiny", reps=1, total_mb=1, threads=1)
