@@ -215,3 +215,26 @@ def test_an_earlier_export_is_used_when_memory_is_short_now(stand_in, tmp_path, 
     capsys.readouterr()
     assert not prebuilt_instead(route, plan, source).prebuilt
     assert "prebuilt" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("wanted", ["auto", "yes"])
+def test_skip_preflight_exports_rather_than_take_the_prebuilt_build(stand_in, monkeypatch,
+                                                                    wanted):
+    """--skip-preflight with the route's default settings asks for an export whatever the
+    memory estimate says; before, the default request still took the publisher's build."""
+    import psutil
+
+    from phi3_aipc.backends import get_route, prebuilt_instead
+    from phi3_aipc.models import ModelSource
+
+    class Short:
+        available = 10**8  # 0.1 GB free: auto would download the publisher's build
+
+    monkeypatch.setenv("PHI3_AIPC_PREBUILT", wanted)
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: Short())
+    route = get_route("onnxruntime-genai")
+    source = ModelSource(MODEL, stand_in, "hub")
+    assert prebuilt_instead(route, route.plan("int4", "cpu"), source).prebuilt
+    plan = route.plan("int4", "cpu", {"skip_preflight": True})
+    assert plan.is_default and plan.skip_preflight
+    assert prebuilt_instead(route, plan, source) == plan
