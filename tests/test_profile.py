@@ -20,6 +20,7 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 PHYSICAL_GB_S = 1000.0
 PARTS = {"layer matmuls", "output layer", "attention + KV cache", "other graph ops",
          "runtime between ops", "sampling + library per token", "phi3_aipc per token"}
+OPERATORS = ("layer matmuls", "output layer", "attention + KV cache", "other graph ops")
 
 
 def run(script: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -42,25 +43,34 @@ def test_decode_breakdown_holds_together(profiled, route):
     result = next(r for r in report["results"] if r["route"].startswith(route))
     parts = result["parts"]
     assert set(parts) == PARTS and all(math.isfinite(v) for v in parts.values())
-    model = {k: v for k, v in parts.items()
-             if k not in ("sampling + library per token", "phi3_aipc per token")}
-    # The operators' times sum to the timed model step (the runtime's share is the rest) ...
-    assert sum(model.values()) == pytest.approx(result["model_step_ms"], rel=1e-6)
-    # ... and fit inside it: a node counted twice, or in the wrong step, would overflow it.
-    # Allowed: the profilers' whole-microsecond rounding over a step of a couple of hundred ops.
-    assert parts["runtime between ops"] >= -(0.05 + 0.1 * result["model_step_ms"])
+    step = result["model_step_ms"]
+    # The step's figure is a mean over the steps timed (their central half): inside their range.
+    low, high = result["model_step_range"]
+    assert low <= step <= high, result
+    # The operators, each timed by the profiler, fit inside the step they were timed in: a node
+    # counted twice, or in the wrong step, would overflow it. Allowed: the profilers' whole-
+    # microsecond rounding over a step of a couple of hundred ops (0.05 ms + 10%).
+    operators = sum(parts[k] for k in OPERATORS)
+    assert operators <= step * 1.1 + 0.05, (operators, step)
     ops = [parts[k] for k in ("layer matmuls", "output layer", "attention + KV cache")]
     assert all(v > 0 for v in ops), parts
     assert parts["phi3_aipc per token"] > 0
-    assert result["step_ms"] == pytest.approx(sum(parts.values()))
+    # The library's loop per token holds its model's step (ORT: each generate_next_token wraps
+    # its model run; OpenVINO: its time per token holds its inference): what is left over, the
+    # loop's own work, is not negative (1% for OpenVINO's separately averaged figures).
+    library = parts["sampling + library per token"]
+    assert library >= -0.01 * result["pipeline"]["tpot_ms"], (library, result["pipeline"])
     # Bytes over time: positive and physically possible.
     for part, gb_s in result["bandwidth_gb_s"].items():
         assert 0 < gb_s < PHYSICAL_GB_S, (part, gb_s)
     assert 0 < result["output_layer_mb"] < result["weights_read_mb"]
-    # The prompt is split the same way, and the kernels that ran are named.
+    # The prompt is split the same way; its operators fit inside its model run, and (ORT) that
+    # run inside the wall time of the append_tokens that made it.
     assert set(result["prefill_parts"]) == PARTS - {"sampling + library per token",
                                                      "phi3_aipc per token"}
-    assert sum(result["prefill_parts"].values()) == pytest.approx(result["prefill_ms"])
+    prompt_operators = sum(result["prefill_parts"][k] for k in OPERATORS)
+    assert 0 < prompt_operators <= result["prefill_ms"] * 1.1 + 0.05, result["prefill_parts"]
+    assert result["prefill_ms"] <= result.get("prefill_wall_ms", result["prefill_ms"])
     assert result["kernels"] and all(k.strip() for k in result["kernels"])
     assert result["pipeline"]["tpot_ms"] > 0 and result["pipeline"]["ttft_ms"] > 0
     assert route in printed and "phi3_aipc per token" in printed
