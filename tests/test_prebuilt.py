@@ -19,6 +19,7 @@ from phi3_aipc.standin import load_chats
 
 from .conftest import run_cli
 from .portable import link_files
+from .test_architecture import command_help
 
 CHAT = load_chats()[1]
 MODEL = catalog.DEFAULT_MODEL
@@ -238,3 +239,22 @@ def test_skip_preflight_exports_rather_than_take_the_prebuilt_build(stand_in, mo
     plan = route.plan("int4", "cpu", {"skip_preflight": True})
     assert plan.is_default and plan.skip_preflight
     assert prebuilt_instead(route, plan, source) == plan
+
+
+def test_naming_a_setting_at_its_default_value_asks_for_an_export(stand_in, monkeypatch,
+                                                                   capsys):
+    """--block-size 128 is the CPU's default, yet a request that names it is one's own: it
+    exports, as the README and --prebuilt's help say ("names none of the route's settings")."""
+    from phi3_aipc.backends import get_route, prebuilt_instead
+    from phi3_aipc.backends.onnxruntime_genai import DEFAULT_BLOCK_SIZE
+    from phi3_aipc.models import ModelSource
+
+    monkeypatch.setenv("PHI3_AIPC_PREBUILT", "yes")
+    route = get_route("onnxruntime-genai")
+    source = ModelSource(MODEL, stand_in, "hub")
+    named = route.plan("int4", "cpu", {"block_size": DEFAULT_BLOCK_SIZE["cpu"]})
+    assert not named.is_default and prebuilt_instead(route, named, source) == named
+    assert prebuilt_instead(route, route.plan("int4", "cpu"), source).prebuilt
+    readme = " ".join((Path(__file__).parent.parent / "README.md").read_text().split())
+    assert "a request that names none of the route's settings" in readme
+    assert "names none of the route's settings" in " ".join(command_help("prepare").split())

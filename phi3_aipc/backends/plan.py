@@ -34,7 +34,8 @@ class Option:
 
 PREBUILT = Option("prebuilt", "prepare", f"download the publisher's ready-made "
                   f"{PREBUILT_PRECISION} build of a catalog model for the device instead of "
-                  "making one (see `phi3-aipc models`)", bool)
+                  "making one (see `phi3-aipc models`); a request that names none of the "
+                  "route's settings takes it by itself when the export would not fit", bool)
 SKIP_PREFLIGHT = Option("skip_preflight", "prepare", "export even when the memory/disk estimate "
                         "says it will not fit", bool)
 # Options that steer how a plan is carried out rather than what is made: they become the Plan's
