@@ -213,12 +213,14 @@ def onnxruntime_model(layout: Layout, k: int, n: int, copies: int):
 
 
 def mlas_kernel(layout: Layout) -> str:
-    """The MLAS path for this layout on this CPU, as MLAS chooses it (see the docstring)."""
+    """The MLAS path for this layout on this CPU, as MLAS chooses it (see the docstring):
+    inferred from the accuracy level and the CPU's flags, since ORT names only the operator."""
     isa = set(instruction_sets())
     family = ("avx512vnni" if "avx512_vnni" in isa else "avx512" if "avx512f" in isa
               else "avx2vnni" if "avx_vnni" in isa else "avx2")
     compute = "CompInt8" if layout.accuracy == 4 or layout.bits == 8 else "CompFp32"
-    return f"MLAS SQ{layout.bits}BitGemm {compute}, {family} dispatch, BlkLen {layout.group}"
+    return (f"inferred (accuracy level, CPU flags): MLAS SQ{layout.bits}BitGemm {compute}, "
+            f"{family} dispatch, BlkLen {layout.group}")
 
 
 def onnxruntime_products(layout: Layout, k: int, n: int, copies: int, reps: int,
@@ -313,7 +315,8 @@ def spread(values: list[float]) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| library | layout | shape (in x out) | MB read | kernel | ms per product, median "
+    lines = ["| library | layout | shape (in x out) | MB read | kernel (OpenVINO: its profiler's "
+             "exec_type; ORT: inferred) | ms per product, median "
              "(rounds' medians min-max) | wall ms per product | GB/s (rounds min-max) | probe "
              "GB/s median (min-max) | share of probe |", "|" + "---|" * 10]
     for r in rows:

@@ -12,7 +12,7 @@ step (batch 1, after a prompt of --prompt-tokens random tokens) split into:
 - runtime between ops: the step's wall time minus the operators' (scheduling, allocation);
 - sampling + library per token: the generation loop's own work (OpenVINO GenAI's sampler and
   pipeline; ORT GenAI's search and input updates), measured as the loop's time per token minus
-  the model's;
+  the model's (ORT: per step, over the same central half of the steps as the model's parts);
 - phi3_aipc per token: what the package adds to each token (its TokenStream: a timestamp, the
   stop check, decoding the text so far), timed on the same tokens.
 
@@ -194,14 +194,20 @@ def openvino_profile(folder: Path, prompt: int, new: int, warmup: int,
             "prefill_parts": split(prefill, walls["prefill"][-1], ov_part)[0]}
 
 
+def central_half(steps: list[tuple]) -> list[tuple]:
+    """The steps (wall ms first) whose wall time lies between its quartiles."""
+    walls = sorted(step[0] for step in steps)
+    low, high = walls[len(walls) // 4], walls[(3 * len(walls)) // 4]
+    return [step for step in steps if low <= step[0] <= high]
+
+
 def breakdown(steps: list[tuple[float, list[tuple]]], part_of) -> dict:
     """Decode steps (wall ms, nodes) split into parts. The figures are the mean over the
     central half of the steps by wall time: on a shared machine a step now and then waits a
     scheduler slice for a core (a two-thread kernel stops at its barrier), which says nothing
     about the kernels; the mean over every step (which includes those waits) is given too."""
     walls = sorted(w for w, _ in steps)
-    low, high = walls[len(walls) // 4], walls[(3 * len(walls)) // 4]
-    central = [(w, nodes) for w, nodes in steps if low <= w <= high]
+    central = central_half(steps)
     mean_nodes: dict[tuple, float] = {}
     for _, nodes in central:
         for name, kind, kernel, ms in nodes:
@@ -386,8 +392,10 @@ def onnxruntime_route(folder: Path, args) -> dict:
     result = breakdown([(ms, [(n, op, provider, d) for n, op, provider, d in inside])
                         for _, (ms, inside) in steps], ort_part)
     parts = result["parts"]
-    parts["sampling + library per token"] = statistics.median(wall - ms
-                                                              for wall, (ms, _) in steps)
+    # The loop's own work, as the other parts: the mean over the central half of the steps by
+    # their model run's time (the same steps as the model's parts).
+    parts["sampling + library per token"] = statistics.mean(
+        wall - ms for ms, wall in central_half([(ms, wall) for wall, (ms, _) in steps]))
     hf = AutoTokenizer.from_pretrained(folder)
     decode_text = lambda tokens: hf.decode(tokens, skip_special_tokens=True)  # noqa: E731
     eos = json.loads((folder / "genai_config.json").read_text(encoding="utf-8"))["model"][
@@ -423,7 +431,8 @@ def ort_kernels(folder: Path) -> list[str]:
             a = {x.name: onnx.helper.get_attribute_value(x) for x in node.attribute}
             level = a.get("accuracy_level", 0)
             seen.add(f"MatMulNBits bits={a['bits']} block_size={a['block_size']} "
-                     f"accuracy_level={level} (MLAS {'CompInt8' if level == 4 else 'CompFp32'})")
+                     f"accuracy_level={level} (MLAS {'CompInt8' if level == 4 else 'CompFp32'}, "
+                     "inferred from the accuracy level: ORT names only the operator)")
     return sorted(seen)
 
 

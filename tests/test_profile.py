@@ -95,6 +95,8 @@ def test_kernel_check_times_one_product_per_library(tmp_path):
     for r in rows:
         assert "error" not in r, r
         assert r["copies"] >= 2 and r["kernel"].strip()
+        # OpenVINO's profiler names its kernel; ORT's kernel is inferred, and says so
+        assert r["kernel"].startswith("inferred") == (r["library"] == "onnxruntime"), r
         # --threads reaches the library (OpenVINO's compiled model reports it) and the probe
         assert r["threads"] == 1 and r["probe_method"].split(", ")[1] == "1 threads", r
         # The weights' bytes: 4-bit codes plus scales (and zero points), not more, not less.
@@ -153,7 +155,8 @@ def test_ort_kernels_are_read_from_the_decoder_genai_config_names(tmp_path):
         "filename": "phi3-mini-4k-instruct-cpu-int4-rtn-block-32-acc-level-4.onnx"}}}),
         encoding="utf-8")
     assert profile_decode.ort_kernels(tmp_path) == [
-        "MatMulNBits bits=4 block_size=32 accuracy_level=4 (MLAS CompInt8)"]
+        "MatMulNBits bits=4 block_size=32 accuracy_level=4 (MLAS CompInt8, inferred from the "
+        "accuracy level: ORT names only the operator)"]
 
 
 def test_profile_plans_the_cpu_layout_where_directml_is_there(tmp_path, monkeypatch):
@@ -186,3 +189,10 @@ def test_kernel_check_reports_a_refused_layout_on_one_line_and_its_own_faults_lo
     monkeypatch.setitem(kernel_check.PRODUCTS, "onnxruntime", broken)
     with pytest.raises(KeyError):
         kernel_check.check(three_bits, "tiny", reps=1, total_mb=1, threads=1)
+
+
+def test_central_half_leaves_out_the_steps_that_waited_for_a_core():
+    central_half = load_script("profile_decode").central_half
+    steps = [(w, f"step {i}") for i, w in enumerate([5.0, 5.2, 4.9, 40.0, 5.1, 0.5, 5.0, 5.3])]
+    kept = central_half(steps)
+    assert {w for w, _ in kept} <= {4.9, 5.0, 5.1, 5.2, 5.3} and len(kept) >= len(steps) // 2
