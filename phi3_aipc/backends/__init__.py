@@ -60,9 +60,9 @@ def check_can_read(route: Route, folder: Path) -> None:
 def prebuilt_instead(route: Route, plan: Plan, source: ModelSource) -> Plan:
     """`plan`, or the plan that takes the publisher's ready-made build where the request names
     none of the route's settings (not even at its default value) and PHI3_AIPC_PREBUILT says
-    so (by default: when the export would not fit this PC), as the notebooks do. Says why on stderr. Where the memory check has run, the
-    export does not run it again. --skip-preflight asks to export whatever the estimate says:
-    the plan is kept."""
+    so (by default: when the export would not fit this PC), as the notebooks do. Says why on
+    stderr. Where the memory check has run, the export does not run it again.
+    --skip-preflight asks to export whatever the estimate says: the plan is kept."""
     if PREBUILT.name not in {o.name for o in route.options} or not plan.is_default:
         return plan  # settings of one's own: an export of one's own
     if plan.skip_preflight:
