@@ -18,7 +18,7 @@ from .cache import cache_dir
 from .catalog import PREBUILT_PRECISION
 from .errors import BadInput, ModelNotFound
 from .models import ModelSource, resolve_model
-from .prebuilt import decide, prebuilt_source
+from .prebuilt import Choice, decide, prebuilt_source
 
 
 def export_dir(source: ModelSource, name: str = "") -> Path:
@@ -39,7 +39,12 @@ def use_prebuilt(route: str, source: ModelSource, device: str,
 
     It is downloaded once with a progress bar, or found in the Hugging Face cache offline.
     """
-    chosen = decide(route, source, device, precision, exported)
+    return take(decide(route, source, device, precision, exported), route, source, device)
+
+
+def take(chosen: Choice, route: str, source: ModelSource, device: str) -> Path | None:
+    """The publisher's build where `chosen` says to use it (downloaded or found), else None;
+    says why either way."""
     if not chosen.use:
         print(chosen.why)
         return None
@@ -71,11 +76,14 @@ def notebook_export(route_name: str, source: ModelSource | None, device: str, na
     is made with the route's own command, through the cache's locked, sealed build."""
     source = source or resolve_model(weights=False)  # the weights only if it is exported
     mine = export_dir(source, name)
-    built = use_prebuilt(route_name, source, device, exported=mine)
+    chosen = decide(route_name, source, device, PREBUILT_PRECISION, exported=mine)
+    built = take(chosen, route_name, source, device)
     if built:
         return built
     route = get_route(route_name)
-    plan = route.plan(PREBUILT_PRECISION, route.default_device, options)
+    # Where the choice has checked that the export fits, the export does not check again.
+    plan = route.plan(PREBUILT_PRECISION, route.default_device, options).but(
+        skip_preflight=chosen.fits_checked)
     try:
         return route.build_export(plan, source, mine, adopt=True)
     except ModelNotFound as err:  # a folder of the learner's that is not a finished export

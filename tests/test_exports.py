@@ -34,3 +34,37 @@ def test_a_folder_that_is_no_export_is_refused_and_kept(stand_in, tmp_path, monk
     with pytest.raises(BadInput, match="is not a finished export"):
         onnx_int4(source, "cpu")
     assert (mine / "notes.txt").read_text() == "half an export"
+
+
+class Stop(Exception):
+    """Raised where the export command would run: the test needs only what came before."""
+
+
+@pytest.mark.parametrize("helper", ["prepare", "notebook"])
+def test_the_default_path_checks_memory_once(helper, stand_in, tmp_path, monkeypatch):
+    """The prebuilt choice checks that the export fits (PHI3_AIPC_PREBUILT=auto); the export
+    then does not check again. The notebook helper checked twice before."""
+    from phi3_aipc import catalog, prebuilt
+    from phi3_aipc.backends import base
+    from phi3_aipc.models import ModelSource
+
+    calls = []
+
+    def counted(*args):
+        calls.append(args)
+
+    def stop(*args, **kwargs):
+        raise Stop
+
+    monkeypatch.setenv("PHI3_AIPC_CACHE", str(tmp_path))  # nothing exported before
+    monkeypatch.setenv("PHI3_AIPC_PREBUILT", "auto")
+    for module in (prebuilt, base):
+        monkeypatch.setattr(module, "preflight", counted)
+    monkeypatch.setattr(base, "run_tool", stop)
+    source = ModelSource(catalog.DEFAULT_MODEL, stand_in, "hub")  # has a prebuilt build
+    with pytest.raises(Stop):
+        if helper == "prepare":
+            prepare("onnxruntime-genai", model=source, progress=False)
+        else:
+            onnx_int4(source, "cpu")
+    assert len(calls) == 1
