@@ -411,20 +411,15 @@ def onnxruntime_route(folder: Path, args) -> dict:
     return out
 
 
-def ort_decoder_file(folder: Path) -> Path:
-    """The decoder's graph, as genai_config.json names it: the builder writes model.onnx, the
-    publishers' builds other names (its weights sit beside it, in the file named + .data)."""
-    config = json.loads((folder / "genai_config.json").read_text(encoding="utf-8"))
-    return folder / config["model"]["decoder"]["filename"]
-
-
 def ort_kernels(folder: Path) -> list[str]:
     """The quantized matrix products' settings, read from the graph: ORT's trace names the
     operator only. MLAS runs accuracy level 4 with int8 activations (CompInt8), 0-1 with fp32
     (CompFp32): onnxruntime/core/mlas/lib/qnbitgemm.cpp."""
     import onnx
 
-    model = onnx.load(str(ort_decoder_file(folder)), load_external_data=False)
+    from phi3_aipc.backends.onnxruntime_genai import decoder_file
+
+    model = onnx.load(str(decoder_file(folder)), load_external_data=False)
     seen = set()
     for node in model.graph.node:
         if node.op_type == "MatMulNBits":
