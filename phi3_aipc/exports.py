@@ -87,5 +87,5 @@ def notebook_export(route_name: str, source: ModelSource | None, device: str, na
     try:
         return route.build_export(plan, source, mine, adopt=True)
     except ModelNotFound as err:  # a folder of the learner's that is not a finished export
-        raise BadInput(f"{mine} is not a finished export ({err}). Delete it, and this makes "
-                       "it again (or run the notebook's export cell again).") from None
+        raise BadInput(f"{err} Once it is deleted, this makes it again (or run the notebook's "
+                       "export cell again).") from None

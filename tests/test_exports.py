@@ -36,6 +36,28 @@ def test_a_folder_that_is_no_export_is_refused_and_kept(stand_in, tmp_path, monk
     assert (mine / "notes.txt").read_text() == "half an export"
 
 
+def test_a_learners_export_that_does_not_load_is_refused_in_one_line_and_kept(
+        stand_in, tmp_path, monkeypatch):
+    """All its files are there but the weights are cut short (an interrupted copy): the
+    library's error on loading it is one line saying what to do, and the folder stays."""
+    made = prepare("openvino", "int4", model="stand-in", progress=False)
+    source = resolve_model("stand-in", progress=False)
+    monkeypatch.setenv("PHI3_AIPC_CACHE", str(tmp_path))
+    mine = export_dir(source, "int4-ov")
+    shutil.copytree(made, mine, ignore=shutil.ignore_patterns(MANIFEST))
+    weights = mine / "openvino_model.bin"
+    with open(weights, "r+b") as f:
+        f.truncate(weights.stat().st_size // 2)
+    with pytest.raises(BadInput) as refused:
+        openvino_int4(source)
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith(f"{mine} is not a finished export: ")
+    assert "delete it or pass another folder" in message
+    assert "Incorrect weights in bin file!" in message  # OpenVINO's reason, not its source
+    assert weights.stat().st_size == (made / "openvino_model.bin").stat().st_size // 2
+    assert MANIFEST not in {p.name for p in mine.iterdir()}, "not sealed"
+
+
 class Stop(Exception):
     """Raised where the export command would run: the test needs only what came before."""
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..cache import artifact_dir, build_once, check_given, write_manifest
 from ..catalog import PREBUILT_PRECISION, base_device
-from ..errors import BadInput, DeviceUnavailable
+from ..errors import BadInput, DeviceUnavailable, ModelNotFound
 from ..hardware import preflight
 from ..models import ModelSource, safetensors_params, with_weights
 from ..prebuilt import prebuilt_source
@@ -273,8 +273,16 @@ class Route(ABC):
                            packages=self.packages)
 
         def check(folder: Path) -> None:
-            self.check_artifact(folder, precision)
-            self.smoke_test(folder)
+            """A learner's folder that does not check or load is refused in one line, and
+            kept: it is theirs to delete."""
+            try:
+                self.check_artifact(folder, precision)
+                self.smoke_test(folder)
+            except Exception as err:  # the library's own error, whatever its type; its last
+                # line is the reason (OpenVINO's first names its source file)
+                line = (str(err).strip().splitlines() or [type(err).__name__])[-1].strip()
+                raise ModelNotFound(f"{folder} is not a finished export: {line}; delete it "
+                                    "or pass another folder.") from None
 
         return build_once(final, build, adopt=check if adopt else None)
 
