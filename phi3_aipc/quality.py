@@ -1,6 +1,6 @@
 """What a precision costs: next-token agreement with the reference on a text nobody tuned for.
 
-    phi3-aipc quality --backend openvino --precision int4
+    phi3-aipc quality --route openvino --precision int4
 
 Every route reads the same text (`data/quality_text.txt`) in windows of `window` tokens, each
 from an empty context, and gives its next-token distribution at every position (teacher

@@ -114,7 +114,7 @@ def test_asym_for_the_npu_is_refused_before_exporting(tmp_path):
 
 
 def test_emulated_npu_refuses_an_asymmetric_int4_export(stand_in):
-    with pytest.raises(BadInput, match="phi3-aipc prepare --backend openvino --device NPU"):
+    with pytest.raises(BadInput, match="phi3-aipc prepare --route openvino --device NPU"):
         open_session("openvino", "int4", "NPU", model="stand-in",
                      prepare_options={"sym": False}, load_options={"emulate_npu": True})
 

@@ -74,7 +74,7 @@ class OnnxRuntimeGenAISession(Session):
         target = built_for(genai_config)
         if target == "cpu" and plan.device == "dml":
             raise BadInput("This model was built for the CPU (-e cpu); DirectML needs a model "
-                           "built for it: phi3-aipc prepare --backend onnxruntime-genai "
+                           "built for it: phi3-aipc prepare --route onnxruntime-genai "
                            f"--precision {plan.precision} --device dml")
         note = ("This model was built for DirectML (-e dml); it runs here on the CPU provider "
                 "instead." if target == "dml" and plan.device == "cpu" else "")
@@ -251,7 +251,7 @@ def check_model_folder(folder: Path) -> dict:
     if not config.is_file():
         raise ModelNotFound(
             f"{folder} has no genai_config.json, so it is not an ONNX Runtime GenAI model. Build "
-            "one with `phi3-aipc prepare --backend onnxruntime-genai --precision int4` or "
+            "one with `phi3-aipc prepare --route onnxruntime-genai --precision int4` or "
             "`python -m onnxruntime_genai.models.builder -i <model folder> -o <folder> -p int4 "
             "-e cpu`.")
     return json.loads(config.read_text(encoding="utf-8"))

@@ -377,7 +377,7 @@ def not_ready_message(model: str, settings: dict, problem: str) -> str:
         alternative = ""
     return (f"{model} is not ready for the NPU: {problem} ({settings.get('source')}). "
             f"The NPU needs symmetric int4 weights, channel-wise or in groups of 128, in every "
-            f"layer. An export that works: {fix} (or phi3-aipc prepare --backend openvino "
+            f"layer. An export that works: {fix} (or phi3-aipc prepare --route openvino "
             f"--device NPU){alternative}.")
 
 
@@ -540,7 +540,7 @@ def check_export(folder: Path) -> dict:
     if missing:
         raise ModelNotFound(
             f"{folder} is not an OpenVINO export (missing {', '.join(missing)}). Create one with "
-            "`phi3-aipc prepare --backend openvino --precision int4`, or `optimum-cli export "
+            "`phi3-aipc prepare --route openvino --precision int4`, or `optimum-cli export "
             "openvino --model <model> --weight-format int4 <folder>` with openvino-tokenizers "
             "installed.")
     return read_manifest(folder)

@@ -62,7 +62,7 @@ def check_memory(artifact: Path) -> None:
     if needed > free:
         raise DeviceUnavailable(
             f"The fp32 reference needs about {needed / 1e9:.1f} GB of memory for this model and "
-            f"{free / 1e9:.1f} GB is free. Use a quantized route (--backend openvino) or close "
+            f"{free / 1e9:.1f} GB is free. Use a quantized route (--route openvino) or close "
             "other programs.")
 
 
