@@ -15,10 +15,14 @@ from pathlib import Path
 
 from .backends import get_route
 from .cache import cache_dir
-from .catalog import PREBUILT_PRECISION
 from .errors import BadInput, ModelNotFound
 from .models import ModelSource, resolve_model
 from .prebuilt import Choice, decide, prebuilt_source
+
+# The notebooks' own exports are int4 (notebooks 02 and 03 quantize to int4 on the PC, and this
+# makes the same with the route's command): their precision, stated here whatever the
+# publishers' builds' precision (catalog.PREBUILT_PRECISION) is.
+NOTEBOOK_PRECISION = "int4"
 
 
 def export_dir(source: ModelSource, name: str = "") -> Path:
@@ -32,7 +36,7 @@ def export_dir(source: ModelSource, name: str = "") -> Path:
 
 
 def use_prebuilt(route: str, source: ModelSource, device: str,
-                 precision: str = PREBUILT_PRECISION,
+                 precision: str = NOTEBOOK_PRECISION,
                  exported: Path | None = None) -> Path | None:
     """The publisher's ready-made build to use instead of exporting, or None; says why.
     `exported`: the folder a notebook's own export goes to, used when it is there.
@@ -76,13 +80,13 @@ def notebook_export(route_name: str, source: ModelSource | None, device: str, na
     is made with the route's own command, through the cache's locked, sealed build."""
     source = source or resolve_model(weights=False)  # the weights only if it is exported
     mine = export_dir(source, name)
-    chosen = decide(route_name, source, device, PREBUILT_PRECISION, exported=mine)
+    chosen = decide(route_name, source, device, NOTEBOOK_PRECISION, exported=mine)
     built = take(chosen, route_name, source, device)
     if built:
         return built
     route = get_route(route_name)
     # Where the choice has checked that the export fits, the export does not check again.
-    plan = route.plan(PREBUILT_PRECISION, route.default_device, options).but(
+    plan = route.plan(NOTEBOOK_PRECISION, route.default_device, options).but(
         skip_preflight=chosen.fits_checked)
     try:
         return route.build_export(plan, source, mine, adopt=True)
