@@ -27,9 +27,11 @@ import time
 import traceback
 from pathlib import Path
 
+from ..cache import build_once, discard
 from ..processes import protocol_sender
 from .plan import Plan
 from .session import GenerationRequest
+from .transformers import TransformersSession  # torch and transformers load inside it, later
 
 
 def main() -> int:
@@ -92,8 +94,6 @@ def load(model: str, precision: str, name: str, compiled: str):
     from intel_npu_acceleration_library.compiler import CompilerConfig
     from transformers import AutoModelForCausalLM
 
-    from .transformers import TransformersSession
-
     dtype = {"int4": int4, "int8": torch.int8, "fp16": torch.float16}[precision]
     start = time.perf_counter()
     net = None
@@ -134,8 +134,6 @@ def saved_or_compiled(compiled: Path, compile_and_save, load_saved):
     frames would keep the failed load's tensors alive, and with them its memory-mapped
     safetensors file, which Windows does not let anyone rename or remove (WinError 5/32).
     """
-    from ..cache import build_once, discard
-
     made = []
     folder = build_once(compiled, lambda tmp: made.append(compile_and_save(tmp)))
     if made:
