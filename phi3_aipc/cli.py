@@ -23,6 +23,7 @@ from .backends import (
     REGISTRY,
     all_routes,
     check_route,
+    constraining_routes,
     get_route,
     installed_routes,
     library_caches,
@@ -281,7 +282,7 @@ def generate_flags(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--seed", type=int, help="seed for sampling")
     cmd.add_argument("--json-schema", metavar="FILE",
                      help="reply in JSON that follows the JSON schema in FILE (constrained "
-                     "decoding: routes openvino and onnxruntime-genai)")
+                     f"decoding; routes and devices: {constraining_routes()})")
     json_flag(cmd, "print one JSON object")
 
 

@@ -45,6 +45,17 @@ def test_the_cli_offers_the_route_and_its_own_option(echo_route, capsys, stand_i
     assert "--ratio is not an option of the echo route" in capsys.readouterr().err
 
 
+def test_json_schema_help_names_the_routes_that_can_constrain(echo_route, monkeypatch):
+    """--json-schema's help is the routes' own answer: a route that can constrain is named
+    with its devices, with no line outside its file changed."""
+    from . import fake_route
+
+    monkeypatch.setattr(fake_route.EchoRoute, "constrained_devices", ("abacus",))
+    help_text = " ".join(command_help("generate").split())
+    assert "echo (abacus)" in help_text and "openvino (" in help_text
+    assert "onnxruntime-genai (dml, cpu)" in help_text
+
+
 def command_help(command: str) -> str:
     commands = next(a for a in parser()._actions if isinstance(a.choices, dict))
     return commands.choices[command].format_help()

@@ -20,6 +20,7 @@ from .registry import (
     artifact_markers,
     cannot_constrain,
     check_route,
+    constraining_routes,
     get_route,
 )
 from .session import GenerationRequest, GenerationResult, Metrics, Session
@@ -106,5 +107,5 @@ def library_caches() -> list[tuple[str, Path, str]]:
 
 __all__ = ["GenerationRequest", "GenerationResult", "Metrics", "Plan", "Route", "Session",
            "DEFAULT_ROUTE", "REGISTRY", "get_route", "all_routes", "artifact_markers",
-           "check_route", "cannot_constrain", "installed_routes", "prepare", "prepare_artifact",
-           "open_session", "library_caches"]
+           "check_route", "cannot_constrain", "constraining_routes", "installed_routes",
+           "prepare", "prepare_artifact", "open_session", "library_caches"]

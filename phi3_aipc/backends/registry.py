@@ -44,13 +44,20 @@ def check_route(route: str, device: str | None) -> None:
         raise refusal
 
 
+def constraining_routes() -> str:
+    """The routes that can hold a reply to a JSON schema and on which devices, e.g.
+    "openvino (CPU, GPU, NPU); onnxruntime-genai (dml, cpu)": each route says (its
+    `constrained_devices`)."""
+    return "; ".join(f"{r.name} ({', '.join(r.constrained_devices)})" for r in all_routes()
+                     if r.constrained_devices)
+
+
 def cannot_constrain(route: str, device: str) -> BadInput | None:
     """Why `route` cannot hold a reply to a JSON schema on `device`, naming the routes and
     devices that can; None when it can."""
     if get_route(route).can_constrain(device):
         return None
-    able = "; ".join(f"{r.name} ({', '.join(r.constrained_devices)})" for r in all_routes()
-                     if r.constrained_devices)
+    able = constraining_routes()
     where = f" on {device}" if get_route(route).constrained_devices else ""
     return BadInput(f"The {route} route cannot hold a reply to a JSON schema{where}; {FLAG} "
                     f"works with the routes {able}.")
