@@ -153,6 +153,7 @@ def test_the_npu_worker_discards_a_bad_compiled_model_outside_its_except_block(
         tmp_path, monkeypatch):
     """The failed load's traceback holds its tensors (memory-mapped on Windows): the folder is
     discarded only after the except block, with the failed load's objects gone."""
+    from phi3_aipc.backends import npu_worker
     from phi3_aipc.backends.npu_worker import saved_or_compiled
 
     class Mapped:  # stands for a tensor on a memory-mapped file
@@ -172,7 +173,7 @@ def test_the_npu_worker_discards_a_bad_compiled_model_outside_its_except_block(
         seen.append((sys.exc_info()[0], alive[0]() is None))
         real_discard(folder)
 
-    monkeypatch.setattr(cache, "discard", discard)
+    monkeypatch.setattr(npu_worker, "discard", discard)  # the worker's own name for it
     compiled = []
     build_once(tmp_path / "compiled-int4", two_files)  # saved by an earlier worker
     assert saved_or_compiled(tmp_path / "compiled-int4", lambda f: compiled.append(two_files(f)),
