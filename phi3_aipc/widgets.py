@@ -182,6 +182,10 @@ class ChatWidget:
     def max_new_tokens(self) -> int:
         return self.conversation.max_new_tokens
 
+    @max_new_tokens.setter
+    def max_new_tokens(self, tokens: int) -> None:
+        self.conversation.max_new_tokens = tokens
+
     @property
     def busy(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
