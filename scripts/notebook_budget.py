@@ -242,21 +242,27 @@ def fp16_onnx(stand_in: Path) -> Path:
 def as_downloaded(name: str, fp16: Path) -> None:
     """Notebook `name`'s `hf download ... --local-dir` folder, filled as a download would fill it
     (offline, hf download returns an existing folder and finds nothing in the cache)."""
-    from phi3_aipc.exports import export_dir
-    from phi3_aipc.models import resolve_model
-
     _, subfolder, local = FP16[name]
-    folder = export_dir(resolve_model(MODEL, progress=False, weights=False), local)
+    # Asked in a child process: it reads HF_HOME as set for the notebooks (main sets it after
+    # huggingface_hub was imported here, which reads it once)
+    where = ("import sys; from phi3_aipc.exports import export_dir; from phi3_aipc.models import "
+             "resolve_model; print(export_dir(resolve_model(sys.argv[1], progress=False, "
+             "weights=False), sys.argv[2]))")
+    folder = Path(subprocess.run([sys.executable, "-c", where, MODEL, local], check=True,
+                                 capture_output=True, text=True).stdout.strip())
     target = Path(f"{folder}.partial") / subfolder
     if folder.exists() or target.exists():
         return
-    target.mkdir(parents=True)
+    filling = target.with_name(f"{target.name}.filling")  # a whole copy, or none, is the target
+    shutil.rmtree(filling, ignore_errors=True)  # left by a run stopped halfway (a full disk)
+    filling.mkdir(parents=True)
     for f in fp16.iterdir():  # onnx refuses external data behind a symbolic or hard link
         if f.is_file() and f.name != MANIFEST:  # a download has no manifest of ours
             if ".onnx" in f.name:
-                shutil.copy2(f, target / f.name)
+                shutil.copy2(f, filling / f.name)
             else:
-                link_or_copy(f.resolve(), target / f.name)
+                link_or_copy(f.resolve(), filling / f.name)
+    filling.rename(target)
 
 
 def hold_memory(as_if_gb: float) -> subprocess.Popen | None:
