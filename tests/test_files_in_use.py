@@ -154,7 +154,6 @@ def test_the_npu_worker_discards_a_bad_compiled_model_outside_its_except_block(
     """The failed load's traceback holds its tensors (memory-mapped on Windows): the folder is
     discarded only after the except block, with the failed load's objects gone."""
     from phi3_aipc.backends import npu_worker
-    from phi3_aipc.backends.npu_worker import saved_or_compiled
 
     class Mapped:  # stands for a tensor on a memory-mapped file
         pass
@@ -176,8 +175,9 @@ def test_the_npu_worker_discards_a_bad_compiled_model_outside_its_except_block(
     monkeypatch.setattr(npu_worker, "discard", discard)  # the worker's own name for it
     compiled = []
     build_once(tmp_path / "compiled-int4", two_files)  # saved by an earlier worker
-    assert saved_or_compiled(tmp_path / "compiled-int4", lambda f: compiled.append(two_files(f)),
-                             load_saved) is None  # compiled anew: the caller has the model
+    assert npu_worker.saved_or_compiled(
+        tmp_path / "compiled-int4", lambda f: compiled.append(two_files(f)),
+        load_saved) is None  # compiled anew: the caller has the model
     gc.collect()
     assert seen == [(None, True)]  # outside the except block, the failed load's objects gone
     assert len(compiled) == 1 and check_sealed(tmp_path / "compiled-int4") is None
