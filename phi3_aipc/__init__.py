@@ -6,11 +6,11 @@ The few names a notebook needs:
     with open_session("transformers", model="stand-in") as session:
         print(session.generate(build_messages("Can you introduce yourself?")).text)
 """
-from .backends import GenerationRequest, get_route, installed_routes, open_session, prepare
 from .catalog import DEFAULT_MODEL
 from .chat import build_messages
 from .errors import BadInput, DeviceUnavailable, ModelNotFound, Phi3AipcError
 from .models import STAND_IN, resolve_model
+from .routes import GenerationRequest, get_route, installed_routes, open_session, prepare
 
 __version__ = "0.1.0"
 __all__ = ["open_session", "prepare", "get_route", "installed_routes", "GenerationRequest",

@@ -18,7 +18,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import bench, catalog, doctor, quality
-from .backends import (
+from .bench.configs import LENGTHS as BENCH_LENGTHS
+from .cache import cache_dir, clear_artifacts, folder_size_mb, leftovers, list_artifacts
+from .chat import Conversation, build_messages
+from .errors import BadInput, Phi3AipcError
+from .models import resolve_model
+from .processes import tool_log
+from .routes import (
     DEFAULT_ROUTE,
     REGISTRY,
     all_routes,
@@ -30,14 +36,8 @@ from .backends import (
     open_session,
     prepare_artifact,
 )
-from .backends.plan import PRECISIONS, Option
-from .backends.session import GenerationRequest
-from .bench.configs import LENGTHS as BENCH_LENGTHS
-from .cache import cache_dir, clear_artifacts, folder_size_mb, leftovers, list_artifacts
-from .chat import Conversation, build_messages
-from .errors import BadInput, Phi3AipcError
-from .models import resolve_model
-from .processes import tool_log
+from .routes.plan import PRECISIONS, Option
+from .routes.session import GenerationRequest
 from .standin import load_chats
 from .structured import load_schema
 

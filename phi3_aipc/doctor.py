@@ -12,7 +12,6 @@ import shutil
 import sys
 from dataclasses import asdict
 
-from .backends import all_routes
 from .cache import cache_dir
 from .envs import installed_version
 from .hardware import (
@@ -23,6 +22,7 @@ from .hardware import (
     memory_gb,
     windows_path_advice,
 )
+from .routes import all_routes
 
 
 def doctor() -> dict:

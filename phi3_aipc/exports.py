@@ -13,11 +13,11 @@ import hashlib
 import re
 from pathlib import Path
 
-from .backends import get_route
 from .cache import cache_dir
 from .errors import BadInput, ModelNotFound
 from .models import ModelSource, resolve_model
 from .prebuilt import Choice, decide, prebuilt_source
+from .routes import get_route
 
 # The notebooks' own exports are int4 (notebooks 02 and 03 quantize to int4 on the PC, and this
 # makes the same with the route's command): their precision, stated here whatever the

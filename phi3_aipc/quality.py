@@ -28,12 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends import get_route, open_session
-from .backends.transformers import quietly
 from .cache import quality_dir
 from .catalog import weight_count
 from .errors import BadInput
 from .models import resolve_model, with_weights
+from .routes import get_route, open_session
+from .routes.transformers import quietly
 from .standin import DATA
 
 TEXT = DATA / "quality_text.txt"

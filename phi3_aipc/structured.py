@@ -3,7 +3,7 @@
 OpenVINO GenAI compiles a JSON schema into a grammar (xgrammar, `StructuredOutputConfig`) and
 ONNX Runtime GenAI does so with LLGuidance (`GeneratorParams.set_guidance`); at every step the
 library masks the tokens that would leave the grammar. Which route can do that on which device
-is the route's own answer (`Route.constrained_devices`; backends/registry.py refuses a route or
+is the route's own answer (`Route.constrained_devices`; routes/registry.py refuses a route or
 device that cannot constrain, before anything is exported or loaded). This module only reads
 the schema once, at the door, and turns a library's refusal of a schema into one line: it sits
 below the routes and imports none of them.

@@ -10,7 +10,11 @@ import html
 import threading
 from pathlib import Path
 
-from .backends import (
+from .catalog import DEFAULT_MODEL, MODELS
+from .chat import Conversation
+from .errors import BadInput
+from .models import ModelSource, default_model, resolve_model
+from .routes import (
     GenerationRequest,
     GenerationResult,
     Session,
@@ -18,10 +22,6 @@ from .backends import (
     get_route,
     open_session,
 )
-from .catalog import DEFAULT_MODEL, MODELS
-from .chat import Conversation
-from .errors import BadInput
-from .models import ModelSource, default_model, resolve_model
 
 DEFAULT_SYSTEM = "You are a helpful AI assistant."
 STYLE = """<style>

@@ -20,9 +20,9 @@ import statistics
 import sys
 import time
 
-from phi3_aipc.backends import get_route, prepare_artifact
 from phi3_aipc.bench import load_prompts
 from phi3_aipc.models import resolve_model
+from phi3_aipc.routes import get_route, prepare_artifact
 
 TARGET = 1.02
 
@@ -44,7 +44,7 @@ def raw_openvino(artifact, device: str):
 def raw_onnxruntime_genai(artifact, device: str):
     import onnxruntime_genai as og
 
-    from phi3_aipc.backends.onnxruntime_genai import continuous_decoding
+    from phi3_aipc.routes.onnxruntime_genai import continuous_decoding
 
     config = og.Config(str(artifact))
     config.clear_providers()

@@ -186,7 +186,7 @@ def set_up(layers: int, work: Path, names: list[str]) -> tuple[Path, float, floa
     needed when only notebooks 01 and 03 run at full size: 01 then emulates no NPU, 03 quantizes),
     and the fp16 builds notebooks 02 and 03 quantize. Returns (HF home, one model copy in GB, the
     prebuilt download in GB or None, the fp16 builds by notebook)."""
-    from phi3_aipc.backends import prepare
+    from phi3_aipc.routes import prepare
     from phi3_aipc.standin import bench_name, ensure_bench_stand_in
 
     stand_in = ensure_bench_stand_in(layers)

@@ -48,10 +48,10 @@ from pathlib import Path
 
 import numpy as np
 
-from phi3_aipc.backends import get_route, prepare_artifact
-from phi3_aipc.backends.session import TokenStream
 from phi3_aipc.bench.machine import measure_bandwidth
 from phi3_aipc.errors import Phi3AipcError
+from phi3_aipc.routes import get_route, prepare_artifact
+from phi3_aipc.routes.session import TokenStream
 
 PARTS = ("layer matmuls", "output layer", "attention + KV cache", "other graph ops",
          "runtime between ops", "sampling + library per token", "phi3_aipc per token")
@@ -417,7 +417,7 @@ def ort_kernels(folder: Path) -> list[str]:
     (CompFp32): onnxruntime/core/mlas/lib/qnbitgemm.cpp."""
     import onnx
 
-    from phi3_aipc.backends.onnxruntime_genai import decoder_file
+    from phi3_aipc.routes.onnxruntime_genai import decoder_file
 
     model = onnx.load(str(decoder_file(folder)), load_external_data=False)
     seen = set()

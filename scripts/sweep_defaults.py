@@ -27,10 +27,10 @@ import statistics
 import sys
 
 from phi3_aipc import quality
-from phi3_aipc.backends import get_route, prepare_artifact
-from phi3_aipc.backends.base import WeightsRead
 from phi3_aipc.bench import load_prompts
 from phi3_aipc.models import resolve_model
+from phi3_aipc.routes import get_route, prepare_artifact
+from phi3_aipc.routes.base import WeightsRead
 from phi3_aipc.standin import load_chats
 
 ORT_BUILDS = [{"block_size": 32, "accuracy_level": 4}, {"block_size": 64, "accuracy_level": 4},
@@ -58,7 +58,7 @@ def quality_of(session, tiny_model) -> dict:
 def openvino_rows(bench_model, tiny_model, reps: int) -> list[dict]:
     import openvino_genai as ov_genai
 
-    from phi3_aipc.backends.openvino import OpenVINOSession
+    from phi3_aipc.routes.openvino import OpenVINOSession
 
     route = get_route("openvino")
     rows = []

@@ -63,7 +63,7 @@ class DirectMLConfig(og.Config):
 def install(monkeypatch=None) -> None:
     """Put the double in place: with pytest's `monkeypatch` (undone after the test), or for
     good (a notebook kernel)."""
-    from phi3_aipc.backends import onnxruntime_genai as route
+    from phi3_aipc.routes import onnxruntime_genai as route
 
     def put(target, name, value):
         if monkeypatch is not None:

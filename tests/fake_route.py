@@ -8,16 +8,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from phi3_aipc.backends.base import Route, Verdict
-from phi3_aipc.backends.plan import Option, Plan
-from phi3_aipc.backends.session import (
+from phi3_aipc.models import ModelSource
+from phi3_aipc.routes.base import Route, Verdict
+from phi3_aipc.routes.plan import Option, Plan
+from phi3_aipc.routes.session import (
     GenerationRequest,
     GenerationResult,
     Session,
     Streamer,
     TokenStream,
 )
-from phi3_aipc.models import ModelSource
 
 
 class EchoRoute(Route):

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from phi3_aipc import bench, catalog
-from phi3_aipc.backends import REGISTRY
 from phi3_aipc.cli import main, parser
 from phi3_aipc.doctor import doctor, format_report
 from phi3_aipc.errors import BadInput
+from phi3_aipc.routes import REGISTRY
 
 from .portable import link_files
 
@@ -156,7 +156,7 @@ def test_route_settings_of_the_wrong_type_are_refused_before_any_export(options,
                                                                         tmp_path, monkeypatch):
     """Found by fuzzing: a TypeError, an nncf error after a partial export, or a setting quietly
     taken as true ("no" is a non-empty string), before."""
-    from phi3_aipc.backends import get_route
+    from phi3_aipc.routes import get_route
 
     monkeypatch.setenv("PHI3_AIPC_CACHE", str(tmp_path))
     with pytest.raises(BadInput, match=re.escape(message)):
@@ -165,14 +165,14 @@ def test_route_settings_of_the_wrong_type_are_refused_before_any_export(options,
 
 
 # The package's floors, lowest first: a module imports only from its own floor or below, and
-# nothing imports in a circle. `backends` is one floor (the routes, their sessions, the plan);
+# nothing imports in a circle. `routes` is one floor (the routes, their sessions, the plan);
 # chat.py and structured.py sit low because a session checks messages and schemas with them.
 LAYERS = (
     ("errors", "files", "envs", "catalog", "phi4_tokenizer", "processes", "chat", "structured"),
     ("cache", "hardware"),
     ("standin", "models"),
     ("prebuilt",),
-    ("backends",),
+    ("routes",),
     ("exports", "quality", "doctor", "bench"),
     ("widgets", "cli", ""),  # "": the package's face, phi3_aipc/__init__.py
 )
@@ -238,9 +238,9 @@ def test_the_package_imports_downward_and_in_no_circle():
 
 def test_the_import_check_sees_a_circle_and_an_upward_import():
     """The check itself: an import inside a function counts, and so does a circle within a floor."""
-    graph = {"phi3_aipc.structured": {"phi3_aipc.backends"},
-             "phi3_aipc.backends": {"phi3_aipc.backends.session"},
-             "phi3_aipc.backends.session": {"phi3_aipc.structured"}}
+    graph = {"phi3_aipc.structured": {"phi3_aipc.routes"},
+             "phi3_aipc.routes": {"phi3_aipc.routes.session"},
+             "phi3_aipc.routes.session": {"phi3_aipc.structured"}}
     faults = import_faults(graph)
-    assert "phi3_aipc.structured imports phi3_aipc.backends, a floor up" in faults
-    assert any(f.startswith("circle: ") and "phi3_aipc.backends.session" in f for f in faults)
+    assert "phi3_aipc.structured imports phi3_aipc.routes, a floor up" in faults
+    assert any(f.startswith("circle: ") and "phi3_aipc.routes.session" in f for f in faults)

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from phi3_aipc.backends import get_route, prepare
 from phi3_aipc.models import resolve_model
 from phi3_aipc.processes import end_tree, own_group
+from phi3_aipc.routes import get_route, prepare
 from phi3_aipc.standin import load_chats
 
 pytestmark = pytest.mark.browser

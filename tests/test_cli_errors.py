@@ -79,7 +79,7 @@ def folder_without_weights(tmp_path, stand_in):
 
 def damaged_export(tmp_path, stand_in):
     """A finished OpenVINO export whose weights were truncated afterwards."""
-    from phi3_aipc.backends import prepare
+    from phi3_aipc.routes import prepare
 
     export = prepare("openvino", "int8", model="stand-in")
     copy = tmp_path / "export"
@@ -200,7 +200,7 @@ def test_an_unusable_cache_folder_is_one_line(where, tmp_path):
     ("onnxruntime-genai", "openvino"), ("onnxruntime-genai", "transformers")])
 def test_one_routes_build_given_to_another_is_one_line(made_by, given_to, stand_in, capsys):
     """Found by fuzzing: the builder's own traceback, or an internal error, before."""
-    from phi3_aipc.backends import prepare
+    from phi3_aipc.routes import prepare
 
     folder = prepare(made_by, "int4", "cpu" if made_by == "onnxruntime-genai" else None,
                      "stand-in")
@@ -218,8 +218,8 @@ def test_a_damaged_manifest_is_a_damaged_folder(manifest, stand_in, tmp_path, ca
     damaged; in the cache, `cache list` shows it and does not crash."""
     import shutil
 
-    from phi3_aipc.backends import prepare
     from phi3_aipc.cache import MANIFEST
+    from phi3_aipc.routes import prepare
 
     copy = tmp_path / "export"
     shutil.copytree(prepare("openvino", "int8", model="stand-in"), copy)

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from phi3_aipc import open_session
-from phi3_aipc.backends import prepare
 from phi3_aipc.models import resolve_model
+from phi3_aipc.routes import prepare
 from phi3_aipc.standin import END_TOKEN_ID, load_chats
 
 og = pytest.importorskip("onnxruntime_genai")
@@ -44,7 +44,7 @@ def fp32(stand_in):
 
 
 def test_the_rule_follows_the_library_source():
-    from phi3_aipc.backends.onnxruntime_genai import continuous_decoding
+    from phi3_aipc.routes.onnxruntime_genai import continuous_decoding
 
     for version in ("0.13.1", "0.18.0", "0.16.0-dev"):
         assert continuous_decoding("cpu", version) and continuous_decoding("CPU", version)

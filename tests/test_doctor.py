@@ -5,9 +5,9 @@ import sys
 
 import pytest
 
-from phi3_aipc.backends import get_route
-from phi3_aipc.backends.base import VERDICTS
 from phi3_aipc.doctor import format_report
+from phi3_aipc.routes import get_route
+from phi3_aipc.routes.base import VERDICTS
 
 from .conftest import run_cli
 

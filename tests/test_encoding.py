@@ -27,8 +27,8 @@ NAME = "日本 Renée"
 # library in its own process, 9 s here, for one line of the doctor's report.
 ENTRY = """
 import sys
-from phi3_aipc.backends import REGISTRY
-from phi3_aipc.backends.npu_library import NPULibraryRoute
+from phi3_aipc.routes import REGISTRY
+from phi3_aipc.routes.npu_library import NPULibraryRoute
 REGISTRY["echo"] = "tests.fake_route:EchoRoute"
 NPULibraryRoute.facts = lambda self: {"installed": False}
 from phi3_aipc.cli import main

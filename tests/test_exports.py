@@ -67,8 +67,8 @@ def test_the_default_path_checks_memory_once(helper, stand_in, tmp_path, monkeyp
     """The prebuilt choice checks that the export fits (PHI3_AIPC_PREBUILT=auto); the export
     then does not check again. The notebook helper checked twice before."""
     from phi3_aipc import catalog, prebuilt
-    from phi3_aipc.backends import base
     from phi3_aipc.models import ModelSource
+    from phi3_aipc.routes import base
 
     calls = []
 

@@ -153,7 +153,7 @@ def test_the_npu_worker_discards_a_bad_compiled_model_outside_its_except_block(
         tmp_path, monkeypatch):
     """The failed load's traceback holds its tensors (memory-mapped on Windows): the folder is
     discarded only after the except block, with the failed load's objects gone."""
-    from phi3_aipc.backends import npu_worker
+    from phi3_aipc.routes import npu_worker
 
     class Mapped:  # stands for a tensor on a memory-mapped file
         pass
@@ -186,7 +186,7 @@ def test_the_npu_worker_discards_a_bad_compiled_model_outside_its_except_block(
 def test_the_npu_worker_runs_outside_its_compiled_models(stand_in, tmp_path, monkeypatch):
     """Windows cannot remove a folder that is a process's current folder: the worker's is not
     the folder of its compiled models, and `cache list` shows both."""
-    from phi3_aipc.backends.npu_library import NPULibraryRoute, worker_cwd, worker_folder
+    from phi3_aipc.routes.npu_library import NPULibraryRoute, worker_cwd, worker_folder
 
     monkeypatch.setenv("PHI3_AIPC_CACHE", str(tmp_path))
     cwd, models = worker_cwd(stand_in), worker_folder(stand_in)

@@ -35,7 +35,6 @@ from hypothesis import HealthCheck, event, example, given, settings  # noqa: E40
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.database import DirectoryBasedExampleDatabase  # noqa: E402
 
-from phi3_aipc.backends.session import GenerationRequest  # noqa: E402
 from phi3_aipc.cache import (  # noqa: E402
     MANIFEST,
     cache_dir,
@@ -49,6 +48,7 @@ from phi3_aipc.cli import main  # noqa: E402
 from phi3_aipc.errors import BadInput, Phi3AipcError  # noqa: E402
 from phi3_aipc.files import link_or_copy  # noqa: E402
 from phi3_aipc.models import check_phi3_folder  # noqa: E402
+from phi3_aipc.routes.session import GenerationRequest  # noqa: E402
 
 from .strategies import json_values, numbers  # noqa: E402
 
@@ -263,7 +263,7 @@ def nothing_built(monkeypatch):
     found as before); the bench and variant stand-ins (models asked for by name, built in
     seconds) count as the work itself."""
     from phi3_aipc import cache, standin
-    from phi3_aipc.backends import base
+    from phi3_aipc.routes import base
 
     def trained(out, *args, **kwargs):
         raise Built(f"an example would train the stand-in in {out}")
@@ -316,7 +316,7 @@ EXPORTED = ("openvino", "onnxruntime-genai")  # the routes that export
 def default_exports(stand_in):
     """Each exporting route's default export of the stand-in, in the session's cache: made once
     here (the suite's own tests use them too), before any example runs."""
-    from phi3_aipc.backends import get_route, prepare
+    from phi3_aipc.routes import get_route, prepare
 
     return {prepare(name, model="stand-in", progress=False)
             for name in EXPORTED if get_route(name).is_installed()}
@@ -336,7 +336,7 @@ def test_the_command_line_never_fails_with_a_bug(default_exports, no_hub, nothin
     (one line), never 1 (a bug) or a traceback. It runs in the session's cache and loads only
     the exports made beforehand: a request for any other export is stopped there (Measured),
     so no example exports and every run does the same work."""
-    from phi3_aipc.backends import REGISTRY, get_route
+    from phi3_aipc.routes import REGISTRY, get_route
 
     for name in REGISTRY:
         route = type(get_route(name))
@@ -367,7 +367,7 @@ def measured_work(monkeypatch, no_hub, nothing_built):
     """What the commands do once every input is taken (measure, export, check the PC) raises
     Measured instead."""
     from phi3_aipc import bench, doctor, quality
-    from phi3_aipc.backends import REGISTRY, get_route
+    from phi3_aipc.routes import REGISTRY, get_route
 
     def measured(*args, **kwargs):
         raise Measured
@@ -424,7 +424,7 @@ def test_any_environment_is_taken_or_refused(stand_in, measured_work, tmp_path_f
     PHI3_AIPC_PREBUILT and HF_HUB_OFFLINE are checked against what they mean, and
     PHI3_AIPC_DEBUG with a planted bug: exit code 1 and the traceback only when it is set."""
     from phi3_aipc import cli, quality
-    from phi3_aipc.backends import REGISTRY, get_route
+    from phi3_aipc.routes import REGISTRY, get_route
 
     values, commands = ENVIRONMENT[variable]
     value = data.draw(values, label=variable)

@@ -104,8 +104,8 @@ def test_an_interrupted_benchmark_worker_is_killed(sleeping_workers):
 def test_an_interrupted_npu_library_load_kills_its_worker(stand_in, monkeypatch, tmp_path,
                                                          sleeping_workers):
     """Interrupted while the worker compiles (here: sleeps), the session's start ends it."""
-    from phi3_aipc.backends import npu_library
-    from phi3_aipc.backends.plan import Plan
+    from phi3_aipc.routes import npu_library
+    from phi3_aipc.routes.plan import Plan
 
     monkeypatch.setenv("PHI3_AIPC_CACHE", str(tmp_path))
     monkeypatch.setattr(npu_library, "npu_library_python", lambda: sys.executable)

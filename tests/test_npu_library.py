@@ -10,9 +10,9 @@ import sys
 import pytest
 
 from phi3_aipc import open_session
-from phi3_aipc.backends import get_route
 from phi3_aipc.envs import npu_library_python
 from phi3_aipc.errors import Phi3AipcError
+from phi3_aipc.routes import get_route
 from phi3_aipc.standin import load_chats
 
 from .conftest import run_cli
@@ -161,8 +161,8 @@ def evil_pickle(path, marker, raw=False):
 def test_compiled_models_are_data_checked_before_use(stand_in, tmp_path, monkeypatch, reference):
     import subprocess
 
-    from phi3_aipc.backends.npu_library import worker_folder
     from phi3_aipc.cache import check_sealed, seal
+    from phi3_aipc.routes.npu_library import worker_folder
 
     from .test_artifacts import change_keeping_times
 

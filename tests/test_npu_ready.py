@@ -13,16 +13,16 @@ import shutil
 import pytest
 
 from phi3_aipc import catalog, open_session
-from phi3_aipc.backends import prepare
 from phi3_aipc.cache import MANIFEST
 from phi3_aipc.errors import BadInput
 from phi3_aipc.models import resolve_model
+from phi3_aipc.routes import prepare
 from phi3_aipc.standin import load_chats
 
 from .conftest import run_cli
 
 pytest.importorskip("openvino_genai")
-from phi3_aipc.backends import openvino as ov_route  # noqa: E402
+from phi3_aipc.routes import openvino as ov_route  # noqa: E402
 
 CHATS = load_chats()
 WORKS = "--weight-format int4 --sym --group-size -1 --ratio 1.0"

@@ -7,8 +7,11 @@ import json
 import pytest
 
 from phi3_aipc import open_session
-from phi3_aipc.backends import prepare
-from phi3_aipc.backends.onnxruntime_genai import (
+from phi3_aipc.chat import prompt_ids
+from phi3_aipc.errors import BadInput, ModelNotFound
+from phi3_aipc.models import resolve_model
+from phi3_aipc.routes import prepare
+from phi3_aipc.routes.onnxruntime_genai import (
     OnnxRuntimeGenAISession,
     build_options,
     builder_command,
@@ -17,10 +20,7 @@ from phi3_aipc.backends.onnxruntime_genai import (
     check_model_folder,
     onnx_weights,
 )
-from phi3_aipc.backends.plan import Plan
-from phi3_aipc.chat import prompt_ids
-from phi3_aipc.errors import BadInput, ModelNotFound
-from phi3_aipc.models import resolve_model
+from phi3_aipc.routes.plan import Plan
 from phi3_aipc.standin import load_chats
 
 from .conftest import PARITY_STRINGS, cli_json, run_cli

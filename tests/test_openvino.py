@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from phi3_aipc import open_session
-from phi3_aipc.backends import prepare
-from phi3_aipc.backends.openvino import check_export, export_command, weight_options
 from phi3_aipc.cache import MANIFEST, folder_size_mb, seal
 from phi3_aipc.errors import BadInput, ModelNotFound
 from phi3_aipc.models import resolve_model
+from phi3_aipc.routes import prepare
+from phi3_aipc.routes.openvino import check_export, export_command, weight_options
 from phi3_aipc.standin import load_chats
 
 from .conftest import PARITY_STRINGS, cli_json, run_cli

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from phi3_aipc import catalog
-from phi3_aipc.backends import prepare
 from phi3_aipc.cli import main
+from phi3_aipc.routes import prepare
 from phi3_aipc.standin import load_chats
 
 from .conftest import run_cli
@@ -196,8 +196,8 @@ def test_an_earlier_export_is_used_when_memory_is_short_now(stand_in, tmp_path, 
     fitted, is used rather than a download of the publisher's build."""
     import psutil
 
-    from phi3_aipc.backends import get_route, prebuilt_instead
     from phi3_aipc.models import ModelSource
+    from phi3_aipc.routes import get_route, prebuilt_instead
 
     class Short:
         available = 10**8  # 0.1 GB free now
@@ -225,8 +225,8 @@ def test_skip_preflight_exports_rather_than_take_the_prebuilt_build(stand_in, mo
     memory estimate says; before, the default request still took the publisher's build."""
     import psutil
 
-    from phi3_aipc.backends import get_route, prebuilt_instead
     from phi3_aipc.models import ModelSource
+    from phi3_aipc.routes import get_route, prebuilt_instead
 
     class Short:
         available = 10**8  # 0.1 GB free: auto would download the publisher's build
@@ -245,9 +245,9 @@ def test_naming_a_setting_at_its_default_value_asks_for_an_export(stand_in, monk
                                                                    capsys):
     """--block-size 128 is the CPU's default, yet a request that names it is one's own: it
     exports, as the README and --prebuilt's help say ("names none of the route's settings")."""
-    from phi3_aipc.backends import get_route, prebuilt_instead
-    from phi3_aipc.backends.onnxruntime_genai import DEFAULT_BLOCK_SIZE
     from phi3_aipc.models import ModelSource
+    from phi3_aipc.routes import get_route, prebuilt_instead
+    from phi3_aipc.routes.onnxruntime_genai import DEFAULT_BLOCK_SIZE
 
     monkeypatch.setenv("PHI3_AIPC_PREBUILT", "yes")
     route = get_route("onnxruntime-genai")

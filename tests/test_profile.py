@@ -162,7 +162,7 @@ def test_ort_kernels_are_read_from_the_decoder_genai_config_names(tmp_path):
 def test_profile_plans_the_cpu_layout_where_directml_is_there(tmp_path, monkeypatch):
     """On a PC with DirectML the route's default plan is DirectML's layout; the profile runs
     on the CPU, so it must plan (and export) the CPU's."""
-    from phi3_aipc.backends import get_route, onnxruntime_genai
+    from phi3_aipc.routes import get_route, onnxruntime_genai
 
     monkeypatch.setattr(onnxruntime_genai, "directml_status", lambda: (True, ""))
     assert get_route("onnxruntime-genai").plan().device == "dml"  # the PC the defect was on

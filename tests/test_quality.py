@@ -28,8 +28,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from phi3_aipc import quality
-from phi3_aipc.backends import get_route, prepare, prepare_artifact
 from phi3_aipc.models import resolve_model
+from phi3_aipc.routes import get_route, prepare, prepare_artifact
 
 from .conftest import NPU_SKIPPED, run_cli
 

@@ -114,8 +114,8 @@ def test_every_pinned_version_named_is_the_setups(doc):
 
 def test_the_docs_state_the_defaults_the_code_has():
     """Default settings live once, in the route's file; the docs must say the same."""
-    from phi3_aipc.backends.onnxruntime_genai import DEFAULT_BLOCK_SIZE
-    from phi3_aipc.backends.openvino import PRESETS
+    from phi3_aipc.routes.onnxruntime_genai import DEFAULT_BLOCK_SIZE
+    from phi3_aipc.routes.openvino import PRESETS
 
     readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
     reference = " ".join((ROOT / "notebooks/README.md").read_text(encoding="utf-8").split())
@@ -131,7 +131,7 @@ def test_the_docs_state_the_defaults_the_code_has():
                                                            DEFAULT_BLOCK_SIZE["dml"])
     # The option names the installed builder reads (0.18 silently ignores the old int4_ ones),
     # in the reference and in notebook 02's typed command and its build cell.
-    from phi3_aipc.backends.onnxruntime_genai import builder_option_names
+    from phi3_aipc.routes.onnxruntime_genai import builder_option_names
 
     block, level = builder_option_names()
     typed = f"--extra_options {block}={DEFAULT_BLOCK_SIZE['cpu']} {level}=4"

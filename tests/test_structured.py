@@ -36,8 +36,8 @@ from pydantic import (
     create_model,
 )
 
-from phi3_aipc.backends import prepare
 from phi3_aipc.models import resolve_model
+from phi3_aipc.routes import prepare
 from phi3_aipc.standin import load_chats
 
 ov_genai = pytest.importorskip("openvino_genai")

@@ -239,7 +239,7 @@ ROUTES = [("transformers", "fp32", None), ("openvino", "int4", None),
 @pytest.mark.parametrize("route,precision,device", ROUTES, ids=[r[0] for r in ROUTES])
 def test_every_route_stops_when_the_streamer_says_so(stand_in, route, precision, device):
     """The Stop button's signal, one level down: a streamer returning True."""
-    from phi3_aipc.backends import get_route
+    from phi3_aipc.routes import get_route
 
     if not get_route(route).is_installed():
         pytest.skip(f"the {route} route is not installed here")

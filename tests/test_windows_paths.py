@@ -113,9 +113,9 @@ def tail(path: str, root: str) -> list[str]:
 def test_the_measured_cache_layout_is_cache_pys(tmp_path, monkeypatch):
     """The folders and temporary names `cache_paths` measures are the ones cache.py, exports.py
     and the NPU route make (same names, or same lengths where a digest varies)."""
-    from phi3_aipc.backends.npu_library import worker_folder
     from phi3_aipc.exports import export_dir
     from phi3_aipc.models import ModelSource
+    from phi3_aipc.routes.npu_library import worker_folder
 
     monkeypatch.setenv("PHI3_AIPC_CACHE", str(tmp_path))
     model = MODELS["microsoft/Phi-3-mini-128k-instruct"]

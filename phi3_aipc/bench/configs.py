@@ -8,8 +8,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..backends import REGISTRY, get_route
 from ..catalog import weight_count
+from ..routes import REGISTRY, get_route
 from ..standin import DATA
 
 PROMPTS_FILE = DATA / "bench_prompts.json"

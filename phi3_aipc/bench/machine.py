@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..backends import all_routes
 from ..doctor import doctor
+from ..routes import all_routes
 
 
 def machine(bandwidth: bool = True) -> dict:

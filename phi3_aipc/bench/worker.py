@@ -14,10 +14,10 @@ import statistics
 import sys
 import time
 
-from ..backends import GenerationRequest, get_route, prepare_artifact
 from ..cache import folder_size_mb
 from ..errors import Phi3AipcError
 from ..processes import protocol_sender
+from ..routes import GenerationRequest, get_route, prepare_artifact
 from .configs import BenchConfig, load_prompts
 
 

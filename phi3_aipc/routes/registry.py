@@ -11,10 +11,10 @@ from ..structured import FLAG
 # name -> "module:class".
 DEFAULT_ROUTE = "transformers"  # the reference every other route is checked against
 REGISTRY = {
-    "transformers": "phi3_aipc.backends.transformers:TransformersRoute",
-    "openvino": "phi3_aipc.backends.openvino:OpenVINORoute",
-    "onnxruntime-genai": "phi3_aipc.backends.onnxruntime_genai:OnnxRuntimeGenAIRoute",
-    "npu-library": "phi3_aipc.backends.npu_library:NPULibraryRoute",
+    "transformers": "phi3_aipc.routes.transformers:TransformersRoute",
+    "openvino": "phi3_aipc.routes.openvino:OpenVINORoute",
+    "onnxruntime-genai": "phi3_aipc.routes.onnxruntime_genai:OnnxRuntimeGenAIRoute",
+    "npu-library": "phi3_aipc.routes.npu_library:NPULibraryRoute",
 }
 
 

@@ -2,7 +2,7 @@
 
 Run by the npu-library route inside the library's own environment (.venv-npu):
 
-    python -m phi3_aipc.backends.npu_worker --model FOLDER --precision int4 --name stand-in
+    python -m phi3_aipc.routes.npu_worker --model FOLDER --precision int4 --name stand-in
 
 One model per process, because the library aborts the process when a second model with the same
 layer shapes runs in it. The protocol is JSON lines: the worker says {"event": "ready", ...}

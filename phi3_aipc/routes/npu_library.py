@@ -169,7 +169,7 @@ class NPULibrarySession(Session):
         env = child_env(PYTHONWARNINGS="ignore::DeprecationWarning,"
                                        "ignore:pkg_resources is deprecated:UserWarning")
         self.proc = start(
-            [python, "-m", "phi3_aipc.backends.npu_worker", "--model", str(artifact),
+            [python, "-m", "phi3_aipc.routes.npu_worker", "--model", str(artifact),
              "--precision", plan.precision, "--name", model,
              "--compiled", str(worker_folder(artifact) / f"compiled-{plan.precision}")],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
