@@ -244,7 +244,7 @@ def test_skip_preflight_exports_rather_than_take_the_prebuilt_build(stand_in, mo
 def test_naming_a_setting_at_its_default_value_asks_for_an_export(stand_in, monkeypatch,
                                                                    capsys):
     """--block-size 128 is the CPU's default, yet a request that names it is one's own: it
-    exports, as the README and --prebuilt's help say ("names none of the route's settings")."""
+    exports, as docs/models.md and --prebuilt's help say ("names none of the route's settings")."""
     from phi3_aipc.models import ModelSource
     from phi3_aipc.routes import get_route, prebuilt_instead
     from phi3_aipc.routes.onnxruntime_genai import DEFAULT_BLOCK_SIZE
@@ -255,6 +255,6 @@ def test_naming_a_setting_at_its_default_value_asks_for_an_export(stand_in, monk
     named = route.plan("int4", "cpu", {"block_size": DEFAULT_BLOCK_SIZE["cpu"]})
     assert not named.is_default and prebuilt_instead(route, named, source) == named
     assert prebuilt_instead(route, route.plan("int4", "cpu"), source).prebuilt
-    readme = " ".join((Path(__file__).parent.parent / "README.md").read_text().split())
-    assert "a request that names none of the route's settings" in readme
+    models = " ".join((Path(__file__).parent.parent / "docs/models.md").read_text().split())
+    assert "a request that names none of the route's settings" in models
     assert "names none of the route's settings" in " ".join(command_help("prepare").split())
