@@ -7,21 +7,12 @@ click while tokens stream in; Stop makes the streamer return True, which every r
 from __future__ import annotations
 
 import html
-import threading
-from pathlib import Path
 
 from .catalog import DEFAULT_MODEL, MODELS
-from .chat import Conversation
+from .chat_session import ChatSession, ChatView
 from .errors import BadInput
-from .models import ModelSource, default_model, resolve_model
-from .routes import (
-    GenerationRequest,
-    GenerationResult,
-    Session,
-    artifact_markers,
-    get_route,
-    open_session,
-)
+from .models import ModelSource, default_model
+from .routes import GenerationResult, get_route
 
 DEFAULT_SYSTEM = "You are a helpful AI assistant."
 STYLE = """<style>
@@ -76,8 +67,9 @@ def stats_line(result: GenerationResult) -> str:
             f"{result.route} {result.precision} on {result.device}")
 
 
-class ChatWidget:
-    """A multi-turn chat on one of `routes`, with route, device and precision pickers.
+class ChatWidget(ChatView):
+    """A multi-turn chat on one of `routes`, with route, device and precision pickers: the view
+    of a `ChatSession`, which loads the model, keeps the conversation and streams the reply.
 
     The history is kept within the model's context window: when the next prompt would not fit
     (leaving room for `max_new_tokens`), the oldest turns are dropped and a note says so.
@@ -105,17 +97,9 @@ class ChatWidget:
         if route not in names:
             raise BadInput(f"The chat starts on route {route!r}, which is not among its routes "
                            f"{', '.join(names)}.")
-        self.model, self.greedy = model, greedy
-        self.conversation = Conversation(system, max_new_tokens, context)
-        self.loaded, self.artifact = loaded, artifact
-        if loaded is not None and artifact is None:
-            raise BadInput("Give the folder the loaded model came from too (artifact=...).")
-        self.source: ModelSource | None = None
-        self.session: Session | None = None
-        self.result: GenerationResult | None = None
-        self.error: Exception | None = None  # why the last reply failed, if it did
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
+        self.chat = ChatSession(route, model, precision, device, system, max_new_tokens, greedy,
+                                context, loaded, artifact, view=self)
+        self._reply_item = None  # the transcript's line the reply streams into
 
         start = model.name if isinstance(model, ModelSource) else model
         self.model_choice = model_picker(start)
@@ -148,8 +132,8 @@ class ChatWidget:
 
         self.model_choice.observe(lambda change: self._pick_model(change["new"]), "value")
         self.route.observe(lambda _: self._fill_pickers(), "value")
-        self.device.observe(lambda _: self._drop_session(), "value")
-        self.precision.observe(lambda _: self._drop_session(), "value")
+        self.device.observe(lambda change: self.chat.choose(device=change["new"]), "value")
+        self.precision.observe(lambda change: self.chat.choose(precision=change["new"]), "value")
         self.send_button.on_click(lambda _: self.send())
         self.stop_button.on_click(lambda _: self.stop())
         self.clear_button.on_click(lambda _: self.clear())
@@ -163,6 +147,18 @@ class ChatWidget:
 
     def _repr_mimebundle_(self, **kwargs):
         return self.box._repr_mimebundle_(**kwargs)
+
+    # The chat's state, as the notebooks and tests read it (the ChatSession's).
+    model = property(lambda self: self.chat.model)
+    loaded = property(lambda self: self.chat.loaded)
+    artifact = property(lambda self: self.chat.artifact)
+    greedy = property(lambda self: self.chat.greedy)
+    source = property(lambda self: self.chat.source)
+    session = property(lambda self: self.chat.session)
+    result = property(lambda self: self.chat.result)
+    error = property(lambda self: self.chat.error)  # why the last reply failed, if it did
+    conversation = property(lambda self: self.chat.conversation)
+    busy = property(lambda self: self.chat.busy)
 
     @property
     def history(self) -> list[dict]:
@@ -186,10 +182,6 @@ class ChatWidget:
     def max_new_tokens(self, tokens: int) -> None:
         self.conversation.max_new_tokens = tokens
 
-    @property
-    def busy(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
     def send(self, text: str | None = None) -> None:
         """Send `text` (default: what is typed in the box); the reply streams in the background."""
         text = self.input.value if text is None else text
@@ -200,32 +192,25 @@ class ChatWidget:
             self.status.value = "Type a message first."
             return
         self.input.value = ""
-        self.result, self.error = None, None
-        self._stop.clear()
+        self.conversation.system = self.system.value
         self._set_busy(True)
-        self._thread = threading.Thread(target=self._reply, args=(text,), daemon=True)
-        self._thread.start()
+        self.chat.send(text)
 
     def stop(self) -> None:
         """End the reply being generated; the text so far stays, and joins the history."""
         if self.busy:
             self.status.value = "Stopping ..."
-            self._stop.set()
+            self.chat.stop()
 
     def wait(self, timeout: float | None = None) -> GenerationResult | None:
         """Block until the current reply is done and return its result; if the reply failed,
         raise its error here too (the widget shows it in its status line)."""
-        if self._thread is not None:
-            self._thread.join(timeout)
-        if self.error is not None:
-            raise self.error
-        return self.result
+        return self.chat.wait(timeout)
 
     def clear(self) -> None:
         """Start a new chat: forget the history and empty the transcript."""
         if not self.busy:
-            self.conversation.clear()
-            self.result = None
+            self.chat.clear()
             self.transcript.children = ()
             self.status.value = "New chat."
 
@@ -237,20 +222,13 @@ class ChatWidget:
         self.precision.options = list(route.precisions)
         self.precision.value = precision if precision in route.precisions \
             else route.default_precision
-        self._drop_session()
+        self.chat.choose(route.name, self.precision.value, self.device.value)
 
     def _pick_model(self, name: str) -> None:
-        """Another model: forget the loaded one and the conversation (it was with that model)."""
-        self.model, self.source = name, None
-        self._drop_session()
+        """Another model: a new chat with it."""
+        self.chat.choose_model(name)
         self.clear()
         self.status.value = f"New chat with {html.escape(name)}: it loads with the first message."
-
-    def _drop_session(self) -> None:
-        """Forget the loaded model; the next message loads what the pickers say."""
-        if self.session is not None:
-            self.session.close()
-        self.session = None
 
     def _set_busy(self, busy: bool) -> None:
         for w in (self.send_button, self.clear_button):
@@ -268,54 +246,30 @@ class ChatWidget:
         self.transcript.children = (*self.transcript.children, item)
         return item
 
-    def _load(self) -> Session:
-        if self.session is None:
-            route, precision, device = self.route.value, self.precision.value, self.device.value
-            self.status.value = (f"Loading {route} {precision} on {device} (the first time, "
-                                 "this prepares the model, which can take minutes) ...")
-            if self.source is None:
-                self.source = (self.model if isinstance(self.model, ModelSource)
-                               else resolve_model(self.model, artifacts=artifact_markers()))
-            if self.loaded is None:
-                self.session = open_session(route, precision, device, model=self.source)
-            else:
-                chosen = get_route(route)
-                self.session = chosen.adopt(chosen.plan(precision, device), self.loaded,
-                                            Path(self.artifact), self.source.name)
-            if self.session.device_note:
-                self._add("chat-note", html.escape(self.session.device_note))
-        return self.session
+    # What the ChatSession tells (ChatView), drawn; called from the reply's thread.
+    def loading(self, route: str, precision: str, device: str) -> None:
+        self.status.value = (f"Loading {route} {precision} on {device} (the first time, "
+                             "this prepares the model, which can take minutes) ...")
 
-    def _reply(self, text: str) -> None:
-        try:
-            session = self._load()
-            self.conversation.system = self.system.value
-            messages, dropped = self.conversation.ask(session, text)
-            if dropped:
-                context = self.conversation.window(session)[0]
-                self._add("chat-note", f"(The oldest {dropped} turn{'s' * (dropped > 1)} "
-                          f"of this chat no longer fit the model's {context}-token context "
-                          "window with room for the reply, so the model no longer sees them.)")
-            self._add("chat-user", "<b>You:</b> " + html.escape(text))
-            reply = self._add("chat-reply", "")
-            self.status.value = "Answering ... (Stop ends the reply here)"
-            streamed: list[str] = []
+    def note(self, text: str) -> None:
+        self._add("chat-note", html.escape(text))
 
-            def streamer(piece: str) -> bool:
-                streamed.append(piece)
-                reply.value = html.escape("".join(streamed))
-                return self._stop.is_set()
+    def asking(self, text: str) -> None:
+        self._add("chat-user", "<b>You:</b> " + html.escape(text))
+        self._reply_item = self._add("chat-reply", "")
+        self.status.value = "Answering ... (Stop ends the reply here)"
 
-            request = GenerationRequest(max_new_tokens=self.max_new_tokens, greedy=self.greedy)
-            result = session.generate(messages, request, streamer=streamer)
-            reply.value = html.escape(result.text)
-            self._add("chat-stats", html.escape(stats_line(result)))
-            self.conversation.answered(messages, result.text)
-            self.result = result
-            self.status.value = ("Stopped: the reply so far stays in the chat."
-                                 if result.finish_reason == "stopped" else "Ready.")
-        except Exception as err:  # shown in the widget: a thread's exception would vanish
-            self.result, self.error = None, err
-            self.status.value = f"<b>{type(err).__name__}</b>: {html.escape(str(err))}"
-        finally:
-            self._set_busy(False)
+    def streamed(self, text: str) -> None:
+        self._reply_item.value = html.escape(text)
+
+    def answered(self, result: GenerationResult) -> None:
+        self._reply_item.value = html.escape(result.text)
+        self._add("chat-stats", html.escape(stats_line(result)))
+        self.status.value = ("Stopped: the reply so far stays in the chat."
+                             if result.finish_reason == "stopped" else "Ready.")
+
+    def failed(self, error: Exception) -> None:
+        self.status.value = f"<b>{type(error).__name__}</b>: {html.escape(str(error))}"
+
+    def idle(self) -> None:
+        self._set_busy(False)

@@ -173,7 +173,7 @@ LAYERS = (
     ("standin", "models"),
     ("prebuilt",),
     ("routes",),
-    ("exports", "quality", "doctor", "bench"),
+    ("exports", "quality", "doctor", "bench", "chat_session"),
     ("widgets", "cli", ""),  # "": the package's face, phi3_aipc/__init__.py
 )
 PACKAGE = Path(__file__).resolve().parent.parent / "phi3_aipc"
