@@ -5,11 +5,45 @@ them on every notebook it executes; a lesson that prints the wrong text fails th
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CHATS = json.loads((ROOT / "data" / "standin_chats.json").read_text(encoding="utf-8"))["chats"]
 SECOND_TURN = CHATS[5]["reply"]
+RECAP_HEAD = "| what ran | device | precision | tokens/s | first token | memory |"
+FIGURES = {"tokens/s": re.compile(r"\d+(\.\d+)?"), "first token": re.compile(r"\d+(\.\d+)? ms"),
+           "memory": re.compile(r"\d+(\.\d+)? GB( \(.+\))?")}
+
+
+def recap_problems(out: str) -> list[str]:
+    """What a notebook's recap table lacks: each row names what ran, its device and precision,
+    and this run's figures (tokens/s above 0, the first token in ms, memory in GB). A row may
+    instead say `not run` with its reason in the second column (an NPU section without an NPU);
+    at least one row must have run."""
+    if RECAP_HEAD not in out:
+        return [f"no recap table (its header {RECAP_HEAD!r})"]
+    problems, ran = [], 0
+    for line in out.split(RECAP_HEAD, 1)[1].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 2 and cells[1].startswith("not run"):
+            continue
+        if len(cells) != 6:
+            problems.append(f"a row without six cells: {line!r}")
+            continue
+        what, device, precision, *figures = cells
+        for name, cell in (("what ran", what), ("device", device), ("precision", precision)):
+            if not cell or cell.lower() in ("none", "nan", "n/a", "?", "unknown"):
+                problems.append(f"{name} missing in {line!r}")
+        for (name, pattern), cell in zip(FIGURES.items(), figures):
+            if not pattern.fullmatch(cell):
+                problems.append(f"{name} is {cell!r}, not a figure, in {line!r}")
+        if FIGURES["tokens/s"].fullmatch(figures[0]) and float(figures[0]) <= 0:
+            problems.append(f"tokens/s is 0 in {line!r}")
+        ran += 1
+    return problems + ([] if ran else ["no row that ran"])
 
 
 def text_of(cell) -> str:
@@ -58,6 +92,13 @@ def check(name: str, nb, routes: list[str]) -> list[str]:
             elif what == "bench-table":
                 want = f"a row for each of {routes} and no skipped row"
                 ok = all(f"| {r} " in out for r in routes) and "skipped" not in out
+            elif what == "recap":  # every notebook's last lesson: what ran, where, how fast
+                found = recap_problems(out)
+                want, ok = "; ".join(found), not found
+                if not ok:
+                    problems.append(f"{name} cell {i} ({tag}): the recap is incomplete: {want}; "
+                                    f"got {out[-600:]!r}")
+                    continue
             elif what == "quality-table":
                 want = f"a row with figures for each of {routes}"
                 ok = (all(f"| {r} " in out for r in routes) and "not measured" not in out
