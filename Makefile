@@ -13,7 +13,7 @@ setup:  ## only create/update the environment
 	$(BOOTSTRAP) setup
 lab:  ## JupyterLab on the notebooks
 	$(BOOTSTRAP) lab
-docs:  ## run the notebooks on the stand-in and render them to docs/site/ (HTML)
+docs:  ## the site: README, docs/ and every notebook run on the stand-in, in docs/site/ (Sphinx)
 	$(BOOTSTRAP) docs $(ARGS)
 test-latest:  ## the parity tests and notebooks on the newest route packages, unpinned (not CI)
 	$(PYTHON) scripts/test_latest.py $(ARGS)

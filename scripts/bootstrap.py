@@ -6,7 +6,7 @@
     python scripts/bootstrap.py test-quick  # the unit and CLI tests only (under 10 minutes)
     python scripts/bootstrap.py setup    # only the environment
     python scripts/bootstrap.py lab      # JupyterLab on notebooks/
-    python scripts/bootstrap.py docs     # the notebooks run and rendered to docs/site/
+    python scripts/bootstrap.py docs     # the documentation site, notebooks run, in docs/site/
 
 Only the standard library is used here, so any Python 3.10-3.12 can run it. Installing is
 skipped when pyproject.toml and this script are unchanged since the last successful setup.
@@ -117,7 +117,7 @@ def setup_main() -> None:
     if create(VENV, STAMP):
         print("Installing the project into .venv (first time: a few minutes) ...", flush=True)
         # TORCH again, or pip upgrades torch (to a CUDA build) for optimum-intel's torchvision.
-        pip(VENV, TORCH, "-e", ".[all]")
+        pip(VENV, TORCH, "-e", ".[all,docs]")  # docs: `make docs`, and test_docs builds the site
         drop_torchvision(VENV)
         # A "python3" kernel inside .venv, found first through JUPYTER_PATH (see jupyter_env).
         # UTF-8 mode: on Windows the kernel and its `!` children then agree on UTF-8 instead of

@@ -1,10 +1,12 @@
-"""`make docs` builds the rendered site, and the cells that teach print what they should.
+"""`make docs` builds the site (Sphinx + MyST-NB), and the cells that teach print what they should.
 
 The checks of the tagged cells (the stand-in's fixed replies streamed by each library's own code,
 the second turn of each chat, notebook 04's tables with a row per route, the stops in notebook
 05) run inside nbval's run of every notebook (conftest.py), so a lesson that prints the wrong
-text fails there. Here the site is built for the two notebooks whose pages show the most (a
-streamed reply, the chat widget's saved state), to check the rendering itself.
+text fails there. Here the whole site is built as CI builds it: the README, every page of docs/
+and every notebook, with the two notebooks whose pages show the most (a streamed reply, the chat
+widget's saved state) executed and the others rendered as committed (nbval has run them all
+already); the build fails on a Sphinx warning and on a local link that leads nowhere.
 """
 import importlib.util
 import sys
@@ -26,21 +28,63 @@ def site(tmp_path_factory, stand_in):
 
 
 @pytest.mark.slow
-def test_the_built_pages_lessons_print_what_they_should(site):
+def test_the_site_builds_with_no_broken_link_and_its_lessons_right(site):
     _, problems = site
     assert problems == []
 
 
 @pytest.mark.slow
-def test_each_page_shows_its_outputs(site):
+def test_each_page_is_in_the_site_and_shows_its_outputs(site):
     out, _ = site
-    pages = {p.stem: p.read_text(encoding="utf-8") for p in out.glob("0*.html")}
-    assert sorted(pages) == PAGES
+    docs = [p.relative_to(ROOT).with_suffix(".html") for p in (ROOT / "docs").rglob("*.md")
+            if "site" not in p.parts and p.name != "index.md"]
+    notebooks = [Path("notebooks") / f"{p.stem}.html" for p in (ROOT / "notebooks").glob("*.ipynb")]
+    missing = [str(p) for p in [*docs, *notebooks, Path("notebooks/README.html"),
+                                Path("index.html"), Path("search.html"), Path("searchindex.js")]
+               if not (out / p).is_file()]
+    assert not missing
+    pages = {p.stem: p.read_text(encoding="utf-8") for p in (out / "notebooks").glob("0*.html")}
+    # The streamed reply is one output: its pieces were joined, no markup between them.
     assert build_docs.CHATS[0]["reply"] in pages["03_openvino"]
-    # A streamed reply is one output, not one line per piece.
-    assert "<pre>I am the phi3-aipc stand-in, a tiny offline model." in pages["03_openvino"]
     assert "application/vnd.jupyter.widget-state+json" in pages["05_chat"]  # the chat renders
-    assert (out / "index.html").is_file()
+    assert "application/vnd.jupyter.widget-state+json" not in pages["06_build_with_it"]  # not run
+    assert "Two environments" in (out / "docs" / "install.html").read_text(encoding="utf-8")
+
+
+def test_a_link_to_nothing_is_found(tmp_path):
+    """The offline link check finds a missing page and a missing anchor, not a present one."""
+    (tmp_path / "a.html").write_text('<h1 id="top">A</h1><a href="b.html#top">b</a>'
+                                     '<a href="b.html#gone">gone</a><a href="c.html">c</a>'
+                                     '<a href="#top">here</a><a href="https://x.org/y">web</a>')
+    (tmp_path / "b.html").write_text('<section id="top"><a href="a.html">a</a></section>')
+    assert build_docs.broken_links(tmp_path) == ["a.html: b.html#gone: no such anchor",
+                                                 "a.html: c.html: no such file"]
+
+
+def test_links_to_repository_files_lead_to_them():
+    """A page's link to a site page stays; one to another repository file leads to it in the
+    repository; one to a file that is not there is a problem."""
+    problems = []
+    page = ROOT / "docs" / "benchmark.md"
+    text = ("[a](install.md#x) [b](../data/quality_text.txt) [c](../examples/) [d](gone.md) "
+            "[e](https://x.org) [f](#here)")
+    staged = {ROOT / "docs" / "install.md"}
+    assert build_docs.rebase_links(text, page, staged, problems) == (
+        f"[a](install.md#x) [b]({build_docs.REPO_URL}/blob/HEAD/data/quality_text.txt) "
+        f"[c]({build_docs.REPO_URL}/tree/HEAD/examples) [d](gone.md) [e](https://x.org) [f](#here)")
+    assert problems == ["docs/benchmark.md: link to gone.md: no such file"]
+
+
+def test_a_page_in_no_table_of_contents_or_a_missing_one_fails(tmp_path):
+    """Sphinx runs with -W: an entry with no page, and a page that no table of contents lists,
+    fail the build."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "index.md").write_text("# Home\n\n```{toctree}\nmissing\n```\n")
+    (src / "orphan.md").write_text("# Orphan\n")
+    problems = " ".join(build_docs.sphinx(src, tmp_path / "out"))
+    assert "nonexisting document 'missing'" in problems
+    assert "document isn't included in any toctree" in problems
 
 
 def test_a_wrong_reply_fails_the_check():
