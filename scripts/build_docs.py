@@ -32,7 +32,7 @@ DOCS = ROOT / "docs"
 # project is published, as the README's Binder badge: replace phi3-aipc/phi3-aipc there too).
 REPO_URL = "https://github.com/phi3-aipc/phi3-aipc"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lesson_checks import CHATS, check  # noqa: E402,F401  (beside this script; tests read CHATS here)
+from lesson_checks import CHATS, check, text_of  # noqa: E402,F401  (beside this script; tests use them)
 
 
 def coalesce(nb) -> None:

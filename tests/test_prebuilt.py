@@ -150,12 +150,12 @@ def test_the_notebooks_take_the_prebuilt_builds_offline(hub, stand_in, monkeypat
     for name, route in [("02_directml_onnxruntime_genai", "onnxruntime-genai"),
                         ("03_openvino", "openvino"), ("05_chat", "onnxruntime-genai"),
                         ("05_chat", "openvino")]:
-        page = (out / f"{name}.html").read_text(encoding="utf-8")
+        page = (out / "notebooks" / f"{name}.html").read_text(encoding="utf-8")
         built = build_for(route, "cpu" if route == "onnxruntime-genai" else "CPU")
         assert f"Using the prebuilt build {built.repo}" in page, name
     # notebook 05's chat widget talks to the same prebuilt build, not an export of its own
     chat = build_for("openvino", "CPU")
-    assert f"| {chat.repo} |" in (out / "05_chat.html").read_text(encoding="utf-8")
+    assert f"| {chat.repo} |" in (out / "notebooks/05_chat.html").read_text(encoding="utf-8")
 
 
 @pytest.fixture(scope="module")
