@@ -155,15 +155,12 @@ def looks_like_path(name: str) -> bool:
 
 def check_phi3_folder(folder: Path, artifacts: tuple[str, ...] = ()) -> None:
     """Refuse a folder that is not a Phi-3 checkpoint, saying what is missing; a folder holding
-    one of `artifacts` (a route's prepared artifact) needs only its config.json here."""
-    genai = folder / "genai_config.json"  # a model already built for ONNX Runtime GenAI
-    if genai.is_file() and not (folder / "config.json").is_file():
-        model_type = json.loads(genai.read_text(encoding="utf-8"))["model"].get("type")
-        if model_type not in FAMILY:
-            raise ModelNotFound(f"{folder} holds an ONNX Runtime GenAI {model_type!r} model, "
-                                "not Phi-3. These notebooks are written for Phi-3-mini.")
-        return
+    one of `artifacts` (a route's prepared artifact) needs at most its config.json here: the
+    route that reads it checks the rest (some, as Microsoft's ONNX builds, carry none)."""
+    artifact = any((folder / marker).is_file() for marker in artifacts)
     config = folder / "config.json"
+    if artifact and not config.is_file():
+        return
     if not config.is_file():
         raise ModelNotFound(f"{folder} has no config.json, so it is not a Hugging Face model "
                             "folder. Point to the folder that holds config.json and the weights.")
@@ -172,8 +169,8 @@ def check_phi3_folder(folder: Path, artifacts: tuple[str, ...] = ()) -> None:
     if model_type not in FAMILY:
         raise ModelNotFound(f"{folder} holds a {model_type!r} model, not Phi-3 (model_type "
                             "'phi3'). These notebooks are written for Phi-3-mini.")
-    if any((folder / marker).is_file() for marker in artifacts):
-        return  # a route's artifact: the route that reads it checks it
+    if artifact:
+        return
     if not any(any(folder.glob(pattern)) for pattern in ("*.safetensors", "*.bin")):
         raise ModelNotFound(f"{folder} has a Phi-3 config.json but no weight files "
                             "(*.safetensors). Download the model again.")

@@ -44,6 +44,19 @@ def test_folder_with_another_architecture(tmp_path):
         resolve_model(str(tmp_path))
 
 
+def test_a_routes_artifact_needs_no_checkpoint_here_and_its_route_checks_it(tmp_path):
+    """A folder holding a route's marker (a Microsoft ONNX build carries no config.json) is the
+    route's to check: models.py takes the markers it is given and names no route's format."""
+    (tmp_path / "genai_config.json").write_text(json.dumps({"model": {"type": "llama"}}))
+    with pytest.raises(ModelNotFound, match="no config.json"):
+        resolve_model(str(tmp_path))
+    assert resolve_model(str(tmp_path), artifacts=("genai_config.json",)).path == tmp_path
+    out = run_cli("generate", "--route", "onnxruntime-genai", "--model", str(tmp_path),
+                  "--prompt", "hi")
+    assert out.returncode == 2, out.stderr
+    assert "holds an ONNX Runtime GenAI 'llama' model, not Phi-3" in out.stderr
+
+
 def test_phi3_folder_without_weights(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "phi3"}))
     with pytest.raises(ModelNotFound, match="no weight files"):

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from ..cache import read_manifest
+from ..catalog import FAMILY
 from ..envs import IS_WINDOWS
 from ..errors import BadInput, DeviceUnavailable, ModelNotFound
 from ..structured import for_llguidance, refused_schema
@@ -377,7 +378,10 @@ class OnnxRuntimeGenAIRoute(Route):
         return builder_command(source, out, plan.precision, dict(plan.prepare_options), scratch)
 
     def check_artifact(self, folder: Path, precision: str | None = None) -> None:
-        check_model_folder(folder)  # the session checks the precision against the manifest
+        model_type = check_model_folder(folder).get("model", {}).get("type")
+        if model_type not in FAMILY:  # the session checks the precision against the manifest
+            raise ModelNotFound(f"{folder} holds an ONNX Runtime GenAI {model_type!r} model, "
+                                "not Phi-3. These notebooks are written for Phi-3-mini.")
 
     def smoke_test(self, folder: Path) -> None:
         """A build counts as finished only once it loads (on the CPU provider) and generates."""
