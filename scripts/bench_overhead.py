@@ -2,7 +2,7 @@
 
 For OpenVINO GenAI and ONNX Runtime GenAI, the same artifact is loaded twice on the same device
 (for ONNX Runtime GenAI, DirectML where it is installed): once through `phi3_aipc` (a Session),
-once with only the backend's own API (LLMPipeline with a text streamer; og.Generator with a
+once with only the route's own library (LLMPipeline with a text streamer; og.Generator with a
 tokenizer stream, as in the libraries' samples). Both stream text, greedy, end-of-sequence
 ignored the same way (on DirectML with min_length: it cannot take a stop token back). Time per
 output token is measured from outside, the same way for both: (wall time for SHORT+EXTRA new
@@ -81,14 +81,14 @@ def raw_onnxruntime_genai(artifact, device: str):
 RAW = {"openvino": raw_openvino, "onnxruntime-genai": raw_onnxruntime_genai}
 
 
-def measure(backend: str, model: str, short: int, extra: int, reps: int) -> dict:
-    route = get_route(backend)
+def measure(route_name: str, model: str, short: int, extra: int, reps: int) -> dict:
+    route = get_route(route_name)
     plan = route.plan()
     source, artifact = prepare_artifact(plan, model, progress=True)
     session = route.load(plan, artifact, source.name)
     ours = lambda messages, n: session.generate(  # noqa: E731
         messages, max_new_tokens=n, greedy=True, ignore_eos=True, streamer=lambda text: None)
-    raw = RAW[backend](artifact, plan.device)
+    raw = RAW[route_name](artifact, plan.device)
     texts = [p["text"] for p in load_prompts()[256]]
     times = {"phi3_aipc": {short: [], short + extra: []}, "raw": {short: [], short + extra: []}}
     run = 0
@@ -106,7 +106,7 @@ def measure(backend: str, model: str, short: int, extra: int, reps: int) -> dict
                       zip(t[short], t[short + extra])] for name, t in times.items()}
     ratios = [a / b for a, b in zip(per_rep["phi3_aipc"], per_rep["raw"])]
     tpot = {name: statistics.median(v) for name, v in per_rep.items()}
-    return {"backend": backend, "precision": plan.precision, "model": source.name,
+    return {"route": route_name, "precision": plan.precision, "model": source.name,
             "tpot_ms_phi3_aipc": tpot["phi3_aipc"], "tpot_ms_raw": tpot["raw"],
             "ratio": tpot["phi3_aipc"] / tpot["raw"], "ratio_range": (min(ratios), max(ratios))}
 
@@ -114,21 +114,21 @@ def measure(backend: str, model: str, short: int, extra: int, reps: int) -> dict
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="bench-stand-in")
-    p.add_argument("--backend", action="append", choices=list(RAW))
+    p.add_argument("--route", "--backend", dest="route", action="append", choices=list(RAW))
     p.add_argument("--short", type=int, default=8, help="new tokens of the short run")
     p.add_argument("--extra", type=int, default=128, help="tokens the long run adds")
     p.add_argument("--reps", type=int, default=5)
     args = p.parse_args()
     resolve_model(args.model)  # build the stand-in once, before timing anything
-    results = [measure(b, args.model, args.short, args.extra, args.reps)
-               for b in args.backend or list(RAW)]
+    results = [measure(r, args.model, args.short, args.extra, args.reps)
+               for r in args.route or list(RAW)]
     print(f"\nTime per output token, median of {args.reps} rounds, (T({args.short}+{args.extra}) "
           f"- T({args.short})) / {args.extra}; target ratio <= {TARGET}")
-    print(f"{'backend':20} {'precision':9} {'phi3_aipc ms':>13} {'raw API ms':>11} {'ratio':>6} "
+    print(f"{'route':20} {'precision':9} {'phi3_aipc ms':>13} {'raw API ms':>11} {'ratio':>6} "
           "(range of the per-round ratios)")
     for r in results:
         verdict = "ok" if r["ratio"] <= TARGET else "OVER TARGET"
-        print(f"{r['backend']:20} {r['precision']:9} {r['tpot_ms_phi3_aipc']:13.2f} "
+        print(f"{r['route']:20} {r['precision']:9} {r['tpot_ms_phi3_aipc']:13.2f} "
               f"{r['tpot_ms_raw']:11.2f} {r['ratio']:6.3f} ({r['ratio_range'][0]:.3f}-"
               f"{r['ratio_range'][1]:.3f})  {verdict}")
     return 0
