@@ -78,6 +78,12 @@ def test_bench_describes_the_machine(report):
     assert m["packages"]["openvino"] and m["packages"]["torch"]
     assert m["bandwidth_gb_s"] > 0 and "torch.sum" in m["bandwidth_method"]
     assert "Fastest here:" in stdout and "GB/s" in stdout
+    # What each route's runtime reports, under the route's name: it holds what the keys before
+    # #31 held (openvino_devices: the device names; npu_library: installed, npu_available).
+    facts = m["route_facts"]
+    assert "CPU" in [d["name"] for d in facts["openvino"]["devices"]]
+    assert {"installed", "npu_available"} <= set(facts["npu-library"])
+    assert "openvino_devices" not in m and "npu_library" not in m
 
 
 @pytest.mark.slow
