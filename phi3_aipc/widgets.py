@@ -1,8 +1,8 @@
-"""Notebook widgets: a device picker, and a chat with Phi-3 on any route.
+"""Notebook widgets: a device picker, a model picker, and a chat with Phi-3 on any route.
 
-The chat generates on a thread of its own, so the kernel stays free to take the Stop button's
-click while tokens stream in; Stop makes the streamer return True, which every route takes as
-"end the reply here" (finish_reason "stopped").
+The chat widget draws a `chat_session.ChatSession` and wires its buttons to it: the session
+loads the model, keeps the conversation and generates on a thread of its own, so the kernel
+stays free to take the Stop button's click while tokens stream in.
 """
 from __future__ import annotations
 
