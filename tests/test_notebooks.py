@@ -93,3 +93,46 @@ def test_the_install_cells_pin_what_the_setup_installs():
     for pins in dicts:
         for name, version in pins.items():
             assert version in pinned.get(name, set()), f"{name}=={version} is not pyproject's"
+
+
+def lesson_checks():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("lesson_checks",
+                                                  NOTEBOOKS.parent / "scripts" / "lesson_checks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in NOTEBOOKS.glob("[0-9]*.ipynb")))
+def test_each_notebook_ends_with_a_recap_the_lesson_checks_read(name):
+    """The section before Next steps is a recap of this run: one cell tagged `check:recap`
+    that prints the table the check reads (nbval and `make docs` then check its figures)."""
+    cells = json.loads((NOTEBOOKS / f"{name}.ipynb").read_text(encoding="utf-8"))["cells"]
+    tagged = [i for i, c in enumerate(cells) if "check:recap" in c["metadata"].get("tags", [])]
+    assert len(tagged) == 1, f"{name}: {len(tagged)} cells tagged check:recap"
+    i = tagged[0]
+    assert re.match(r"## \d+\. Recap: what ran here", "".join(cells[i - 1]["source"]))
+    assert re.match(r"## \d+\. Next steps", "".join(cells[i + 1]["source"]))
+    assert lesson_checks().RECAP_HEAD in "".join(cells[i]["source"])
+
+
+@pytest.mark.parametrize("row, problem", [
+    ("| transformers, stand-in | CPU | bf16 | 41.3 | 12 ms | 0.9 GB (now, this kernel) |", None),
+    ("| transformers, stand-in | CPU | bfloat16 | nan | 12 ms | 0.9 GB |", "tokens/s is 'nan'"),
+    ("| transformers, stand-in |  | bfloat16 | 41.3 | 12 ms | 0.9 GB |", "device missing"),
+    ("| transformers, stand-in | CPU | bf16 | 41.3 | n/a ms | 0.9 GB |", "first token is"),
+    ("| transformers, stand-in | CPU | bfloat16 | 41.3 | 12 ms |", "without six cells"),
+    ("| NPU | not run: no NPU | | | | |", "no row that ran"),
+])
+def test_the_recap_check_fails_when_a_figure_is_missing(row, problem):
+    import nbformat
+
+    checks = lesson_checks()
+    cell = nbformat.v4.new_code_cell("recap", metadata={"tags": ["check:recap"]})
+    cell.outputs = [nbformat.v4.new_output("display_data", data={
+        "text/markdown": f"{checks.RECAP_HEAD}\n|---|---|---|---|---|---|\n{row}"})]
+    nb = nbformat.v4.new_notebook(cells=[cell])
+    found = "; ".join(checks.check("x", nb, []))
+    assert (problem in found) if problem else not found, found
