@@ -2,9 +2,9 @@
 it adds and the time it takes, on the default path a user of the real Phi-3-mini takes.
 
     python scripts/notebook_budget.py                  # the 4-layer bench stand-in (minutes)
-    python scripts/notebook_budget.py --layers 32 --as-if-gb 16 --readme
+    python scripts/notebook_budget.py --layers 32 --as-if-gb 16 --write-table
                                        # full size: Phi-3-mini-4k's exact shapes, random weights
-                                       # (7.6 GB), as on a 16 GB PC; writes the README table
+                                       # (7.6 GB), as on a 16 GB PC; writes docs/models.md's table
     make budget / make budget-full     # the same two
 
 The default path: the checkpoint in a Hugging Face cache under microsoft/Phi-3-mini-4k-instruct,
@@ -303,7 +303,7 @@ TABLE_HEAD = ["| Notebook | Peak memory (kernel and children) | Disk it adds | T
 
 
 def table(results: dict, kept: dict[str, str] | None = None) -> str:
-    """The README table; `kept`: rows of notebooks not measured this time, as they were."""
+    """The budget table (docs/models.md); `kept`: rows of notebooks not measured this time."""
     lines = ["Measured with the full-size stand-in "
              f"(Phi-3-mini-4k's shapes, random weights; one model copy = "
              f"{results['model_copy_gb']:.1f} GB in bf16) as a {results['as_if_gb'] or '?'} GB "
@@ -325,18 +325,27 @@ def table(results: dict, kept: dict[str, str] | None = None) -> str:
     return "\n".join(lines)
 
 
-def write_readme(results: dict) -> None:
-    readme = ROOT / "README.md"
-    text = readme.read_text(encoding="utf-8")
-    if TABLE_START not in text:
-        raise SystemExit(f"README.md has no {TABLE_START} marker")
+TABLE_PAGE = ROOT / "docs" / "models.md"  # the page that holds the table, between the markers
+
+
+def table_page_text() -> str:
+    """The table page's text; refused before a run (not after an hour of it) without markers."""
+    text = TABLE_PAGE.read_text(encoding="utf-8")
+    if TABLE_START not in text or TABLE_END not in text:
+        raise SystemExit(f"{TABLE_PAGE} has no {TABLE_START} ... {TABLE_END} "
+                         "markers to write the table between.")
+    return text
+
+
+def write_table(results: dict) -> None:
+    text = table_page_text()
     head, rest = text.split(TABLE_START, 1)
     old, tail = rest.split(TABLE_END, 1)
     # The rows of notebooks not run this time stay, with the date they were measured.
     kept = {line.split("|")[1].strip(): line for line in old.splitlines()
             if line.startswith("| 0") and len(line.split("|")) == len(TABLE_HEAD[1].split("|"))}
-    readme.write_text(f"{head}{TABLE_START}\n{table(results, kept)}\n{TABLE_END}{tail}",
-                      encoding="utf-8")
+    TABLE_PAGE.write_text(f"{head}{TABLE_START}\n{table(results, kept)}\n{TABLE_END}{tail}",
+                          encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -346,11 +355,14 @@ def main(argv: list[str] | None = None) -> int:
     args.add_argument("--as-if-gb", type=float, default=None,
                       help="hold this machine's memory beyond N GB while the notebooks run")
     args.add_argument("--json", help="where to write the results")
-    args.add_argument("--readme", action="store_true", help="write the README table")
+    args.add_argument("--write-table", "--readme", dest="write_table", action="store_true",
+                      help="write the table in docs/models.md (--readme: its old name)")
     args.add_argument("--timeout", type=int, default=3600, help="per cell, in seconds")
     args.add_argument("names", nargs="*", help="only these notebooks (e.g. 00 03_openvino), or "
                       "notebook files (run in notebooks/ like the others)")
     opts = args.parse_args(argv)
+    if opts.write_table:
+        table_page_text()  # no markers: said now, not after the run
 
     from phi3_aipc.cache import cache_dir
     from phi3_aipc.hardware import cpu_model, memory_gb
@@ -398,9 +410,9 @@ def main(argv: list[str] | None = None) -> int:
         if held is not None:
             held.kill()
     print(f"results: {out}")
-    if opts.readme:
-        write_readme(results)
-        print("README.md: table written")
+    if opts.write_table:
+        write_table(results)
+        print(f"table written in {TABLE_PAGE}")
     problems = check(results)
     for problem in problems:
         print(f"OVER BUDGET: {problem}", file=sys.stderr)

@@ -71,3 +71,21 @@ def test_a_chat_that_loads_a_second_copy_is_over_budget(tmp_path):
     r = results["notebooks"]["00_second_copy"]
     assert r["error"] is None and r["chats"], r
     assert "00_second_copy peaked at" in done.stderr and "more than 2.5 copies" in done.stderr
+
+
+def test_the_table_is_written_on_its_page_and_keeps_the_rows_not_measured(tmp_path, monkeypatch):
+    nb = budget()
+    page = tmp_path / "models.md"
+    kept = "| 04_compare_routes | 8.3 GB | 0.0 GB | 16.0 min | 2026-12-03, CPU X, 23.5 GB |  |"
+    page.write_text(f"# Models\n\n{nb.TABLE_START}\n{kept}\n{nb.TABLE_END}\n\nAfter.\n",
+                    encoding="utf-8")
+    monkeypatch.setattr(nb, "TABLE_PAGE", page)
+    nb.write_table({"model_copy_gb": 7.6, "as_if_gb": 16, "download_gb": 2.2, "date": "2026-12-07",
+                    "machine": "CPU Y, 23.5 GB", "notebooks": {"03_openvino": {
+                        "peak_gb": 9.5, "disk_added_gb": 8.0, "wall_s": 420, "error": None}}})
+    text = page.read_text(encoding="utf-8")
+    assert "| 03_openvino | 9.5 GB | 8.0 GB | 7.0 min | 2026-12-07" in text
+    assert kept in text and text.endswith(f"{nb.TABLE_END}\n\nAfter.\n")
+    page.write_text("# Models\n\nno markers\n", encoding="utf-8")
+    with pytest.raises(SystemExit, match="no <!-- budget-table -->"):
+        nb.main(["--write-table"])  # refused before any run, in one line
