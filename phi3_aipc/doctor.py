@@ -26,7 +26,7 @@ from .routes import all_routes
 
 
 def doctor() -> dict:
-    """Everything `phi3-aipc doctor --json` prints (the README documents the keys)."""
+    """Everything `phi3-aipc doctor --json` prints (docs/cli.md documents the keys)."""
     import psutil
     from huggingface_hub import constants
 

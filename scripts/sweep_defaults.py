@@ -14,8 +14,8 @@ For each candidate setting:
 
 Export-time settings go through `phi3_aipc` (prepare with options); OpenVINO's load-time
 properties (KV-cache precision, dynamic quantization, threads) are passed to `LLMPipeline`.
-OpenVINO's load-time properties are tried on the default export. The README's benchmark section
-shows this script's table.
+OpenVINO's load-time properties are tried on the default export. docs/benchmark.md ('How the
+defaults were chosen') shows this script's tables.
 
     python scripts/sweep_defaults.py [--route openvino|onnxruntime-genai] [--reps 3]
 """

@@ -224,7 +224,7 @@ def test_bench_bad_input(args, message):
 
 
 def test_overhead_script_compares_with_the_raw_loops(stand_in):
-    """The script runs (its ratio target is for real sizes: see the README's benchmark). Three
+    """The script runs (its ratio target is for real sizes: see docs/benchmark.md). Three
     rounds, not one: a stand-in's token takes about a millisecond, and with a second test worker
     loading a model beside it a single round's difference of two wall times came out negative
     (-0.05 ms per token in one CI run); the median of three does not."""
@@ -237,5 +237,5 @@ def test_overhead_script_compares_with_the_raw_loops(stand_in):
         line = next(line for line in out.stdout.splitlines() if line.startswith(route))
         ours, raw, ratio = (float(x) for x in line.split()[2:5])
         # On the tiny stand-in a token takes about a millisecond, so the ratio is noise here;
-        # the target applies at real sizes (README). This checks that both sides were timed.
+        # the target applies at real sizes (docs/benchmark.md). This checks that both sides were timed.
         assert ours > 0 and raw > 0 and ratio > 0 and ("ok" in line or "OVER TARGET" in line)

@@ -128,7 +128,7 @@ def write(report: dict, json_path: Path | None = None, csv_path: Path | None = N
 
 
 def table(report: dict) -> str:
-    """A Markdown table of the decode figures per config, for a terminal or the README."""
+    """A Markdown table of the decode figures per config, for a terminal or docs/benchmark.md."""
     at = report["settings"]["decode_length"]
     lengths = report["settings"]["lengths"]
     head = (["config", "size MB", "read/token MB"] + [f"TTFT@{n} ms" for n in lengths]

@@ -456,7 +456,7 @@ def settings_from_config(config: dict) -> dict | None:
 PRESETS = {
     # CPU and GPU: symmetric, channel-wise int4 for every layer (the embedding and lm_head stay
     # int8). Chosen by scripts/sweep_defaults.py: on the CPU it decoded ~10% faster than groups
-    # of 128 and kept every stand-in reply (see the README's benchmark section). Symmetric and
+    # of 128 and kept every stand-in reply (docs/benchmark.md, 'How the defaults were chosen'). Symmetric and
     # channel-wise, the same export also suits the NPU.
     "default": {"sym": True, "group_size": -1, "ratio": 1.0},
     # Finer scales, one per 128 weights: closer to the original weights, a little slower here.
@@ -680,7 +680,8 @@ class OpenVINORoute(Route):
         if names & {"GPU", "NPU"}:
             return Verdict("ready", f"OpenVINO devices: {', '.join(sorted(names))}.")
         return Verdict("cpu-only", "OpenVINO sees only the CPU. For the GPU or NPU, install "
-                       "Intel's GPU/NPU drivers (see the README's troubleshooting section).")
+                       "Intel's GPU/NPU drivers (see docs/troubleshooting.md, 'The NPU is not "
+                       "listed, or \"No more devices are left\"').")
 
     def bench_configs(self, max_prompt_len: int) -> list[dict]:
         """Every precision on every device here; without an NPU, the NPU pipeline emulated on
