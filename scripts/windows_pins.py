@@ -129,7 +129,8 @@ def requirements() -> dict[str, list[str]]:
     bootstrap = load_bootstrap()
     extras = project.get("optional-dependencies", {})
     base = for_windows(project["dependencies"], project)
-    main = [bootstrap.TORCH, *base, *for_windows(extras["all"], project)]  # `-e .[all]`
+    main = [bootstrap.TORCH, *base,
+            *for_windows(extras["all"] + extras["docs"], project)]  # `-e .[all,docs]`
     npu = [bootstrap.TORCH, *bootstrap.NPU_DEPENDENCIES, *bootstrap.NPU_BUILD_TOOLS,
            bootstrap.NPU_LIBRARY, *base]  # `-e .` there too: phi3_aipc's own dependencies
     winml = [bootstrap.TORCH, *base,
