@@ -178,6 +178,14 @@ class Conversation:
         limit = session.prompt_limit
         return context, min(budget, limit) if limit else budget
 
+    def limit(self, session) -> str:
+        """What the next prompt must fit, in words: the device's prompt limit where that is the
+        tighter (dropped turns are then its doing), else the context window."""
+        context, budget = self.window(session)
+        if budget < context - self.max_new_tokens:
+            return f"the device's {budget}-token prompt limit (MAX_PROMPT_LEN)"
+        return f"the model's {context}-token context window with room for the reply"
+
     def ask(self, session, prompt: str) -> tuple[list[dict], int]:
         """The messages that ask `prompt` next, and how many old turns were dropped to fit them
         (they are gone from the history too). Refuses a prompt too long even on its own."""

@@ -22,7 +22,7 @@ from .routes import (
     Session,
     artifact_markers,
     get_route,
-    open_session,
+    prepare_artifact,
 )
 
 
@@ -109,17 +109,18 @@ class ChatSession:
     def load(self) -> Session:
         """The session the chat talks through, loaded now if it is not yet."""
         if self.session is None:
-            self.view.loading(self.route, self.precision, self.device)
+            route = get_route(self.route)
+            plan = route.plan(self.precision, self.device)  # None: the route's defaults, resolved
+            self.view.loading(self.route, plan.precision, plan.device)
             if self.source is None:
                 self.source = (self.model if isinstance(self.model, ModelSource)
                                else resolve_model(self.model, artifacts=artifact_markers()))
             if self.loaded is None:
-                self.session = open_session(self.route, self.precision, self.device,
-                                            model=self.source)
+                source, artifact = prepare_artifact(plan, self.source)
+                self.session = route.load(plan, artifact, source.name)
             else:
-                route = get_route(self.route)
-                self.session = route.adopt(route.plan(self.precision, self.device), self.loaded,
-                                           Path(self.artifact), self.source.name)
+                self.session = route.adopt(plan, self.loaded, Path(self.artifact),
+                                           self.source.name)
             if self.session.device_note:
                 self.view.note(self.session.device_note)
         return self.session
@@ -129,10 +130,9 @@ class ChatSession:
         session = self.load()
         messages, dropped = self.conversation.ask(session, text)
         if dropped:
-            context = self.conversation.window(session)[0]
             self.view.note(f"(The oldest {dropped} turn{'s' * (dropped > 1)} of this chat no "
-                           f"longer fit the model's {context}-token context window with room "
-                           "for the reply, so the model no longer sees them.)")
+                           f"longer fit {self.conversation.limit(session)}, so the model no "
+                           "longer sees them.)")
         self.view.asking(text)
         streamed: list[str] = []
 

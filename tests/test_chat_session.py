@@ -65,9 +65,10 @@ def test_a_reply_is_told_in_order_and_kept(echo):
 
 
 def test_choices_reload_and_another_model_starts_a_new_chat(echo):
-    chat = ChatSession("echo", "stand-in")
+    chat = ChatSession("echo", "stand-in", view=Recorder())
     chat.reply("hello")
     assert chat.session.device == "cpu"
+    assert chat.view.events[0] == ("loading", "echo fp32 cpu")  # the defaults, resolved
     chat.choose(device="abacus")
     assert chat.session is None and len(chat.conversation.history) == 2  # the chat goes on
     assert chat.reply("again").device == "abacus"
@@ -110,10 +111,20 @@ def test_a_device_prompt_limit_drops_the_oldest_turns_with_a_note(echo, monkeypa
     chat = ChatSession("echo", "stand-in", view=view)
     chat.reply("a b c d e")  # 5 prompt tokens (the echo's tokens are words)
     chat.reply("f g h i j")  # 5 + 5 + 5 with the first turn: over 8, so it goes
-    assert ("note", "(The oldest 1 turn of this chat no longer fit the model's 4096-token "
+    assert ("note", "(The oldest 1 turn of this chat no longer fit the device's 8-token prompt "
+            "limit (MAX_PROMPT_LEN), so the model no longer sees them.)") in view.events
+    assert [m["content"] for m in chat.conversation.history] == ["f g h i j"] * 2
+
+
+def test_the_context_window_drops_the_oldest_turns_with_a_note(echo):
+    """Without a device limit the note names the window the turns no longer fit."""
+    view = Recorder()
+    chat = ChatSession("echo", "stand-in", context=12, max_new_tokens=2, view=view)
+    chat.reply("a b c d e")
+    chat.reply("f g h i j")  # 5 + 5 + 5 with the first turn: over the 10 the window leaves
+    assert ("note", "(The oldest 1 turn of this chat no longer fit the model's 12-token "
             "context window with room for the reply, so the model no longer sees them.)") \
         in view.events
-    assert [m["content"] for m in chat.conversation.history] == ["f g h i j"] * 2
 
 
 def test_a_loaded_model_needs_its_folder():
