@@ -8,9 +8,11 @@ state saved so the pickers and the chat render) and checks the cells that teach,
 notebook's metadata (`check:reply-N`, `check:second-turn`, ...): a lesson that prints the wrong
 text fails the build with the cell and what was expected. NAME ... executes only those
 notebooks and renders the others as committed (no outputs); `--execute-none` executes none
-(the prose and the links in a minute). The build fails on any Sphinx warning (a missing page, a
-page in no table of contents, a link to a heading that is not there) and on a link in the
-built HTML, or in the Markdown to a repository file, that leads nowhere: checked offline.
+(the prose and the links in 6-12 s). Only the files of notebooks/ that git tracks go in the
+site (a learner's own notebooks and files there stay out; without git, notebooks and images).
+The build fails on any Sphinx warning (a missing page, a page in no table of contents, a link
+to a heading that is not there) and on a link in the built HTML, or in the Markdown to a
+repository file, that leads nowhere: checked offline.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ DOCS = ROOT / "docs"
 # Where a link to a repository file that is not part of the site leads (placeholder until the
 # project is published, as the README's Binder badge: replace phi3-aipc/phi3-aipc there too).
 REPO_URL = "https://github.com/phi3-aipc/phi3-aipc"
+IMAGES = (".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lesson_checks import CHATS, check, text_of  # noqa: E402,F401  (beside this script; tests use them)
 
@@ -48,6 +51,25 @@ def coalesce(nb) -> None:
             else:
                 merged.append(out)
         cell["outputs"] = merged
+
+
+def suite_files(folder: Path = NOTEBOOKS) -> list[Path]:
+    """The files of `folder` that are the suite's: those git tracks, so that a learner's own
+    notebooks and files there stay out of the site; without git (an unpacked archive), the
+    notebooks, Markdown pages and images."""
+    try:
+        listed = subprocess.run(["git", "ls-files", "-z"], cwd=folder, capture_output=True,
+                                text=True, check=True).stdout.split("\0")
+        files = [folder / name for name in listed if name]
+    except (OSError, subprocess.CalledProcessError):  # no git, or not a clone
+        files = [p for p in folder.rglob("*") if p.suffix in (".ipynb", ".md", *IMAGES)
+                 and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+    return sorted(p for p in files if p.is_file())
+
+
+def notebooks() -> list[Path]:
+    """The suite's notebooks, as the site lists them."""
+    return [p for p in suite_files() if p.suffix == ".ipynb" and p.parent == NOTEBOOKS]
 
 
 def execute(path: Path, routes: list[str], timeout: int):
@@ -93,10 +115,9 @@ def stage(src: Path, executed: dict, problems: list[str]) -> None:
 
     pages = [p for p in DOCS.rglob("*.md") if "site" not in p.relative_to(DOCS).parts]
     pages.append(NOTEBOOKS / "README.md")
-    notebooks = sorted(NOTEBOOKS.glob("*.ipynb"))
-    staged = {p.resolve() for p in pages + notebooks} | {ROOT / "README.md"}
-    assets = [p for p in NOTEBOOKS.rglob("*") if p.is_file() and p.suffix not in (".ipynb", ".md")
-              and not any(part.startswith(".") for part in p.relative_to(NOTEBOOKS).parts)]
+    staged_notebooks = notebooks()
+    staged = {p.resolve() for p in pages + staged_notebooks} | {ROOT / "README.md"}
+    assets = [p for p in suite_files() if p.suffix not in (".ipynb", ".md")]
     staged |= {p.resolve() for p in assets}
     for path in pages:
         text = rebase_links(path.read_text(encoding="utf-8"), path, staged, problems)
@@ -109,7 +130,7 @@ def stage(src: Path, executed: dict, problems: list[str]) -> None:
                           staged, problems)
     toc = (DOCS / "index.md").read_text(encoding="utf-8")
     (src / "index.md").write_text(f"{readme}\n{toc}", encoding="utf-8")
-    for path in notebooks:
+    for path in staged_notebooks:
         nb = executed.get(path.stem) or nbformat.read(path, as_version=4)
         # IPython's lexer, as a kernel would say: a `!` line is highlighted, not an error.
         nb.metadata.setdefault("language_info", {"name": "python"})
@@ -187,7 +208,7 @@ def build(out_dir: Path, names: list[str] | None = None, timeout: int = 900) -> 
     os.environ.setdefault("PHI3_AIPC_MODEL", "stand-in")
     routes = [r.name for r in installed_routes()]
     problems, executed = [], {}
-    for path in sorted(NOTEBOOKS.glob("*.ipynb")):
+    for path in notebooks():
         if names is None or path.stem in names or path.name in names:
             executed[path.stem], found = execute(path, routes, timeout)
             problems += found

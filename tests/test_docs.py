@@ -89,6 +89,25 @@ def test_a_page_in_no_table_of_contents_or_a_missing_one_fails(tmp_path):
     assert "document isn't included in any toctree" in problems
 
 
+def test_only_the_files_git_tracks_go_in_the_site(tmp_path):
+    """A learner's own files in notebooks/ stay out of the site: only what git tracks goes in;
+    without git, notebooks, pages and images (not a learner's data or hidden folders)."""
+    import subprocess
+
+    for name in ("01_x.ipynb", "diagram.svg", "Untitled.ipynb", "my_notes.txt",
+                 ".ipynb_checkpoints/01_x-checkpoint.ipynb"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("{}")
+
+    def names():
+        return [p.relative_to(tmp_path).as_posix() for p in build_docs.suite_files(tmp_path)]
+
+    assert names() == ["01_x.ipynb", "Untitled.ipynb", "diagram.svg"]  # not a clone: suffixes
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["git", "add", "01_x.ipynb", "diagram.svg"], cwd=tmp_path, check=True)
+    assert names() == ["01_x.ipynb", "diagram.svg"]
+
+
 def test_a_wrong_reply_fails_the_check():
     """The check can fail: a cell whose output lost the reply is reported."""
     import nbformat
