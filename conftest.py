@@ -5,6 +5,7 @@ Jupyter looks for kernels in this environment first, so nbval starts each notebo
 it declares: "python3" is this environment's, "phi3-aipc-npu" the NPU library's (both
 registered by scripts/bootstrap.py), whatever other kernels the machine has.
 """
+import functools
 import os
 import sys
 from pathlib import Path
@@ -52,13 +53,14 @@ def pytest_collection_modifyitems(items):
     items[:] = [item for f in first for item in files[f]]
 
 
+@functools.cache
 def lesson_checks():
-    """scripts/build_docs.py's checks of the tagged cells (the one definition of what each
-    lesson must print)."""
+    """scripts/lesson_checks.py, the one definition of what each lesson must print (the docs
+    build runs the same checks)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
-        "build_docs", Path(__file__).parent / "scripts" / "build_docs.py")
+        "lesson_checks", Path(__file__).parent / "scripts" / "lesson_checks.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -80,8 +82,9 @@ def pytest_runtest_call(item):
 
         checks = lesson_checks()
         ran = nbformat.v4.new_notebook()
+        # As nbval collected them: the checks read the streamed pieces joined (text_of), so the
+        # docs build's coalesce, which joins them for display, would change nothing here.
         ran.cells = [nbformat.from_dict({**cell, "outputs": item.test_outputs or []})]
-        checks.coalesce(ran)
         problems = checks.check(Path(str(item.fspath)).stem, ran,
                                 [r.name for r in installed_routes()])
         if problems:
