@@ -1,4 +1,5 @@
-"""The copy-paste snippets in notebooks/README.md run as written and stream the reply.
+"""The copy-paste snippets in notebooks/README.md run as written and stream the reply, and
+docs/architecture.md's route lifecycle runs as written.
 
 Each snippet is taken from the page, its `model_dir = ...` line pointed at the stand-in's folder
 for that route (`phi3-aipc prepare --model stand-in --backend ...`), and run in a Python of its
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from phi3_aipc.cache import MANIFEST
 from phi3_aipc.envs import npu_library_python
 from phi3_aipc.standin import load_chats
 
@@ -37,10 +39,10 @@ finally:
 """
 
 
-def snippets() -> dict[str, str]:
-    """route -> the code of the ```python block after its `<!-- snippet: route -->` marker."""
-    found = re.findall(r"<!-- snippet: ([\w-]+) -->\n```python\n(.*?)\n```", PAGE.read_text(),
-                       re.DOTALL)
+def snippets(page: Path = PAGE) -> dict[str, str]:
+    """name -> the code of the ```python block after its `<!-- snippet: name -->` marker."""
+    found = re.findall(r"<!-- snippet: ([\w-]+) -->\n```python\n(.*?)\n```",
+                       page.read_text(encoding="utf-8"), re.DOTALL)
     return dict(found)
 
 
@@ -74,3 +76,24 @@ def test_snippet_streams_the_memorized_reply(route, stand_in, tmp_path):
     assert CHAT["reply"] in "".join(pieces).strip()
     words = [p for p in pieces if p.strip()]
     assert len(words) >= 5, f"the reply should stream in pieces, not in one print: {pieces}"
+
+
+def test_the_architecture_pages_lifecycle_runs(stand_in, tmp_path):
+    """The five steps as the page shows them, on the stand-in: the plan keeps the option, the
+    prepared folder is OpenVINO's channel-wise export (the default one the openvino snippet above
+    prepared: about 6-10 s here; a group size of its own would be a new export, 24 s), and the
+    session generates."""
+    code = snippets(PAGE.parents[1] / "docs" / "architecture.md")["lifecycle"]
+    script = tmp_path / "lifecycle.py"
+    script.write_text(code + "\nimport json\nprint('RESULT ' + json.dumps({'options': "
+                      "dict(plan.prepare_options), 'artifact': str(artifact), 'device': "
+                      "result.device, 'text': result.text, 'tokens': len(result.token_ids)}))\n",
+                      encoding="utf-8")
+    out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.split("RESULT ", 1)[1])
+    assert result["options"]["group_size"] == -1 and result["device"] == "CPU"
+    made = json.loads((Path(result["artifact"]) / MANIFEST).read_text(encoding="utf-8"))
+    assert made["options"]["group_size"] == -1 and made["precision"] == "int4"
+    assert result["text"].strip() and result["tokens"] > 0
