@@ -46,6 +46,37 @@ def recap_problems(out: str) -> list[str]:
     return problems + ([] if ran else ["no row that ran"])
 
 
+INTEL = json.loads((ROOT / "data" / "intel_published.json").read_text(encoding="utf-8"))
+INTEL_HEAD = "| where | device | OpenVINO | prompt tokens | first token | tokens/s |"
+
+
+def intel_table_problems(out: str) -> list[str]:
+    """What notebook 04's table of Intel's published figures lacks: a row for each row of
+    data/intel_published.json and one for this PC, each with a prompt length, a first token in
+    ms and a speed above 0 (no nan)."""
+    if INTEL_HEAD not in out:
+        return [f"no table of Intel's figures (its header {INTEL_HEAD!r})"]
+    problems, intel, mine = [], 0, 0
+    for line in out.split(INTEL_HEAD, 1)[1].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 6:
+            problems.append(f"a row without six cells: {line!r}")
+            continue
+        intel += cells[0].endswith("(Intel's)")
+        mine += cells[0].startswith("**this PC**")
+        prompt, first, speed = cells[3:]
+        if not (prompt.isdigit() and re.fullmatch(r"\d+(\.\d+)? ms", first)
+                and re.fullmatch(r"\d+(\.\d+)?", speed) and float(speed) > 0):
+            problems.append(f"a row without its figures: {line!r}")
+    if intel != len(INTEL["rows"]):
+        problems.append(f"{intel} rows of Intel's, not {len(INTEL['rows'])}")
+    if mine != 1:
+        problems.append(f"{mine} rows for this PC, not 1")
+    return problems
+
+
 def text_of(cell) -> str:
     parts = []
     for out in cell.get("outputs", []):
@@ -92,13 +123,13 @@ def check(name: str, nb, routes: list[str]) -> list[str]:
             elif what == "bench-table":
                 want = f"a row for each of {routes} and no skipped row"
                 ok = all(f"| {r} " in out for r in routes) and "skipped" not in out
-            elif what == "recap":  # every notebook's last lesson: what ran, where, how fast
-                found = recap_problems(out)
-                want, ok = "; ".join(found), not found
-                if not ok:
-                    problems.append(f"{name} cell {i} ({tag}): the recap is incomplete: {want}; "
-                                    f"got {out[-600:]!r}")
-                    continue
+            elif what in ("recap", "intel-table"):  # every notebook's last lesson: what ran,
+                # where, how fast; notebook 04's Intel figures beside this PC's
+                found = (recap_problems if what == "recap" else intel_table_problems)(out)
+                if found:
+                    problems.append(f"{name} cell {i} ({tag}): the table is incomplete: "
+                                    f"{'; '.join(found)}; got {out[-600:]!r}")
+                continue
             elif what == "quality-table":
                 want = f"a row with figures for each of {routes}"
                 ok = (all(f"| {r} " in out for r in routes) and "not measured" not in out

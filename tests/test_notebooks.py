@@ -136,3 +136,49 @@ def test_the_recap_check_fails_when_a_figure_is_missing(row, problem):
     nb = nbformat.v4.new_notebook(cells=[cell])
     found = "; ".join(checks.check("x", nb, []))
     assert (problem in found) if problem else not found, found
+
+
+
+def intel_data() -> dict:
+    return json.loads((NOTEBOOKS.parent / "data" / "intel_published.json").read_text(encoding="utf-8"))
+
+
+def test_the_intel_figures_have_what_notebook_04_reads():
+    """Notebook 04's section 9 reads the page, what it says, and each row's processor, device,
+    OpenVINO version, prompt length and figures; a version is the page's or says it is not."""
+    data = intel_data()
+    assert data["page"].startswith("https://docs.openvino.ai/") and " (docs/" in data["page_says"]
+    assert len(data["rows"]) == 3
+    for row in data["rows"]:
+        assert row["processor"].startswith("Intel Core Ultra ") and row["device"] == "built-in GPU"
+        assert isinstance(row["prompt_tokens"], int) and row["prompt_tokens"] > 0
+        assert row["first_token_ms"] > 0 and row["tokens_per_s"] > 0
+        assert row["csv"].startswith("https://github.com/openvinotoolkit/openvino/blob/")
+        assert row["openvino"] == "not confirmed" or f"OpenVINO {row['openvino']}," in data["page_says"]
+
+
+def intel_table(lines: list[str]) -> str:
+    return "\n".join([lesson_checks().INTEL_HEAD, "|---|---|---|---|---|---|", *lines])
+
+
+@pytest.mark.parametrize("change, problem", [
+    (lambda rows: rows, None),
+    (lambda rows: rows[:-1], "0 rows for this PC"),
+    (lambda rows: rows[1:], "2 rows of Intel's"),
+    (lambda rows: [*rows[:-1], rows[-1].replace("| 512.3 |", "| nan |")], "without its figures"),
+    (lambda rows: [rows[0].replace(" ms |", " |"), *rows[1:]], "without its figures"),
+    (lambda rows: [], "0 rows of Intel's"),
+])
+def test_the_intel_table_check_fails_on_a_bad_table(change, problem):
+    """The lesson check `check:intel-table`: a row for each of Intel's published rows and one for
+    this PC, each with its figures."""
+    import nbformat
+
+    rows = [f"| {p['processor']} (Intel's) | {p['device']} | {p['openvino']} | {p['prompt_tokens']} | "
+            f"{p['first_token_ms']:.0f} ms | {p['tokens_per_s']:.1f} |" for p in intel_data()["rows"]]
+    rows.append("| **this PC**: Xeon | CPU | 2026.4.1 | 32 | 4 ms | 512.3 |")
+    cell = nbformat.v4.new_code_cell("table", metadata={"tags": ["check:intel-table"]})
+    cell.outputs = [nbformat.v4.new_output("display_data",
+                                           data={"text/markdown": intel_table(change(rows))})]
+    found = "; ".join(lesson_checks().check("x", nbformat.v4.new_notebook(cells=[cell]), []))
+    assert (problem in found) if problem else not found, found
