@@ -138,6 +138,28 @@ def test_the_recap_check_fails_when_a_figure_is_missing(row, problem):
     assert (problem in found) if problem else not found, found
 
 
+# The opening's "What it needs" (#35): memory in GB and time in minutes, for a learner's 16 GB PC.
+# A notebook not yet measured at full size says so instead of minutes: only this one, in so many words.
+NOT_MEASURED = {"06_build_with_it": "This notebook has not been measured at full size yet"}
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in NOTEBOOKS.glob("[0-9]*.ipynb")))
+def test_each_notebook_opens_with_what_it_needs_in_gb_and_minutes(name):
+    opening = "".join(json.loads((NOTEBOOKS / f"{name}.ipynb").read_text(encoding="utf-8"))
+                      ["cells"][0]["source"])
+    found = re.search(r"\*\*What it needs\*\*(.+?)(\n\n|$)", opening, re.DOTALL)
+    assert found, f"{name}: the opening cell has no **What it needs** paragraph"
+    needs = " ".join(found[1].split())
+    assert re.search(r"\d+(\.\d+)? GB of free memory", needs.replace("**", "")), \
+        f"{name}: what it needs does not say how many GB of free memory: {needs}"
+    minutes = re.search(r"\*\*\d+ minutes\*\*", needs)
+    if name in NOT_MEASURED:
+        assert NOT_MEASURED[name] in needs and not minutes, \
+            f"{name}: either measured (then take it out of NOT_MEASURED) or it says so: {needs}"
+    else:
+        assert minutes and "not been measured" not in needs, \
+            f"{name}: what it needs does not say how many minutes: {needs}"
+
 
 def intel_data() -> dict:
     return json.loads((NOTEBOOKS.parent / "data" / "intel_published.json").read_text(encoding="utf-8"))
