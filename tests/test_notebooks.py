@@ -139,7 +139,8 @@ def test_the_recap_check_fails_when_a_figure_is_missing(row, problem):
 
 
 # The opening's "What it needs" (#35): memory in GB and time in minutes, for a learner's 16 GB PC.
-# A notebook not yet measured at full size says so instead of minutes: only this one, in so many words.
+# A notebook not yet measured at full size says so instead of minutes: only this one, in so
+# many words.
 NOT_MEASURED = {"06_build_with_it": "This notebook has not been measured at full size yet"}
 
 
@@ -162,7 +163,8 @@ def test_each_notebook_opens_with_what_it_needs_in_gb_and_minutes(name):
 
 
 def intel_data() -> dict:
-    return json.loads((NOTEBOOKS.parent / "data" / "intel_published.json").read_text(encoding="utf-8"))
+    path = NOTEBOOKS.parent / "data" / "intel_published.json"
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def test_the_intel_figures_have_what_notebook_04_reads():
@@ -176,7 +178,8 @@ def test_the_intel_figures_have_what_notebook_04_reads():
         assert isinstance(row["prompt_tokens"], int) and row["prompt_tokens"] > 0
         assert row["first_token_ms"] > 0 and row["tokens_per_s"] > 0
         assert row["csv"].startswith("https://github.com/openvinotoolkit/openvino/blob/")
-        assert row["openvino"] == "not confirmed" or f"OpenVINO {row['openvino']}," in data["page_says"]
+        assert (row["openvino"] == "not confirmed"
+                or f"OpenVINO {row['openvino']}," in data["page_says"])
 
 
 def intel_table(lines: list[str]) -> str:
@@ -196,8 +199,9 @@ def test_the_intel_table_check_fails_on_a_bad_table(change, problem):
     this PC, each with its figures."""
     import nbformat
 
-    rows = [f"| {p['processor']} (Intel's) | {p['device']} | {p['openvino']} | {p['prompt_tokens']} | "
-            f"{p['first_token_ms']:.0f} ms | {p['tokens_per_s']:.1f} |" for p in intel_data()["rows"]]
+    rows = [f"| {p['processor']} (Intel's) | {p['device']} | {p['openvino']} | "
+            f"{p['prompt_tokens']} | {p['first_token_ms']:.0f} ms | {p['tokens_per_s']:.1f} |"
+            for p in intel_data()["rows"]]
     rows.append("| **this PC**: Xeon | CPU | 2026.4.1 | 32 | 4 ms | 512.3 |")
     cell = nbformat.v4.new_code_cell("table", metadata={"tags": ["check:intel-table"]})
     cell.outputs = [nbformat.v4.new_output("display_data",
