@@ -237,5 +237,5 @@ def test_overhead_script_compares_with_the_raw_loops(stand_in):
         line = next(line for line in out.stdout.splitlines() if line.startswith(route))
         ours, raw, ratio = (float(x) for x in line.split()[2:5])
         # On the tiny stand-in a token takes about a millisecond, so the ratio is noise here;
-        # the target applies at real sizes (docs/benchmark.md). This checks that both sides were timed.
+        # the target applies at real sizes (docs/benchmark.md). This checks both sides were timed.
         assert ours > 0 and raw > 0 and ratio > 0 and ("ok" in line or "OVER TARGET" in line)

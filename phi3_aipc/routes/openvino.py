@@ -456,8 +456,8 @@ def settings_from_config(config: dict) -> dict | None:
 PRESETS = {
     # CPU and GPU: symmetric, channel-wise int4 for every layer (the embedding and lm_head stay
     # int8). Chosen by scripts/sweep_defaults.py: on the CPU it decoded ~10% faster than groups
-    # of 128 and kept every stand-in reply (docs/benchmark.md, 'How the defaults were chosen'). Symmetric and
-    # channel-wise, the same export also suits the NPU.
+    # of 128 and kept every stand-in reply (docs/benchmark.md, 'How the defaults were chosen').
+    # Symmetric and channel-wise, the same export also suits the NPU.
     "default": {"sym": True, "group_size": -1, "ratio": 1.0},
     # Finer scales, one per 128 weights: closer to the original weights, a little slower here.
     "grouped": {"sym": True, "group_size": 128, "ratio": 1.0},
