@@ -8,11 +8,13 @@ would hold the interrupt that long.
 """
 import _thread
 import importlib
+import signal
 import subprocess
 import sys
 import threading
 import time
 import types
+import warnings
 from contextlib import contextmanager
 
 import psutil
@@ -57,6 +59,14 @@ def interrupted(now: bool = True):
     """Within the block, an interrupt (fired at once, or by the block); afterwards, children
     started within the block must be gone."""
     before = {p.pid for p in psutil.Process().children(recursive=True)}
+    # A kernel runs each cell with Python's own SIGINT handler (ipykernel's kernelbase sets
+    # default_int_handler around every request); interrupt_main does nothing under any other
+    # handler. A test run earlier in the same worker may have left another one: say which.
+    handler = signal.getsignal(signal.SIGINT)
+    if handler is not signal.default_int_handler:
+        warnings.warn(f"SIGINT's handler was {handler!r} before this test; set to Python's "
+                      "default for it, as in a kernel", stacklevel=3)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     interrupt = Interrupt()
     if now:
         interrupt.fire()
@@ -67,6 +77,7 @@ def interrupted(now: bool = True):
         interrupt.timer.cancel()
         if interrupt.at is not None:
             interrupt.timer.join()
+        signal.signal(signal.SIGINT, handler if handler is not None else signal.default_int_handler)
     interrupt.took = time.monotonic() - interrupt.at
     time.sleep(0.1)
     left = [p for p in psutil.Process().children(recursive=True)
