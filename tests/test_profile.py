@@ -166,7 +166,8 @@ def test_profile_plans_the_cpu_layout_where_directml_is_there(tmp_path, monkeypa
 
     monkeypatch.setattr(onnxruntime_genai, "directml_status", lambda: (True, ""))
     assert get_route("onnxruntime-genai").plan().device == "dml"  # the PC the defect was on
-    (tmp_path / "genai_config.json").write_text("{}", encoding="utf-8")
+    # a Phi-3 build's config, as far as the route reads it before loading (its model type)
+    (tmp_path / "genai_config.json").write_text('{"model": {"type": "phi3"}}', encoding="utf-8")
     args = argparse.Namespace(artifact=str(tmp_path), model=None)
     route, plan, folder, name = load_script("profile_decode").prepare("onnxruntime-genai", args)
     assert plan.device == "cpu" and plan.prepare_options["target"] == "cpu", plan
