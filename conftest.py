@@ -7,7 +7,9 @@ registered by scripts/bootstrap.py), whatever other kernels the machine has.
 """
 import functools
 import os
+import signal
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -64,6 +66,18 @@ def lesson_checks():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(autouse=True)
+def _sigint_left_as_it_was(request):
+    """A test that leaves another SIGINT handler breaks later interrupt tests in its worker
+    (`_thread.interrupt_main` calls whatever handler is there): name it in the warnings."""
+    before = signal.getsignal(signal.SIGINT)
+    yield
+    after = signal.getsignal(signal.SIGINT)
+    if after is not before:
+        warnings.warn(f"{request.node.nodeid} left SIGINT's handler as {after!r} (it was "
+                      f"{before!r})", stacklevel=1)
 
 
 @pytest.hookimpl(wrapper=True)

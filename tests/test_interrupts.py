@@ -60,8 +60,9 @@ def interrupted(now: bool = True):
     started within the block must be gone."""
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     # A kernel runs each cell with Python's own SIGINT handler (ipykernel's kernelbase sets
-    # default_int_handler around every request); interrupt_main does nothing under any other
-    # handler. A test run earlier in the same worker may have left another one: say which.
+    # default_int_handler around every request); interrupt_main calls whatever handler is there
+    # (nothing under SIG_IGN or SIG_DFL). A test run earlier in the worker may have left another
+    # (conftest names the test that did): say which.
     handler = signal.getsignal(signal.SIGINT)
     if handler is not signal.default_int_handler:
         warnings.warn(f"SIGINT's handler was {handler!r} before this test; set to Python's "
