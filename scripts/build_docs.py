@@ -62,6 +62,8 @@ def suite_files(folder: Path = NOTEBOOKS) -> list[Path]:
                                 text=True, check=True).stdout.split("\0")
         files = [folder / name for name in listed if name]
     except (OSError, subprocess.CalledProcessError):  # no git, or not a clone
+        files = []
+    if not files:  # nor in a repository that does not track these files
         files = [p for p in folder.rglob("*") if p.suffix in (".ipynb", ".md", *IMAGES)
                  and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
     return sorted(p for p in files if p.is_file())
