@@ -123,12 +123,12 @@ class Sampler(threading.Thread):
         self.peak, self.anon_peak, self.cells = 0, None, []
         self.cell_peak, self.cell_anon = 0, None
         client.on_cell_start = self.cell_started
-        client.on_cell_complete = self.cell_done
+        client.on_cell_executed = self.cell_done  # (on_cell_complete: when the cell is sent)
 
     def cell_started(self, cell, cell_index) -> None:
         self.cell_peak, self.cell_anon = 0, None
 
-    def cell_done(self, cell, cell_index) -> None:
+    def cell_done(self, cell, cell_index, execute_reply) -> None:
         if cell.cell_type == "code":
             self.cells.append([cell_index, round(self.cell_peak / 1e9, 2),
                                None if self.cell_anon is None else round(self.cell_anon / 1e9, 2)])
