@@ -129,7 +129,7 @@ class Sampler(threading.Thread):
         self.cell_peak, self.cell_anon = 0, None
 
     def cell_done(self, cell, cell_index, execute_reply) -> None:
-        if cell.cell_type == "code":
+        if cell.cell_type == "code" and self.cell_peak:  # (a cell shorter than a sample: none)
             self.cells.append([cell_index, round(self.cell_peak / 1e9, 2),
                                None if self.cell_anon is None else round(self.cell_anon / 1e9, 2)])
 

@@ -59,12 +59,32 @@ def ov_optimum(src: Path, out: Path) -> None:
 
 
 def ort_quantizer(src: Path, out: Path) -> None:
-    """onnxruntime's MatMulNBitsQuantizer over the fp16 ONNX, as notebook 02 runs it."""
+    """onnxruntime's MatMulNBitsQuantizer over the fp16 ONNX, given its path: it loads it all."""
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     quantizer = MatMulNBitsQuantizer(str(src / "model.onnx"), block_size=128, is_symmetric=True,
                                      accuracy_level=4)
     quantizer.process()
+    shutil.copytree(src, out, ignore=shutil.ignore_patterns("model.onnx*"))
+    quantizer.model.save_model_to_file(str(out / "model.onnx"), use_external_data_format=True)
+
+
+def ort_quantizer_lazy(src: Path, out: Path) -> None:
+    """The same quantizer given the graph without its weights, as notebook 02 runs it now: onnx
+    reads each weight from the data file when the quantizer asks for it."""
+    import onnx
+    from onnx.external_data_helper import load_external_data_for_model
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    model = onnx.load(str(src / "model.onnx"), load_external_data=False)
+    quantizer = MatMulNBitsQuantizer(model, block_size=128, is_symmetric=True, accuracy_level=4)
+    here = os.getcwd()
+    os.chdir(src)  # the data file's name is relative to the current folder
+    try:
+        quantizer.process()
+    finally:
+        os.chdir(here)
+    load_external_data_for_model(quantizer.model.model, str(src))
     shutil.copytree(src, out, ignore=shutil.ignore_patterns("model.onnx*"))
     quantizer.model.save_model_to_file(str(out / "model.onnx"), use_external_data_format=True)
 
@@ -102,6 +122,7 @@ APPROACHES = {
     "ov-int8": ("fp16-ir", (ov_nncf, {"mode": "INT8_ASYM", "group_size": -1})),
     "ov-optimum-int4-g128": ("fp16-ir", (ov_optimum, {})),
     "ort-quantizer-int4": ("fp16-onnx", (ort_quantizer, {})),
+    "ort-quantizer-int4-lazy": ("fp16-onnx", (ort_quantizer_lazy, {})),
     "ort-builder-int4": ("checkpoint", ["-m", "onnxruntime_genai.models.builder", "-i", "{src}",
                                         "-o", "{out}", "-p", "int4", "-e", "cpu", "-c",
                                         "{out}.cache", "--extra_options", "block_size=128",

@@ -151,6 +151,38 @@ def matmul_settings(folder) -> set[tuple[int, int]]:
              if n.op_type == "MatMulNBits")}
 
 
+def test_quantizing_with_the_weights_left_on_disk_gives_the_same_model(builds, tmp_path):
+    """Notebook 02 gives MatMulNBitsQuantizer the graph without its weights, so that onnx reads
+    each weight from the data file when asked (10.1 GB at full size otherwise): the int4 model
+    must come out byte for byte as from the whole model in memory."""
+    import os
+
+    import onnx
+    from onnx.external_data_helper import load_external_data_for_model
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    source, settings = builds["fp32"], {"block_size": 128, "is_symmetric": True,
+                                        "accuracy_level": 4}
+    whole = MatMulNBitsQuantizer(str(source / "model.onnx"), **settings)
+    lazy = MatMulNBitsQuantizer(onnx.load(str(source / "model.onnx"), load_external_data=False),
+                                **settings)
+    here = os.getcwd()
+    whole.process()
+    os.chdir(source)  # as in the notebook: the data file's name is relative to the current folder
+    try:
+        lazy.process()
+    finally:
+        os.chdir(here)
+    load_external_data_for_model(lazy.model.model, str(source))
+    for name, quantizer in (("whole", whole), ("lazy", lazy)):
+        (tmp_path / name).mkdir()
+        quantizer.model.save_model_to_file(str(tmp_path / name / "model.onnx"),
+                                           use_external_data_format=True)
+    assert matmul_settings(tmp_path / "lazy") == {(128, 4)}
+    for f in ("model.onnx", "model.onnx.data"):
+        assert (tmp_path / "lazy" / f).read_bytes() == (tmp_path / "whole" / f).read_bytes(), f
+
+
 def test_the_decoder_file_is_the_one_genai_config_names(builds, tmp_path):
     """Microsoft's prebuilt builds name the decoder after the build, not model.onnx."""
     import onnx
