@@ -115,23 +115,18 @@ def tree_rss(pid: int) -> tuple[int, int | None]:
 
 class Sampler(threading.Thread):
     """Samples the kernel's process tree while a notebook runs: `peak` and `anon_peak` in bytes,
-    and `cells`, each cell's peaks (its index in the notebook, GB, anonymous GB)."""
+    and `peaks`, each code cell's (resident, anonymous) peak in bytes by its index in the
+    notebook (a cell shorter than one sample has none)."""
 
     def __init__(self, client) -> None:
         super().__init__(daemon=True)
         self.client, self.done = client, threading.Event()
-        self.peak, self.anon_peak, self.cells = 0, None, []
-        self.cell_peak, self.cell_anon = 0, None
-        client.on_cell_start = self.cell_started
-        client.on_cell_executed = self.cell_done  # (on_cell_complete: when the cell is sent)
+        self.peak, self.anon_peak, self.peaks, self.current = 0, None, {}, None
+        client.on_cell_start = self.cell_started  # only this thread writes the peaks
 
     def cell_started(self, cell, cell_index) -> None:
-        self.cell_peak, self.cell_anon = 0, None
-
-    def cell_done(self, cell, cell_index, execute_reply) -> None:
-        if cell.cell_type == "code" and self.cell_peak:  # (a cell shorter than a sample: none)
-            self.cells.append([cell_index, round(self.cell_peak / 1e9, 2),
-                               None if self.cell_anon is None else round(self.cell_anon / 1e9, 2)])
+        if cell.cell_type == "code":
+            self.current = cell_index
 
     def run(self) -> None:
         pid = None
@@ -142,10 +137,14 @@ class Sampler(threading.Thread):
                 pid = getattr(process, "pid", None)
                 continue
             rss, anon = tree_rss(pid)
-            self.peak, self.cell_peak = max(self.peak, rss), max(self.cell_peak, rss)
+            self.peak = max(self.peak, rss)
             if anon is not None:
                 self.anon_peak = max(self.anon_peak or 0, anon)
-                self.cell_anon = max(self.cell_anon or 0, anon)
+            if self.current is not None:
+                cell = self.peaks.setdefault(self.current, [0, None])
+                cell[0] = max(cell[0], rss)
+                if anon is not None:
+                    cell[1] = max(cell[1] or 0, anon)
 
 
 CHAT_CELL = f"""\
@@ -173,6 +172,9 @@ def run_notebook(path: Path, timeout: int) -> dict:
     nb.cells.append(nbformat.v4.new_code_cell(CHAT_CELL))
     disk = [cache_dir(), Path(os.environ["HF_HOME"])]
     before = disk_bytes(*disk)  # the placed files are links: each file counts once
+    import psutil
+
+    free_gb = round(psutil.virtual_memory().available / 1e9, 1)  # what the notebook starts with
     client = NotebookClient(nb, timeout=timeout, resources={"metadata": {"path": str(NOTEBOOKS)}})
     sampler = Sampler(client)
     sampler.start()
@@ -188,19 +190,30 @@ def run_notebook(path: Path, timeout: int) -> dict:
     sampler.join()
     out = "".join(o.get("text", "") for o in nb.cells[-1].get("outputs", []))
     chats = re.findall(r"BUDGET-CHAT (.*)", out)
-    top = max(sampler.cells, key=lambda c: c[1], default=None)
+    peaks = sampler.peaks
+    top = max(peaks, key=lambda i: peaks[i][0], default=None)
+    top_anon = max((i for i in peaks if peaks[i][1] is not None), key=lambda i: peaks[i][1],
+                   default=None)
     anon = sampler.anon_peak
     return {"peak_gb": round(sampler.peak / 1e9, 2),
             "peak_anon_gb": None if anon is None else round(anon / 1e9, 2),
-            "peak_cell": None if top is None else f"cell {top[0]}: {first_line(nb.cells[top[0]])}",
-            "cells": sampler.cells, "wall_s": round(wall, 1),
+            "peak_cell": where(nb.cells, top), "peak_anon_cell": where(nb.cells, top_anon),
+            "cells": [[i, round(r / 1e9, 2), None if a is None else round(a / 1e9, 2)]
+                      for i, (r, a) in sorted(peaks.items())],
+            "free_at_start_gb": free_gb, "wall_s": round(wall, 1),
             "disk_added_gb": round((disk_bytes(*disk) - before) / 1e9, 2),
             "chats": chats, "error": error}
 
 
-def first_line(cell) -> str:
-    """A cell's first line, to name it (a comment says what it does)."""
-    return (cell.source.strip().splitlines() or [""])[0][:80]
+def where(cells: list, index: int | None) -> str | None:
+    """Cell `index` named by its section (the heading above it), for the table's note."""
+    if index is None:
+        return None
+    if index == len(cells) - 1:
+        return f"cell {index}, the budget's chat message"
+    heading = next((c.source.strip().splitlines()[0].lstrip("# ") for c in reversed(cells[:index])
+                    if c.cell_type == "markdown" and c.source.startswith("#")), "the opening")
+    return f"cell {index}, section {heading}"
 
 
 def place(hub: Path, repo: str, subfolder: str, files: Path, skip: str = "") -> None:
@@ -325,6 +338,7 @@ def hold_free(free_gb: float) -> subprocess.Popen | None:
 
 def hold(extra: float, says: str) -> subprocess.Popen | None:
     if extra <= 0:
+        print(f"holding nothing: this machine has less free already, so NOT {says}", flush=True)
         return None
     code = ("import sys; held = bytearray(b'\\x01') * int(sys.argv[1]); print('held', "
             "flush=True); sys.stdin.read()")
@@ -349,7 +363,7 @@ def check(results: dict) -> list[str]:
         anon = r.get("peak_anon_gb") or r["peak_gb"]
         if results["layers"] == PHI3_MINI_LAYERS and anon > PROMISE_GB:
             problems.append(f"{name} held {anon} GB that the PC cannot drop, more than the "
-                            f"{PROMISE_GB} GB promised at full size (in {r.get('peak_cell')})")
+                            f"{PROMISE_GB} GB promised at full size ({r.get('peak_anon_cell')})")
         if r["error"] is None and not r["chats"] and name[:2] in ("00", "02", "03", "05"):
             problems.append(f"{name}: its chat widget was not found or did not answer")
     return problems
@@ -377,7 +391,7 @@ def table(results: dict, kept: dict[str, str] | None = None) -> str:
              "", *TABLE_HEAD]
     rows = dict(kept or {})
     for name, r in results["notebooks"].items():
-        note = r["error"] or ""
+        note = r["error"] or (f"peak: {r['peak_cell']}" if r.get("peak_cell") else "")
         anon = f" ({r['peak_anon_gb']:.1f} GB)" if r.get("peak_anon_gb") is not None else ""
         rows[name] = (f"| {name} | {r['peak_gb']:.1f} GB{anon} | {r['disk_added_gb']:.1f} GB | "
                       f"{r['wall_s'] / 60:.1f} min | {results['date']}, {results['machine']} | "
@@ -474,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
                     "ran out of memory)"
             results["notebooks"][path.stem] = r
             print(f"  peak {r['peak_gb']} GB ({r['peak_gb'] / copy_gb:.2f} copies; "
-                  f"anonymous {r['peak_anon_gb']} GB; in {r['peak_cell']}), disk "
+                  f"anonymous {r['peak_anon_gb']} GB; {r['peak_cell']}), disk "
                   f"+{r['disk_added_gb']} GB, {r['wall_s']:.0f} s"
                   + "".join(f"\n  chat: {c}" for c in r["chats"])
                   + (f"\n  FAILED: {r['error']}" if r["error"] else ""), flush=True)

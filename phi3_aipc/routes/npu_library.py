@@ -80,9 +80,9 @@ class NPULibraryRoute(Route):
 
     def memory_gb(self, weights: int, precision: str) -> float:
         """The library loads the whole checkpoint in fp32 before it quantizes, whatever the
-        precision: 4.1 bytes a weight at its peak, memory the PC cannot drop (15.6 GB for
-        Phi-3-mini's 3.8 billion; scripts/quantize_full_size.py npu-int4-fp32-load). The one
-        figure notebook 01 and docs/routes/npu-library.md state."""
+        precision: 4.1 bytes a weight at its peak, memory the PC cannot drop (15.6 GB measured
+        for Phi-3-mini's 3.82 billion, scripts/quantize_full_size.py npu-int4-fp32-load; this
+        gives 15.7). Notebook 01's section 3 prints the same figure."""
         return weights * 4.1 / 1e9
 
     def library_caches(self) -> list[tuple[Path, str]]:
