@@ -78,7 +78,9 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"  # the placed snapshots' rev
 # worker ran beside its parent. Where the fp32 load does not fit (a 16 GB PC with the real
 # model), notebook 01 runs the library on the offline stand-in and notebook 04 skips it; neither
 # emulates the NPU at full size unless asked. The CI-sized test leaves them out for time.
-LIMITS = {"00": 2.5, "01": 5.5, "02": 2.5, "03": 3.5, "04": 7.5, "05": 2.5}
+# Notebook 06 holds Phi-3's OpenVINO and ONNX Runtime int4 models together, then deletes them and
+# builds and loads Phi-4-mini's (offline: its small stand-in): 2.21 copies measured, in the build.
+LIMITS = {"00": 2.5, "01": 5.5, "02": 2.5, "03": 3.5, "04": 7.5, "05": 2.5, "06": 3.0}
 # At full size (the real model's shapes) every notebook promises to hold at most 10 GB that the PC
 # cannot drop: its anonymous memory, not the mapped weight files' pages, which a PC short of
 # memory drops and reads again (`--free-gb 10` presses them).
