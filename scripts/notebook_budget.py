@@ -362,7 +362,7 @@ def check(results: dict) -> list[str]:
         elif limit and r["peak_gb"] > limit * copy:
             problems.append(f"{name} peaked at {r['peak_gb']} GB, more than {limit} copies of the "
                             f"model ({limit * copy:.2f} GB)")
-        anon = r.get("peak_anon_gb") or r["peak_gb"]
+        anon = r["peak_gb"] if r.get("peak_anon_gb") is None else r["peak_anon_gb"]
         if results["layers"] == PHI3_MINI_LAYERS and anon > PROMISE_GB:
             problems.append(f"{name} held {anon} GB that the PC cannot drop, more than the "
                             f"{PROMISE_GB} GB promised at full size ({r.get('peak_anon_cell')})")

@@ -21,6 +21,7 @@ Results go to <cache>/quantize-full-size/results.json (each approach's latest ru
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -161,24 +162,16 @@ def source(name: str) -> Path:
     return checkpoint() if name == "checkpoint" else work_dir() / name
 
 
-def tree_memory(pid: int) -> tuple[int, int]:
-    """(resident, resident without file-backed pages) bytes of `pid` and its descendants."""
-    import psutil
+@functools.cache
+def budget():
+    """scripts/notebook_budget.py, whose memory sampling and holder this script shares."""
+    import importlib.util
 
-    try:
-        proc = psutil.Process(pid)
-        procs = [proc, *proc.children(recursive=True)]
-    except psutil.Error:
-        return 0, 0
-    rss = anon = 0
-    for p in procs:
-        try:
-            info = p.memory_info()
-        except psutil.Error:
-            continue
-        rss += info.rss
-        anon += info.rss - getattr(info, "shared", 0)
-    return rss, anon
+    spec = importlib.util.spec_from_file_location("notebook_budget",
+                                                  ROOT / "scripts" / "notebook_budget.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def measure(cmd: list[str], log: Path, timeout: float, cwd: Path | None = None) -> dict:
@@ -193,8 +186,8 @@ def measure(cmd: list[str], log: Path, timeout: float, cwd: Path | None = None) 
     with open(log, "w", encoding="utf-8") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, **own_group())
         while proc.poll() is None:
-            rss, anon = tree_memory(proc.pid)
-            peak, peak_anon = max(peak, rss), max(peak_anon, anon)
+            rss, anon = budget().tree_rss(proc.pid)
+            peak, peak_anon = max(peak, rss), max(peak_anon, rss if anon is None else anon)
             if psutil.virtual_memory().available < GUARD_GB * 1e9:
                 broke = f"ended by the guard at {rss / 1e9:.1f} GB: this machine ran short"
             elif time.perf_counter() - start > timeout:
@@ -214,13 +207,7 @@ def measure(cmd: list[str], log: Path, timeout: float, cwd: Path | None = None) 
 
 def hold_memory(as_if_gb: float) -> subprocess.Popen | None:
     """scripts/notebook_budget.py's holder: this machine looks like an `as_if_gb` GB PC."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("notebook_budget",
-                                                  ROOT / "scripts" / "notebook_budget.py")
-    budget = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(budget)
-    return budget.hold_memory(as_if_gb)
+    return budget().hold_memory(as_if_gb)
 
 
 def command(step, src: Path, out: Path, name: str) -> list[str]:

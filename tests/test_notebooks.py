@@ -162,15 +162,10 @@ def test_each_notebook_opens_with_what_it_needs_in_gb_and_minutes(name):
             f"{name}: what it needs does not say how many minutes: {needs}"
 
 
-def intel_data() -> dict:
-    path = NOTEBOOKS.parent / "data" / "intel_published.json"
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 def test_the_intel_figures_have_what_notebook_04_reads():
     """Notebook 04's section 9 reads the page, what it says, and each row's processor, device,
     OpenVINO version, prompt length and figures; a version is the page's or says it is not."""
-    data = intel_data()
+    data = lesson_checks().INTEL
     assert data["page"].startswith("https://docs.openvino.ai/") and " (docs/" in data["page_says"]
     assert len(data["rows"]) == 3
     for row in data["rows"]:
@@ -201,7 +196,7 @@ def test_the_intel_table_check_fails_on_a_bad_table(change, problem):
 
     rows = [f"| {p['processor']} (Intel's) | {p['device']} | {p['openvino']} | "
             f"{p['prompt_tokens']} | {p['first_token_ms']:.0f} ms | {p['tokens_per_s']:.1f} |"
-            for p in intel_data()["rows"]]
+            for p in lesson_checks().INTEL["rows"]]
     rows.append("| **this PC**: Xeon | CPU | 2026.4.1 | 32 | 4 ms | 512.3 |")
     cell = nbformat.v4.new_code_cell("table", metadata={"tags": ["check:intel-table"]})
     cell.outputs = [nbformat.v4.new_output("display_data",
