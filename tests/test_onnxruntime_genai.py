@@ -18,6 +18,7 @@ from phi3_aipc.routes.onnxruntime_genai import (
     builder_option_names,
     built_for,
     check_model_folder,
+    cpu_threads,
     onnx_weights,
 )
 from phi3_aipc.routes.plan import Plan
@@ -213,3 +214,39 @@ def test_build_options():
     block, level = builder_option_names()
     assert cmd[cmd.index("-e") + 1] == "cpu" and f"{block}=128" in cmd
     assert f"{level}=1" in cmd
+
+
+def test_the_cpu_thread_count_is_ort_s_own_except_on_linux_cores_without_smt():
+    assert cpu_threads(windows=False, cores=2, logical=2, hybrid=False) == 2  # CI's VM
+    assert cpu_threads(windows=False, cores=8, logical=16, hybrid=False) is None  # SMT: halves
+    assert cpu_threads(windows=True, cores=2, logical=2, hybrid=False) is None  # counts cores
+    assert cpu_threads(windows=False, cores=8, logical=8, hybrid=True) is None  # not measured
+
+
+def test_the_cpu_session_runs_the_thread_count_the_rule_gives(builds, monkeypatch):
+    """ONNX Runtime's intra-op pool starts threads - 1 threads beside the caller's: the route's
+    session starts as many more than one without the route's option as its count is above
+    ORT's own (half the logical CPUs on Linux)."""
+    import os
+
+    import psutil
+
+    from phi3_aipc.routes import onnxruntime_genai
+
+    threads = cpu_threads()
+    if threads is None:
+        pytest.skip("ONNX Runtime's own thread count applies on this CPU")
+    process = psutil.Process()
+    plan = Plan("onnxruntime-genai", "int4", "cpu")
+
+    def started() -> int:
+        before = process.num_threads()
+        session = OnnxRuntimeGenAISession(plan, builds["int4"], "stand-in")
+        count = process.num_threads() - before
+        del session
+        return count
+
+    started()  # the libraries' own threads start with the process's first session
+    with_option = started()
+    monkeypatch.setattr(onnxruntime_genai, "cpu_session_options", lambda: {})
+    assert with_option - started() == threads - max(1, (os.cpu_count() or 1) // 2)
