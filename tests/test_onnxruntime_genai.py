@@ -133,13 +133,47 @@ def test_decoded_text_matches_hugging_face(session):
 
 def test_builds_record_their_settings(builds):
     made = json.loads((builds["int4"] / "phi3-aipc.json").read_text())
-    assert made["options"] == {"target": "cpu", "block_size": 128, "accuracy_level": 4}
+    assert made["options"] == {"target": "cpu", "block_size": 128, "accuracy_level": 4,
+                               "prune_lm_head": True}
     assert made["command"][:3] == ["python", "-m", "onnxruntime_genai.models.builder"]
     dml = json.loads((builds["int4-dml"] / "phi3-aipc.json").read_text())
     assert dml["options"] == {"target": "dml", "block_size": 32, "accuracy_level": 0}
     # ...and the models are built that way (0.18's builder ignores settings it does not know).
     assert matmul_settings(builds["int4"]) == {(128, 4)}
     assert {block for block, _ in matmul_settings(builds["int4-dml"])} == {32}
+
+
+def prompt_logits_rows(folder, ids: list[int]) -> int:
+    """How many positions' logits the model gives for a prompt."""
+    import numpy as np
+
+    config = og.Config(str(folder))
+    config.clear_providers()
+    model = og.Model(config)
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=len(ids) + 1)
+    generator = og.Generator(model, params)
+    generator.append_tokens(ids)
+    return np.asarray(generator.get_output("logits")).shape[1]
+
+
+def test_cpu_builds_give_the_prompt_s_last_logits_and_the_session_every_position_s(builds):
+    """prune_lm_head: the output layer sees the prompt's last position only on the CPU (not on
+    DirectML, whose generators cannot take the window a token at a time); the session's logits,
+    which `phi3-aipc quality` reads, still cover every position, and pick what the whole
+    window's unpruned logits pick (the DirectML build, on the CPU provider here, is unpruned)."""
+    import numpy as np
+
+    session = OnnxRuntimeGenAISession(Plan("onnxruntime-genai", "fp32", "cpu"), builds["fp32"],
+                                      "stand-in")
+    ids = session.prompt_ids([{"role": "user", "content": UNSEEN}])
+    assert prompt_logits_rows(builds["fp32"], ids) == 1
+    assert prompt_logits_rows(builds["int4-dml"], ids) == len(ids)
+    fp32 = session.logits(ids)
+    dml = OnnxRuntimeGenAISession(Plan("onnxruntime-genai", "int4", "cpu"), builds["int4-dml"],
+                                  "stand-in").logits(ids)
+    assert fp32.shape == dml.shape == (len(ids), fp32.shape[1])
+    assert (fp32.argmax(-1) == dml.argmax(-1)).mean() > 0.9
 
 
 def matmul_settings(folder) -> set[tuple[int, int]]:

@@ -182,15 +182,27 @@ class OnnxRuntimeGenAISession(Session):
         return self.result(stream, len(prompt))
 
     def logits(self, ids: list[int]):
-        """The model's own logits output after the whole window goes in at once."""
+        """The model's own logits output after the whole window goes in at once; from a build
+        whose output layer sees the last position only (prune_lm_head, the CPU builds), the
+        window again a token at a time, each token's logits as it goes in."""
         import numpy as np
         import onnxruntime_genai as og
 
-        params = og.GeneratorParams(self.og_model)
-        params.set_search_options(max_length=len(ids) + 1)
-        generator = og.Generator(self.og_model, params)
-        generator.append_tokens(ids)
-        return np.asarray(generator.get_output("logits"))[0]
+        def generator():
+            params = og.GeneratorParams(self.og_model)
+            params.set_search_options(max_length=len(ids) + 1)
+            return og.Generator(self.og_model, params)
+
+        whole = generator()
+        whole.append_tokens(ids)
+        logits = np.asarray(whole.get_output("logits"))[0]
+        if len(logits) == len(ids):
+            return logits
+        stepwise, rows = generator(), []
+        for token in ids:
+            stepwise.append_tokens([token])
+            rows.append(np.asarray(stepwise.get_output("logits"))[0, -1])
+        return np.stack(rows)
 
     def close(self) -> None:
         self.og_model = self.og_tokenizer = None
@@ -229,7 +241,7 @@ DEFAULT_BLOCK_SIZE = {"cpu": 128, "dml": 32}
 
 
 def build_options(precision: str, target: str, block_size: int | None,
-                  accuracy_level: int | None) -> dict:
+                  accuracy_level: int | None, prune_lm_head: bool | None = None) -> dict:
     """The builder's settings, spelled out (they are part of the artifact's cache key)."""
     if precision not in TARGETS:
         raise BadInput(f"The onnxruntime-genai route builds {', '.join(TARGETS)}; got {precision}.")
@@ -249,6 +261,16 @@ def build_options(precision: str, target: str, block_size: int | None,
         options["accuracy_level"] = accuracy_level
     elif block_size or accuracy_level is not None:
         raise BadInput("block_size and accuracy_level apply to int4 builds only.")
+    # The output layer on the prompt's last position only: the others' logits are never used
+    # in generation, and on the bench stand-in the whole prompt's took 74 of 226 ms of the
+    # first token (scripts/profile_decode.py). CPU builds only: a pruned build gives one
+    # position's logits, and `logits()` then feeds the window a token at a time, which
+    # DirectML's generators refuse (no continuous decoding).
+    if prune_lm_head and target != "cpu":
+        raise BadInput("prune_lm_head applies to CPU builds: DirectML's generators cannot take "
+                       "a window a token at a time, which `phi3-aipc quality` then needs.")
+    if target == "cpu" and prune_lm_head is not False:
+        options["prune_lm_head"] = True
     return options
 
 
@@ -268,12 +290,15 @@ def builder_command(source: Path, out: Path | str, precision: str, options: dict
     """The model builder command for these settings (`cache`: where it keeps scratch files)."""
     cmd = ["python", "-m", "onnxruntime_genai.models.builder", "-i", str(source), "-o", str(out),
            "-p", precision, "-e", options["target"]] + (["-c", str(cache)] if cache else [])
+    extra = []
     if precision == "int4":
         block, level = builder_option_names()
-        cmd += ["--extra_options", f"{block}={options['block_size']}"]
+        extra.append(f"{block}={options['block_size']}")
         if options["accuracy_level"]:
-            cmd.append(f"{level}={options['accuracy_level']}")
-    return cmd
+            extra.append(f"{level}={options['accuracy_level']}")
+    if options.get("prune_lm_head"):  # both pinned builders (0.13.1, 0.18.0) know it
+        extra.append("prune_lm_head=true")
+    return cmd + (["--extra_options", *extra] if extra else [])
 
 
 def check_model_folder(folder: Path) -> dict:
@@ -339,6 +364,10 @@ class OnnxRuntimeGenAIRoute(Route):
                            for k, v in DEFAULT_BLOCK_SIZE.items()) + ")", int),
         Option("accuracy_level", "prepare", "int4 MatMul activations: 4 int8 (the CPU "
                "default), 1 fp32, 0 the provider's choice", int),
+        Option("prune_lm_head", "prepare", "CPU builds: the output layer on the prompt's last "
+               "position only, for a faster first token (the default)", bool,
+               off="--all-logits", off_help="CPU builds: the output layer on every position of "
+               "the prompt (the builder's own default)"),
         PREBUILT,
         SKIP_PREFLIGHT,
     )
@@ -368,7 +397,7 @@ class OnnxRuntimeGenAIRoute(Route):
         target = options.pop("target", None) or {"fp16": "dml", "fp32": "cpu"}.get(
             plan.precision, plan.device)
         built = build_options(plan.precision, target, options.get("block_size"),
-                              options.get("accuracy_level"))
+                              options.get("accuracy_level"), options.get("prune_lm_head"))
         return plan.but(prepare_options=built)
 
     def devices_here(self) -> list[str]:
