@@ -155,6 +155,7 @@ def openvino_profile(folder: Path, prompt: int, new: int, warmup: int,
     core = ov.Core()
     model = last_position_logits(core.read_model(str(folder / "openvino_model.xml")))
     compiled = core.compile_model(model, "CPU", {**plugin, "PERF_COUNT": True})
+    threads = compiled.get_property("INFERENCE_NUM_THREADS")
     request = compiled.create_infer_request()
     names = {name for port in compiled.inputs for name in port.get_names()}
     runs, walls = 0, {"prefill": [], "decode": []}
@@ -190,6 +191,7 @@ def openvino_profile(folder: Path, prompt: int, new: int, warmup: int,
         steps.append((statistics.mean(walls["decode"][-BLOCK:]),
                       ov_window(*before, ov_totals(request), runs)))
     return {**breakdown(steps, ov_part), "step_unit": f"windows of {BLOCK} steps",
+            "threads": threads,
             "prefill_ms": walls["prefill"][-1],
             "prefill_parts": split(prefill, walls["prefill"][-1], ov_part)[0]}
 
@@ -369,8 +371,11 @@ def ort_runs(trace: list[dict]) -> list[tuple[float, list[tuple]]]:
 def onnxruntime_route(folder: Path, args) -> dict:
     from transformers import AutoTokenizer
 
-    options = dict(args.ort_session_option)
-    out = {"settings": options}
+    from phi3_aipc.routes.onnxruntime_genai import cpu_session_options
+
+    # The route's own options on this CPU (its thread count), then any asked for
+    options = {**cpu_session_options(), **dict(args.ort_session_option)}
+    out = {"settings": options, "threads": options.get("intra_op_num_threads", "ORT's own")}
     with tempfile.TemporaryDirectory() as tmp:
         copy = profiled_copy(folder, Path(tmp), {**options,
                                                  "enable_profiling": str(Path(tmp) / "ort")})
@@ -434,25 +439,41 @@ def ort_kernels(folder: Path) -> list[str]:
 ROUTES = {"openvino": openvino_route, "onnxruntime-genai": onnxruntime_route}
 
 
-def prepare(route_name: str, args) -> tuple:
-    """The route's plan for its CPU default (the profile runs on the CPU: where DirectML is
-    there, the route's own default is a DirectML layout), and the folder to profile:
-    --artifact, checked as the route checks its artifacts, or the route's CPU export of
-    --model (found, and made if need be, before anything is timed)."""
+# The layouts of the builds a 16 GB PC downloads instead of exporting (catalog.py), made from the
+# same model with the same settings. ONNX Runtime GenAI: Microsoft's CPU build, RTN int4 in
+# blocks of 32 with int8 activations (cpu-int4-rtn-block-32-acc-level-4), its output layer on
+# every position. OpenVINO: its Phi-3 int4 builds' card settings (OpenVINO/Phi-3-mini-128k-
+# instruct-int4-ov: int4_asym, group 128, ratio 0.8; the 4k build's card could not be read here).
+LAYOUTS = {
+    "ours": {"openvino": {}, "onnxruntime-genai": {}},
+    "prebuilt": {"openvino": {"sym": False, "group_size": 128, "ratio": 0.8},
+                 "onnxruntime-genai": {"block_size": 32, "accuracy_level": 4,
+                                       "prune_lm_head": False}},
+}
+
+
+def prepare(route_name: str, layout: str, args) -> tuple:
+    """The route's plan for its CPU default in `layout` (the profile runs on the CPU: where
+    DirectML is there, the route's own default is a DirectML layout), and the folder to
+    profile: --artifact, checked as the route checks its artifacts, or the route's CPU export
+    of --model (found, and made if need be, before anything is timed)."""
     route = get_route(route_name)
-    plan = route.plan(device=route.default_device)
+    plan = route.plan(device=route.default_device,
+                      prepare_options=LAYOUTS[layout][route_name] or None)
     if args.artifact:  # a build of one's own (another layout, a publisher's build)
         folder, name = Path(args.artifact), Path(args.artifact).name
         route.check_artifact(folder, plan.precision)
     else:
         source, folder = prepare_artifact(plan, args.model, progress=True)
         name = source.name
-    return route, plan, folder, name
+    return route, plan, folder, name, layout
 
 
-def profile(route, plan, folder: Path, name: str, args) -> dict:
+def profile(route, plan, folder: Path, name: str, layout: str, args) -> dict:
     read = route.weights_read(folder, plan.precision)
     result = {"route": f"{route.name} {plan.precision} {plan.device}", "model": name,
+              "layout": "--artifact" if args.artifact else layout,
+              "prepare_options": dict(plan.prepare_options),
               "artifact": str(folder), "weights_read_mb": read.total_mb,
               "output_layer_mb": read.output_layer_mb, **ROUTES[route.name](folder, args)}
     if "parts" in result:
@@ -470,7 +491,9 @@ def profile(route, plan, folder: Path, name: str, args) -> dict:
 def table(results: list[dict], probe: list[float]) -> str:
     lines = []
     for r in results:
-        lines.append(f"\n{r['route']} ({r['model']}), settings: {r['settings'] or 'defaults'}")
+        lines.append(f"\n{r['route']} ({r['model']}), {r['layout']} layout "
+                     f"{r['prepare_options']}, settings: {r['settings'] or 'defaults'}, "
+                     f"threads: {r.get('threads', '?')}")
         if "parts" in r:
             bw = r["bandwidth_gb_s"]
             lines += ["| part | ms per token | share | achieved GB/s |", "|---|---|---|---|"]
@@ -522,32 +545,107 @@ def main(argv: list[str] | None = None) -> int:
                    type=lambda s: (s.split("=", 1)[0], parse_value(s.split("=", 1)[1])),
                    help="a decoder session option for genai_config.json (e.g. "
                         "intra_op_num_threads=2, session.intra_op.allow_spinning=0)")
+    p.add_argument("--layout", action="append", choices=list(LAYOUTS),
+                   help="ours: the route's default export (the default); prebuilt: the layout of "
+                        "the build a 16 GB PC downloads, made from --model")
+    p.add_argument("--passes", type=int, default=1,
+                   help="measure every configuration this many times, interleaved (A B A B), "
+                        "the bandwidth probe before each pass and after the last")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
     if args.prompt_tokens < 1 or args.new_tokens < args.warmup + 2 * BLOCK:
         p.error(f"--prompt-tokens must be positive and --new-tokens at least --warmup + "
                 f"{2 * BLOCK}")
-    if args.artifact and len(args.route or []) != 1:
-        p.error("--artifact needs exactly one --route (the library that reads the folder)")
+    if args.passes < 1:
+        p.error("--passes must be at least 1")
+    if args.artifact and (len(args.route or []) != 1 or args.layout):
+        p.error("--artifact needs exactly one --route (the library that reads the folder) "
+                "and no --layout (the folder is the layout)")
     if args.artifact and not Path(args.artifact).is_dir():
         p.error(f"--artifact {args.artifact}: no such folder")
     args.stage = args.stage or ["profile", "pipeline"]
+    configs = [(name, layout) for name in args.route or list(ROUTES)
+               for layout in args.layout or ["ours"]]
     try:
-        prepared = [prepare(name, args) for name in args.route or list(ROUTES)]
-        probe = [measure_bandwidth()["bandwidth_gb_s"]]
-        results = [profile(*each, args) for each in prepared]
+        prepared = [prepare(name, layout, args) for name, layout in configs]
+        probe, passes = [], []
+        for _ in range(args.passes):  # A B A B, each beside a probe before and after it
+            passes.append([])
+            for each in prepared:
+                probe.append(measure_bandwidth()["bandwidth_gb_s"])
+                passes[-1].append(profile(*each, args))
     except Phi3AipcError as err:  # a model or folder that cannot be had: say so, on one line
         print(f"{p.prog}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     probe.append(measure_bandwidth()["bandwidth_gb_s"])
     print(f"Decode step after a {args.prompt_tokens}-token prompt, {args.new_tokens} new tokens "
-          f"(the first {args.warmup} left out), greedy, batch 1; read-bandwidth probe "
-          f"{probe[0]:.1f} GB/s before, {probe[1]:.1f} after.")
+          f"(the first {args.warmup} left out), greedy, batch 1, {args.passes} interleaved "
+          f"pass(es); read-bandwidth probe before each run and after the last: "
+          f"{spread(probe, '.1f')} GB/s.")
+    # Each configuration's pass with the median model step, in full; then every pass summed up.
+    results = [median_pass([run[i] for run in passes]) for i in range(len(prepared))]
     print(table(results, probe))
+    rows = summary(passes, probe)
+    print("\n" + "\n".join(summary_table(rows)))
     if args.json:
-        Path(args.json).write_text(json.dumps({"probe_gb_s": probe, "results": results},
-                                              indent=2), encoding="utf-8")
+        Path(args.json).write_text(json.dumps({"probe_gb_s": probe, "results": results,
+                                               "passes": passes, "summary": rows}, indent=2),
+                                   encoding="utf-8")
     return 0
+
+
+def median_pass(runs: list[dict]) -> dict:
+    """The run whose model step is the median (the lower middle of an even count)."""
+    timed = [r for r in runs if "model_step_ms" in r] or runs
+    return sorted(timed, key=lambda r: r.get("model_step_ms", 0))[(len(timed) - 1) // 2]
+
+
+def spread(values: list[float], fmt: str) -> str:
+    """A median with its range, e.g. "12.0 (11.2-13.9)"; one value alone."""
+    med = format(statistics.median(values), fmt)
+    if len(values) == 1:
+        return med
+    return f"{med} ({format(min(values), fmt)}-{format(max(values), fmt)})"
+
+
+def summary(passes: list[list[dict]], probe: list[float]) -> list[dict]:
+    """Per configuration over the passes: its model step, its share of the probe taken around
+    that run (the mean of the probes just before and just after it), and the library's own loop
+    (for OpenVINO its default attention backend, PagedAttention, where measured)."""
+    rows, width = [], len(passes[0])
+    for i, first in enumerate(passes[0]):
+        runs = [run[i] for run in passes]
+        around = [(probe[k * width + i] + probe[k * width + i + 1]) / 2
+                  for k in range(len(passes))]
+        row = {"route": first["route"], "layout": first["layout"],
+               "prepare_options": first["prepare_options"], "threads": first.get("threads"),
+               "weights_read_mb": first["weights_read_mb"]}
+        if "model_step_ms" in first:
+            row["model_step_ms"] = [r["model_step_ms"] for r in runs]
+            row["probe_gb_s"] = around
+            row["share_of_probe"] = [r["weights_read_mb"] / r["model_step_ms"] / gb_s
+                                     for r, gb_s in zip(runs, around)]
+        loops = [(r.get("pipelines") or {}).get("PA") or r.get("pipeline") for r in runs]
+        if all(loops):
+            row["tpot_ms"] = [loop["tpot_ms"] for loop in loops]
+            row["ttft_ms"] = [loop["ttft_ms"] for loop in loops]
+        rows.append(row)
+    return rows
+
+
+def summary_table(rows: list[dict]) -> list[str]:
+    lines = ["| route, layout | threads | MB read per token | model step, ms per token | "
+             "probe around it, GB/s | share of the probe | library's loop, ms per token | "
+             "first token, ms |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        cell = lambda key, fmt: spread(r[key], fmt) if key in r else "-"  # noqa: E731
+        share = (spread([100 * v for v in r["share_of_probe"]], ".0f") + " %"
+                 if "share_of_probe" in r else "-")
+        lines.append(f"| {r['route']}, {r['layout']} {r['prepare_options']} | {r['threads']} | "
+                     f"{r['weights_read_mb']:.0f} | {cell('model_step_ms', '.2f')} | "
+                     f"{cell('probe_gb_s', '.1f')} | {share} | "
+                     f"{cell('tpot_ms', '.2f')} | {cell('ttft_ms', '.0f')} |")
+    return lines
 
 
 if __name__ == "__main__":

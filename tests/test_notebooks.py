@@ -163,7 +163,7 @@ def test_each_notebook_opens_with_what_it_needs_in_gb_and_minutes(name):
 
 
 def test_the_intel_figures_have_what_notebook_04_reads():
-    """Notebook 04's section 9 reads the page, what it says, and each row's processor, device,
+    """Notebook 04's section 10 reads the page, what it says, and each row's processor, device,
     OpenVINO version, prompt length and figures; a version is the page's or says it is not."""
     data = lesson_checks().INTEL
     assert data["page"].startswith("https://docs.openvino.ai/") and " (docs/" in data["page_says"]

@@ -162,7 +162,6 @@ def test_cpu_builds_give_the_prompt_s_last_logits_and_the_session_every_position
     DirectML, whose generators cannot take the window a token at a time); the session's logits,
     which `phi3-aipc quality` reads, still cover every position, and pick what the whole
     window's unpruned logits pick (the DirectML build, on the CPU provider here, is unpruned)."""
-    import numpy as np
 
     session = OnnxRuntimeGenAISession(Plan("onnxruntime-genai", "fp32", "cpu"), builds["fp32"],
                                       "stand-in")
@@ -248,6 +247,14 @@ def test_build_options():
     block, level = builder_option_names()
     assert cmd[cmd.index("-e") + 1] == "cpu" and f"{block}=128" in cmd
     assert f"{level}=1" in cmd
+    # CPU builds prune the output layer to the last position unless asked not to; DirectML's not
+    assert "prune_lm_head=true" in cmd
+    assert build_options("int4", "cpu", None, None, False) == {
+        "target": "cpu", "block_size": 128, "accuracy_level": 4}
+    assert "prune_lm_head=true" not in builder_command(
+        "m", "out", "int4", build_options("int4", "dml", None, None), "c")
+    with pytest.raises(BadInput, match="prune_lm_head applies to CPU builds"):
+        build_options("int4", "dml", None, None, True)
 
 
 def test_the_cpu_thread_count_is_ort_s_own_except_on_linux_cores_without_smt():

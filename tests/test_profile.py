@@ -115,6 +115,8 @@ def test_kernel_check_times_one_product_per_library(tmp_path):
     ("profile_decode.py", ["--new-tokens", "3"]),
     ("profile_decode.py", ["--artifact", "nowhere"]),
     ("profile_decode.py", ["--route", "openvino", "--artifact", "nowhere"]),
+    ("profile_decode.py", ["--passes", "0"]),
+    ("profile_decode.py", ["--route", "openvino", "--artifact", ".", "--layout", "prebuilt"]),
     ("kernel_check.py", ["--layout", "no such layout"]),
     ("kernel_check.py", ["--rounds", "0"]),
 ])
@@ -169,7 +171,8 @@ def test_profile_plans_the_cpu_layout_where_directml_is_there(tmp_path, monkeypa
     # a Phi-3 build's config, as far as the route reads it before loading (its model type)
     (tmp_path / "genai_config.json").write_text('{"model": {"type": "phi3"}}', encoding="utf-8")
     args = argparse.Namespace(artifact=str(tmp_path), model=None)
-    route, plan, folder, name = load_script("profile_decode").prepare("onnxruntime-genai", args)
+    route, plan, folder, name, layout = load_script("profile_decode").prepare(
+        "onnxruntime-genai", "ours", args)
     assert plan.device == "cpu" and plan.prepare_options["target"] == "cpu", plan
 
 
@@ -197,3 +200,24 @@ def test_central_half_leaves_out_the_steps_that_waited_for_a_core():
     steps = [(w, f"step {i}") for i, w in enumerate([5.0, 5.2, 4.9, 40.0, 5.1, 0.5, 5.0, 5.3])]
     kept = central_half(steps)
     assert {w for w, _ in kept} <= {4.9, 5.0, 5.1, 5.2, 5.3} and len(kept) >= len(steps) // 2
+
+
+def test_each_run_s_share_is_of_the_probes_taken_around_it():
+    """Interleaved passes (A B, A B) with a probe before each run and after the last: run i of
+    pass k sits between probes k*width+i and k*width+i+1, and its share is of their mean."""
+    profile_decode = load_script("profile_decode")
+
+    def run(route, step):
+        return {"route": route, "layout": "ours", "prepare_options": {}, "threads": 2,
+                "weights_read_mb": 300.0, "model_step_ms": step,
+                "pipeline": {"tpot_ms": step + 1, "ttft_ms": 100.0}}
+
+    passes = [[run("a", 10.0), run("b", 6.0)], [run("a", 12.0), run("b", 5.0)]]
+    probe = [40.0, 60.0, 50.0, 30.0, 50.0]  # before a, b (pass 1), a, b (pass 2), and after
+    a, b = profile_decode.summary(passes, probe)
+    assert a["probe_gb_s"] == [50.0, 40.0] and b["probe_gb_s"] == [55.0, 40.0]
+    assert a["share_of_probe"] == pytest.approx([300 / 10 / 50, 300 / 12 / 40])
+    assert b["share_of_probe"] == pytest.approx([300 / 6 / 55, 300 / 5 / 40])
+    assert a["tpot_ms"] == [11.0, 13.0] and b["ttft_ms"] == [100.0, 100.0]
+    line = profile_decode.summary_table([a])[2]
+    assert "11.00 (10.00-12.00)" in line and "61 (60-62) %" in line
