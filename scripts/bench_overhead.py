@@ -44,12 +44,14 @@ def raw_openvino(artifact, device: str):
 def raw_onnxruntime_genai(artifact, device: str):
     import onnxruntime_genai as og
 
-    from phi3_aipc.routes.onnxruntime_genai import continuous_decoding
+    from phi3_aipc.routes.onnxruntime_genai import continuous_decoding, cpu_overlay
 
     config = og.Config(str(artifact))
     config.clear_providers()
     if device == "dml":  # the provider the package's session runs on
         config.append_provider("dml")
+    elif overlay := cpu_overlay():  # the same threads as the package's session
+        config.overlay(overlay)
     model = og.Model(config)
     tokenizer = og.Tokenizer(model)
     # Ignoring EOS as the package does: feed a stop token back where a live generator takes

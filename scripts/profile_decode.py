@@ -466,6 +466,8 @@ def prepare(route_name: str, layout: str, args) -> tuple:
     else:
         source, folder = prepare_artifact(plan, args.model, progress=True)
         name = source.name
+        if source.kind == "prebuilt":  # the route took the publisher's build (PHI3_AIPC_PREBUILT)
+            plan, layout = plan.but(prepare_options={}), "the publisher's build"
     return route, plan, folder, name, layout
 
 
@@ -510,7 +512,8 @@ def table(results: list[dict], probe: list[float]) -> str:
                 f"{r['weights_read_mb']:.0f} MB read per token "
                 f"({r['output_layer_mb']:.0f} output layer): "
                 f"{bw['weights / model step']:.1f} GB/s over the model step, "
-                f"{bw['weights / model step'] / statistics.median(probe):.0%} of the probes' median.")
+                f"{bw['weights / model step'] / statistics.median(probe):.0%} of the probes' "
+                "median.")
             lines.append("Kernels: " + "; ".join(r["kernels"]))
             lines.append("Other graph ops: " + ", ".join(f"{k} {v:.2f} ms"
                                                           for k, v in r["other_ops_ms"].items()))

@@ -143,8 +143,8 @@ def test_builds_record_their_settings(builds):
     assert {block for block, _ in matmul_settings(builds["int4-dml"])} == {32}
 
 
-def prompt_logits_rows(folder, ids: list[int]) -> int:
-    """How many positions' logits the model gives for a prompt."""
+def prompt_logits(folder, ids: list[int]):
+    """The logits the model gives for a prompt going in at once (positions x vocabulary)."""
     import numpy as np
 
     config = og.Config(str(folder))
@@ -154,25 +154,25 @@ def prompt_logits_rows(folder, ids: list[int]) -> int:
     params.set_search_options(max_length=len(ids) + 1)
     generator = og.Generator(model, params)
     generator.append_tokens(ids)
-    return np.asarray(generator.get_output("logits")).shape[1]
+    return np.asarray(generator.get_output("logits"))[0]
 
 
 def test_cpu_builds_give_the_prompt_s_last_logits_and_the_session_every_position_s(builds):
     """prune_lm_head: the output layer sees the prompt's last position only on the CPU (not on
-    DirectML, whose generators cannot take the window a token at a time); the session's logits,
-    which `phi3-aipc quality` reads, still cover every position, and pick what the whole
-    window's unpruned logits pick (the DirectML build, on the CPU provider here, is unpruned)."""
+    DirectML, whose generators cannot take the window a token at a time). The session's logits,
+    which `phi3-aipc quality` reads, still cover every position: row i is what the prompt's
+    first i+1 tokens give at their last position."""
+    import numpy as np
 
     session = OnnxRuntimeGenAISession(Plan("onnxruntime-genai", "fp32", "cpu"), builds["fp32"],
                                       "stand-in")
     ids = session.prompt_ids([{"role": "user", "content": UNSEEN}])
-    assert prompt_logits_rows(builds["fp32"], ids) == 1
-    assert prompt_logits_rows(builds["int4-dml"], ids) == len(ids)
-    fp32 = session.logits(ids)
-    dml = OnnxRuntimeGenAISession(Plan("onnxruntime-genai", "int4", "cpu"), builds["int4-dml"],
-                                  "stand-in").logits(ids)
-    assert fp32.shape == dml.shape == (len(ids), fp32.shape[1])
-    assert (fp32.argmax(-1) == dml.argmax(-1)).mean() > 0.9
+    assert len(prompt_logits(builds["fp32"], ids)) == 1
+    assert len(prompt_logits(builds["int4-dml"], ids)) == len(ids)
+    rows = session.logits(ids)
+    assert rows.shape == (len(ids), session.vocab_size)
+    for i in (0, len(ids) // 2, len(ids) - 1):
+        assert np.allclose(rows[i], prompt_logits(builds["fp32"], ids[:i + 1])[-1], atol=1e-3)
 
 
 def matmul_settings(folder) -> set[tuple[int, int]]:
@@ -258,10 +258,12 @@ def test_build_options():
 
 
 def test_the_cpu_thread_count_is_ort_s_own_except_on_linux_cores_without_smt():
-    assert cpu_threads(windows=False, cores=2, logical=2, hybrid=False) == 2  # CI's VM
-    assert cpu_threads(windows=False, cores=8, logical=16, hybrid=False) is None  # SMT: halves
-    assert cpu_threads(windows=True, cores=2, logical=2, hybrid=False) is None  # counts cores
-    assert cpu_threads(windows=False, cores=8, logical=8, hybrid=True) is None  # not measured
+    linux = dict(linux=True, hybrid=False, usable=64)
+    assert cpu_threads(cores=2, logical=2, **linux) == 2  # CI's VM
+    assert cpu_threads(cores=8, logical=16, **linux) is None  # SMT: ORT's half is every core
+    assert cpu_threads(linux=False, cores=2, logical=2, hybrid=False) is None  # Windows, macOS
+    assert cpu_threads(linux=True, cores=8, logical=8, hybrid=True) is None  # not measured
+    assert cpu_threads(cores=8, logical=8, linux=True, hybrid=False, usable=3) == 3  # cpuset
 
 
 def test_the_cpu_session_runs_the_thread_count_the_rule_gives(builds, monkeypatch):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -49,32 +50,43 @@ CONTINUOUS_DECODING = {
 }
 
 
-def cpu_threads(windows: bool = IS_WINDOWS, cores: int | None = None,
-                logical: int | None = None, hybrid: bool | None = None) -> int | None:
+def cpu_threads(linux: bool = sys.platform.startswith("linux"), cores: int | None = None,
+                logical: int | None = None, hybrid: bool | None = None,
+                usable: int | None = None) -> int | None:
     """The decoder's intra-op threads on the CPU provider, or None to leave ONNX Runtime's own
-    count. On Windows ORT counts the physical cores itself (without the low-power cores of
-    Intel's hybrid CPUs: onnxruntime/core/platform/windows/hardware_core_enumerator.cc). On Linux
-    its wheels take half the logical CPUs, which assumes two hardware threads per core
-    (microsoft/onnxruntime#13974): on a CPU without them that is half the cores (1 of 2 on CI's
-    VM, where decoding then runs 1.6x slower than on both). There the route asks for every core.
-    A hybrid CPU (Linux lists /sys/devices/cpu_atom) keeps ORT's count: not measured here."""
+    count. On Linux ORT's wheels take half the logical CPUs, which assumes two hardware threads
+    per core (microsoft/onnxruntime#13974): on a CPU without them that is half the cores (1 of 2
+    on CI's VM, where decoding then ran about 1.5 times slower than on both). There the route
+    asks for every core this process may use. Elsewhere ORT's count stays: Windows counts the
+    physical cores itself (without the low-power cores of Intel's hybrid CPUs:
+    onnxruntime/core/platform/windows/hardware_core_enumerator.cc), and macOS and hybrid CPUs on
+    Linux (which list /sys/devices/cpu_atom) are not measured here."""
     import os
 
     import psutil
 
+    if not linux:
+        return None
     cores = cores or psutil.cpu_count(logical=False) or 1
     logical = logical or os.cpu_count() or 1
     if hybrid is None:
         hybrid = Path("/sys/devices/cpu_atom").exists()
-    if windows or hybrid or logical > cores:
+    if hybrid or logical > cores:
         return None
-    return cores
+    return min(cores, usable or len(os.sched_getaffinity(0)))
 
 
 def cpu_session_options() -> dict:
     """The session options the route adds to genai_config.json's decoder on the CPU provider."""
     threads = cpu_threads()
     return {"intra_op_num_threads": threads} if threads else {}
+
+
+def cpu_overlay() -> str | None:
+    """`cpu_session_options()` as the JSON `og.Config.overlay` takes, or None where there are
+    none."""
+    options = cpu_session_options()
+    return json.dumps({"model": {"decoder": {"session_options": options}}}) if options else None
 
 
 def continuous_decoding(device: str, version: str | None = None) -> bool:
@@ -101,6 +113,8 @@ class OnnxRuntimeGenAISession(Session):
         if made and made["precision"] != plan.precision:
             raise BadInput(f"{artifact} is a {made['precision']} build, not {plan.precision}.")
         target = built_for(genai_config)
+        # Its output layer sees the prompt's last position only (the route's CPU builds)
+        self.pruned = bool(made and made.get("options", {}).get("prune_lm_head"))
         if target == "cpu" and plan.device == "dml":
             raise BadInput("This model was built for the CPU (-e cpu); DirectML needs a model "
                            "built for it: phi3-aipc prepare --route onnxruntime-genai "
@@ -113,8 +127,8 @@ class OnnxRuntimeGenAISession(Session):
             config.clear_providers()  # the CPU provider is always there
             if plan.device == "dml":
                 config.append_provider("dml")
-            elif options := cpu_session_options():
-                config.overlay(json.dumps({"model": {"decoder": {"session_options": options}}}))
+            elif overlay := cpu_overlay():
+                config.overlay(overlay)
             og_model = og.Model(config)
         self.og_model = og_model
         self.og_tokenizer = og.Tokenizer(self.og_model)
@@ -182,9 +196,11 @@ class OnnxRuntimeGenAISession(Session):
         return self.result(stream, len(prompt))
 
     def logits(self, ids: list[int]):
-        """The model's own logits output after the whole window goes in at once; from a build
-        whose output layer sees the last position only (prune_lm_head, the CPU builds), the
-        window again a token at a time, each token's logits as it goes in."""
+        """The model's own logits output after the whole window goes in at once. A build whose
+        output layer sees the last position only (prune_lm_head: the route's CPU builds, as its
+        manifest says, or one whose whole-window output has one row) takes the window a token at
+        a time instead, each token's logits as it goes in: a decode step per position, slower
+        than one prompt (the CPU provider's generators allow it; DirectML's do not)."""
         import numpy as np
         import onnxruntime_genai as og
 
@@ -193,11 +209,12 @@ class OnnxRuntimeGenAISession(Session):
             params.set_search_options(max_length=len(ids) + 1)
             return og.Generator(self.og_model, params)
 
-        whole = generator()
-        whole.append_tokens(ids)
-        logits = np.asarray(whole.get_output("logits"))[0]
-        if len(logits) == len(ids):
-            return logits
+        if not self.pruned:
+            whole = generator()
+            whole.append_tokens(ids)
+            logits = np.asarray(whole.get_output("logits"))[0]
+            if len(logits) == len(ids):
+                return logits
         stepwise, rows = generator(), []
         for token in ids:
             stepwise.append_tokens([token])
@@ -262,10 +279,10 @@ def build_options(precision: str, target: str, block_size: int | None,
     elif block_size or accuracy_level is not None:
         raise BadInput("block_size and accuracy_level apply to int4 builds only.")
     # The output layer on the prompt's last position only: the others' logits are never used
-    # in generation, and on the bench stand-in the whole prompt's took 74 of 226 ms of the
-    # first token (scripts/profile_decode.py). CPU builds only: a pruned build gives one
-    # position's logits, and `logits()` then feeds the window a token at a time, which
-    # DirectML's generators refuse (no continuous decoding).
+    # in generation, and on the bench stand-in the whole prompt's output layer took 37 of the
+    # first token's 213 ms (scripts/profile_decode.py; 170 ms pruned). CPU builds only: a
+    # pruned build gives one position's logits, and `logits()` then feeds the window a token at
+    # a time, which DirectML's generators refuse (no continuous decoding).
     if prune_lm_head and target != "cpu":
         raise BadInput("prune_lm_head applies to CPU builds: DirectML's generators cannot take "
                        "a window a token at a time, which `phi3-aipc quality` then needs.")
