@@ -553,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
                         "the build a 16 GB PC downloads, made from --model")
     p.add_argument("--passes", type=int, default=1,
                    help="measure every configuration this many times, interleaved (A B A B), "
-                        "the bandwidth probe before each pass and after the last")
+                        "the bandwidth probe before each run and after the last")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
     if args.prompt_tokens < 1 or args.new_tokens < args.warmup + 2 * BLOCK:
@@ -626,7 +626,7 @@ def summary(passes: list[list[dict]], probe: list[float]) -> list[dict]:
         if "model_step_ms" in first:
             row["model_step_ms"] = [r["model_step_ms"] for r in runs]
             row["probe_gb_s"] = around
-            row["share_of_probe"] = [r["weights_read_mb"] / r["model_step_ms"] / gb_s
+            row["share_of_probe"] = [r["bandwidth_gb_s"]["weights / model step"] / gb_s
                                      for r, gb_s in zip(runs, around)]
         loops = [(r.get("pipelines") or {}).get("PA") or r.get("pipeline") for r in runs]
         if all(loops):

@@ -210,6 +210,7 @@ def test_each_run_s_share_is_of_the_probes_taken_around_it():
     def run(route, step):
         return {"route": route, "layout": "ours", "prepare_options": {}, "threads": 2,
                 "weights_read_mb": 300.0, "model_step_ms": step,
+                "bandwidth_gb_s": {"weights / model step": 300.0 / step},
                 "pipeline": {"tpot_ms": step + 1, "ttft_ms": 100.0}}
 
     passes = [[run("a", 10.0), run("b", 6.0)], [run("a", 12.0), run("b", 5.0)]]
